@@ -1,0 +1,509 @@
+//! The one place that talks to wgpu set-up: adapter choice, device creation with the
+//! adapter's real limits and optional features, buffer helpers, the pipeline cache and
+//! the readback function (the only GPU→CPU sync point; grep `read_back` to find them all).
+
+mod pipelines;
+
+use std::sync::{Arc, Mutex};
+
+use bytemuck::Pod;
+use wgpu::util::DeviceExt;
+
+use crate::{Error, Result};
+
+pub use pipelines::PipelineCache;
+
+/// Which adapter to use. Every field is optional; `Default` picks the first
+/// high-performance adapter of any backend.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Restrict to one backend (`vulkan`, `metal`, `dx12`, `gl`, `webgpu`).
+    pub backend: Option<String>,
+    /// Pick the first adapter whose name contains this text (case-insensitive).
+    pub adapter: Option<String>,
+    /// Do not use `shader-f16` even if the adapter has it (tests the f32 path).
+    pub no_f16: bool,
+    /// Do not use subgroup operations even if the adapter has them.
+    pub no_subgroups: bool,
+    /// Pretend `max_storage_buffer_binding_size` is at most this (tests row splitting).
+    pub max_binding_override: Option<u64>,
+}
+
+impl GpuOptions {
+    /// Options from the environment: `TANDEM_BACKEND`, `TANDEM_ADAPTER`,
+    /// `TANDEM_NO_F16=1`, `TANDEM_NO_SUBGROUPS=1` (native only; the web has no env).
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let flag = |k: &str| var(k).is_some_and(|v| v != "0");
+        GpuOptions {
+            backend: var("TANDEM_BACKEND"),
+            adapter: var("TANDEM_ADAPTER"),
+            no_f16: flag("TANDEM_NO_F16"),
+            no_subgroups: flag("TANDEM_NO_SUBGROUPS"),
+            max_binding_override: None,
+        }
+    }
+}
+
+/// Parse a backend name as given on the command line.
+pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "vulkan" | "vk" => wgpu::Backends::VULKAN,
+        "metal" | "mtl" => wgpu::Backends::METAL,
+        "dx12" | "d3d12" => wgpu::Backends::DX12,
+        "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+        "webgpu" | "browser" => wgpu::Backends::BROWSER_WEBGPU,
+        "all" => wgpu::Backends::all(),
+        other => {
+            return Err(Error::Invalid(format!(
+                "unknown backend '{other}' (expected vulkan, metal, dx12, gl or webgpu)"
+            )))
+        }
+    })
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends,
+        flags: wgpu::InstanceFlags::from_env_or_default(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    })
+}
+
+fn backends_for(options: &GpuOptions) -> Result<wgpu::Backends> {
+    match &options.backend {
+        Some(b) => parse_backend(b),
+        None => Ok(wgpu::Backends::all()),
+    }
+}
+
+/// What to tell a user who has no adapter at all.
+pub const NO_ADAPTER_HELP: &str = "no GPU adapter found. tandem needs WebGPU-capable graphics: \
+install your GPU's Vulkan/Metal/DX12 driver, or for a software adapter on Linux install \
+Mesa's lavapipe (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`). \
+`tandem devices` lists what wgpu can see.";
+
+/// A short description of one adapter, for `tandem devices` and benchmark headers.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+    pub timestamp_query: bool,
+    pub max_buffer_size: u64,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_storage_buffers_per_shader_stage: u32,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+}
+
+impl AdapterSummary {
+    fn new(info: &wgpu::AdapterInfo, features: wgpu::Features, limits: &wgpu::Limits) -> Self {
+        AdapterSummary {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend).to_lowercase(),
+            device_type: format!("{:?}", info.device_type),
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            max_buffer_size: limits.max_buffer_size,
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+            max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
+            max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+        }
+    }
+}
+
+/// Every adapter wgpu can see for the given options' backend (native only:
+/// a browser hands out one adapter at a time).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn list_adapters(options: &GpuOptions) -> Result<Vec<AdapterSummary>> {
+    let inst = instance(backends_for(options)?);
+    let adapters = pollster::block_on(inst.enumerate_adapters(backends_for(options)?));
+    Ok(adapters
+        .iter()
+        .map(|a| AdapterSummary::new(&a.get_info(), a.features(), &a.limits()))
+        .collect())
+}
+
+/// The GPU context: device, queue, what the adapter offers, and the pipeline cache.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    /// Features enabled on the device (only the optional ones tandem uses).
+    pub features: wgpu::Features,
+    /// Limits enabled on the device (the adapter's own, not wgpu's defaults).
+    pub limits: wgpu::Limits,
+    use_f16: bool,
+    use_subgroups: bool,
+    max_binding: u64,
+    pipelines: PipelineCache,
+    /// Errors wgpu reported outside an error scope (validation, out of memory, device lost).
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("adapter", &self.info.name)
+            .finish()
+    }
+}
+
+impl Gpu {
+    /// Create the context (async: works on native with `pollster` and in the browser).
+    pub async fn new(options: &GpuOptions) -> Result<Gpu> {
+        let adapter = match &options.backend {
+            Some(_) => {
+                let backends = backends_for(options)?;
+                pick_adapter(&instance(backends), backends, options).await?
+            }
+            // Prefer the modern APIs (Vulkan, Metal, DX12, the browser's WebGPU); OpenGL
+            // only when none of them has an adapter.
+            None => match pick_adapter(
+                &instance(wgpu::Backends::PRIMARY),
+                wgpu::Backends::PRIMARY,
+                options,
+            )
+            .await
+            {
+                Ok(a) => a,
+                Err(_) => {
+                    pick_adapter(
+                        &instance(wgpu::Backends::all()),
+                        wgpu::Backends::all(),
+                        options,
+                    )
+                    .await?
+                }
+            },
+        };
+        let info = adapter.get_info();
+        let offered = adapter.features();
+        let mut wanted = wgpu::Features::TIMESTAMP_QUERY;
+        if !options.no_f16 {
+            wanted |= wgpu::Features::SHADER_F16;
+        }
+        if !options.no_subgroups {
+            wanted |= wgpu::Features::SUBGROUP;
+        }
+        let features = offered & wanted;
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("tandem"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::Gpu(format!("requesting a device from '{}': {e}", info.name)))?;
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            log::error!("wgpu: {e}");
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
+        let lost = errors.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if let Ok(mut v) = lost.lock() {
+                v.push(format!("device lost ({reason:?}): {msg}"));
+            }
+        });
+        let max_binding = options
+            .max_binding_override
+            .unwrap_or(u64::MAX)
+            .min(limits.max_storage_buffer_binding_size as u64)
+            .min(limits.max_buffer_size);
+        Ok(Gpu {
+            use_f16: features.contains(wgpu::Features::SHADER_F16),
+            use_subgroups: features.contains(wgpu::Features::SUBGROUP),
+            device,
+            queue,
+            info,
+            features,
+            limits,
+            max_binding,
+            pipelines: PipelineCache::default(),
+            errors,
+        })
+    }
+
+    /// Blocking constructor for native programs and tests.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking(options: &GpuOptions) -> Result<Gpu> {
+        pollster::block_on(Gpu::new(options))
+    }
+
+    /// Whether the f16 fast path may be used.
+    pub fn has_f16(&self) -> bool {
+        self.use_f16
+    }
+
+    /// Whether subgroup operations may be used.
+    pub fn has_subgroups(&self) -> bool {
+        self.use_subgroups
+    }
+
+    /// The largest byte size one storage binding may have on this device.
+    pub fn max_binding_size(&self) -> u64 {
+        self.max_binding
+    }
+
+    pub fn summary(&self) -> AdapterSummary {
+        AdapterSummary::new(&self.info, self.features, &self.limits)
+    }
+
+    pub fn pipelines(&self) -> &PipelineCache {
+        &self.pipelines
+    }
+
+    /// A compute pipeline for `source` (WGSL) / `entry` with override `constants`, built once
+    /// and cached under `key` (the key must name the source, entry and constants).
+    pub fn pipeline(
+        &self,
+        key: &str,
+        source: &str,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        self.pipelines
+            .get_or_create(&self.device, key, source, entry, constants)
+    }
+
+    /// Fail with the first error wgpu reported asynchronously, if any (validation,
+    /// out-of-memory, device lost). Called after readbacks so errors reach the caller.
+    pub fn check_errors(&self) -> Result<()> {
+        let mut errs = self
+            .errors
+            .lock()
+            .map_err(|_| Error::Gpu("error log poisoned".into()))?;
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            let all = errs.join("; ");
+            errs.clear();
+            Err(Error::Gpu(all))
+        }
+    }
+
+    fn check_size(&self, label: &str, size: u64) -> Result<()> {
+        if size > self.limits.max_buffer_size {
+            return Err(Error::Gpu(format!(
+                "buffer '{label}' needs {size} bytes but the adapter's max_buffer_size is {}",
+                self.limits.max_buffer_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// A zeroed storage buffer of `size` bytes (rounded up to 4), readable back and writable.
+    pub fn storage(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
+        let size = size.max(4).next_multiple_of(4);
+        self.check_size(label, size)?;
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// A storage buffer holding `data` (padded to a multiple of 4 bytes).
+    pub fn upload<T: Pod>(&self, label: &str, data: &[T]) -> Result<wgpu::Buffer> {
+        self.upload_bytes(label, bytemuck::cast_slice(data))
+    }
+
+    /// A storage buffer holding `bytes` (padded with zeros to a multiple of 4).
+    pub fn upload_bytes(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
+        let size = (bytes.len() as u64).max(4).next_multiple_of(4);
+        self.check_size(label, size)?;
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: true,
+        });
+        {
+            let mut view = buffer
+                .slice(..)
+                .get_mapped_range_mut()
+                .map_err(|e| Error::Gpu(format!("mapping '{label}' for upload: {e}")))?;
+            view.slice(..bytes.len()).copy_from_slice(bytes);
+        }
+        buffer.unmap();
+        Ok(buffer)
+    }
+
+    /// A uniform buffer holding `value`, rewritable with `queue.write_buffer`.
+    pub fn uniform<T: Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::bytes_of(value),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            })
+    }
+
+    /// A bind group for `pipeline`'s group 0 with `buffers` bound at bindings 0, 1, 2, …
+    pub fn bind(
+        &self,
+        label: &str,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[&wgpu::Buffer],
+    ) -> wgpu::BindGroup {
+        let layout = pipeline.get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout: &layout,
+            entries: &entries,
+        })
+    }
+
+    /// Copy `size` bytes at `offset` of `buffer` to the CPU. This is the readback: the only
+    /// place tandem waits for the GPU. The buffer needs `COPY_SRC`.
+    pub async fn read_back(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        size: u64,
+    ) -> Result<Vec<u8>> {
+        let padded = size.next_multiple_of(4).max(4);
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: padded,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, padded);
+        self.queue.submit([enc.finish()]);
+        let bytes = self.map_read(&staging, padded).await?;
+        Ok(bytes[..size as usize].to_vec())
+    }
+
+    /// Map a `MAP_READ` buffer and copy out its first `size` bytes.
+    pub async fn map_read(&self, staging: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging
+            .slice(..size)
+            .map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        let mapped = rx
+            .await
+            .map_err(|_| Error::Gpu("readback was cancelled (device lost?)".into()))?;
+        if let Err(e) = mapped {
+            self.check_errors()?;
+            return Err(Error::Gpu(format!("mapping a readback buffer: {e}")));
+        }
+        let bytes = staging
+            .slice(..size)
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e}")))?
+            .to_vec();
+        staging.unmap();
+        self.check_errors()?;
+        Ok(bytes)
+    }
+
+    /// Read back `count` values of type `T` from the start of `buffer`.
+    pub async fn read_vec<T: Pod>(&self, buffer: &wgpu::Buffer, count: usize) -> Result<Vec<T>> {
+        let bytes = self
+            .read_back(buffer, 0, (count * std::mem::size_of::<T>()) as u64)
+            .await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Blocking [`Gpu::read_vec`] for native code and tests.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_vec_blocking<T: Pod>(&self, buffer: &wgpu::Buffer, count: usize) -> Result<Vec<T>> {
+        pollster::block_on(self.read_vec(buffer, count))
+    }
+
+    /// Submit one command buffer.
+    pub fn submit(&self, encoder: wgpu::CommandEncoder) {
+        self.queue.submit([encoder.finish()]);
+    }
+
+    pub fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
+        self.device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+    }
+}
+
+async fn pick_adapter(
+    inst: &wgpu::Instance,
+    backends: wgpu::Backends,
+    options: &GpuOptions,
+) -> Result<wgpu::Adapter> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(want) = &options.adapter {
+        let want = want.to_lowercase();
+        let all = inst.enumerate_adapters(backends).await;
+        let names: Vec<String> = all.iter().map(|a| a.get_info().name).collect();
+        return all
+            .into_iter()
+            .find(|a| a.get_info().name.to_lowercase().contains(&want))
+            .ok_or_else(|| {
+                Error::Gpu(format!(
+                    "no adapter matches '{want}'; available: {}",
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ))
+            });
+    }
+    let _ = (backends, options);
+    inst.request_adapter(&wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        force_fallback_adapter: false,
+        compatible_surface: None,
+        apply_limit_buckets: false,
+    })
+    .await
+    .map_err(|e| Error::Gpu(format!("{NO_ADAPTER_HELP} ({e})")))
+}
+
+/// Workgroup counts for `n` items at `per_group` items each, folded into 2-D when `n`
+/// exceeds the 65,535 per-dimension limit. Shaders rebuild the linear index as
+/// `wg.x + wg.y * num_workgroups.x`.
+pub fn groups_2d(n: u32, per_group: u32) -> (u32, u32) {
+    let groups = n.div_ceil(per_group).max(1);
+    if groups <= 65_535 {
+        (groups, 1)
+    } else {
+        let y = groups.div_ceil(65_535);
+        (groups.div_ceil(y), y)
+    }
+}

@@ -1,0 +1,6 @@
+//! tandem: portable LLM inference on WebGPU with exact speculative decoding.
+pub mod error;
+pub mod gpu;
+pub mod model;
+
+pub use error::{Error, Result};
