@@ -1,6 +1,7 @@
 //! tandem: portable LLM inference on WebGPU with exact speculative decoding.
 pub mod error;
 pub mod gpu;
+pub mod kernels;
 pub mod model;
 
 pub use error::{Error, Result};
