@@ -1,4 +1,4 @@
-//! The tandem command-line interface.
+//! The native command-line interface (clap).
 
 use clap::{Args, Parser, Subcommand};
 use tandem::gpu::{self, GpuOptions};
@@ -56,7 +56,7 @@ enum Command {
     },
 }
 
-fn main() {
+pub fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e}");

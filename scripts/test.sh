@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# tandem's test suite: native tests on the first Vulkan adapter (lavapipe in CI), then the
+# browser tests in headless Chromium's WebGPU (SwiftShader) through wasm-bindgen-test.
+#   scripts/test.sh            # everything CI runs
+#   TANDEM_SLOW=1 scripts/test.sh   # plus the slower set (the Qwen models on lavapipe)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# CI has lavapipe, so a missing adapter is a failure there, not a skip.
+export TANDEM_REQUIRE_GPU="${TANDEM_REQUIRE_GPU:-1}"
+export TANDEM_BACKEND="${TANDEM_BACKEND:-vulkan}"
+
+echo "== native tests"
+cargo test --locked
+
+echo "== browser tests (headless Chromium, WebGPU on SwiftShader)"
+scripts/test-browser.sh

@@ -1,0 +1,13 @@
+//! `tandem`: the native command-line program. Built for native targets only; the wasm32
+//! build of the crate (the browser package) has no CLI.
+
+#[cfg(not(target_arch = "wasm32"))]
+mod cli;
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() {
+    cli::main()
+}
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}
