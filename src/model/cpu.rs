@@ -1,0 +1,227 @@
+//! The CPU reference forward: plain f32, one token at a time, llama2.c style. It is the
+//! oracle the GPU forward is tested against, so it favours being obviously right over being
+//! fast: weights are dequantized to f32 once, every step is a simple loop.
+//!
+//! Per layer: norm → q,k,v (+bias) → RoPE → attention over the KV cache → output projection →
+//! residual → norm → gate/up → SiLU·mul → down → residual. The same order as
+//! `src/model/transformer.rs`.
+
+use super::config::{ModelConfig, RopeStyle};
+use super::weights::WeightSource;
+use crate::Result;
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: Vec<f32>,
+    wk: Vec<f32>,
+    wv: Vec<f32>,
+    bq: Option<Vec<f32>>,
+    bk: Option<Vec<f32>>,
+    bv: Option<Vec<f32>>,
+    wo: Vec<f32>,
+    ffn_norm: Vec<f32>,
+    w_gate: Vec<f32>,
+    w_up: Vec<f32>,
+    w_down: Vec<f32>,
+    /// `[pos][KVH * HD]`
+    k_cache: Vec<f32>,
+    v_cache: Vec<f32>,
+}
+
+/// A model on the CPU with its KV cache.
+pub struct CpuModel {
+    pub config: ModelConfig,
+    embed: Vec<f32>,
+    layers: Vec<Layer>,
+    output_norm: Vec<f32>,
+    /// `None` when the output head is tied to the embedding.
+    output: Option<Vec<f32>>,
+    /// Tokens in the KV cache.
+    pub n_past: usize,
+}
+
+impl CpuModel {
+    /// Dequantize every weight of `src` to f32.
+    pub fn load(src: &dyn WeightSource, config: &ModelConfig) -> Result<Self> {
+        let c = config;
+        let (d, hd) = (c.dim, c.head_dim);
+        let f32s = |name: &str, dims: &[usize]| src.tensor_f32(name, dims);
+        let mut layers = Vec::with_capacity(c.n_layers);
+        for i in 0..c.n_layers {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            let bias = |s: &str, len: usize| -> Result<Option<Vec<f32>>> {
+                if c.qkv_bias {
+                    Ok(Some(f32s(&n(s), &[len])?))
+                } else {
+                    Ok(None)
+                }
+            };
+            layers.push(Layer {
+                attn_norm: f32s(&n("attn_norm.weight"), &[d])?,
+                wq: f32s(&n("attn_q.weight"), &[d, c.n_heads * hd])?,
+                wk: f32s(&n("attn_k.weight"), &[d, c.n_kv_heads * hd])?,
+                wv: f32s(&n("attn_v.weight"), &[d, c.n_kv_heads * hd])?,
+                bq: bias("attn_q.bias", c.n_heads * hd)?,
+                bk: bias("attn_k.bias", c.n_kv_heads * hd)?,
+                bv: bias("attn_v.bias", c.n_kv_heads * hd)?,
+                wo: f32s(&n("attn_output.weight"), &[c.n_heads * hd, d])?,
+                ffn_norm: f32s(&n("ffn_norm.weight"), &[d])?,
+                w_gate: f32s(&n("ffn_gate.weight"), &[d, c.ffn_dim])?,
+                w_up: f32s(&n("ffn_up.weight"), &[d, c.ffn_dim])?,
+                w_down: f32s(&n("ffn_down.weight"), &[c.ffn_dim, d])?,
+                k_cache: Vec::new(),
+                v_cache: Vec::new(),
+            });
+        }
+        let output = if c.tied_embeddings {
+            None
+        } else {
+            Some(f32s("output.weight", &[d, c.vocab_size])?)
+        };
+        Ok(CpuModel {
+            config: config.clone(),
+            embed: f32s("token_embd.weight", &[d, c.vocab_size])?,
+            layers,
+            output_norm: f32s("output_norm.weight", &[d])?,
+            output,
+            n_past: 0,
+        })
+    }
+
+    /// Forget the KV cache past `n` tokens.
+    pub fn truncate(&mut self, n: usize) {
+        let row = self.config.n_kv_heads * self.config.head_dim;
+        self.n_past = self.n_past.min(n);
+        for l in &mut self.layers {
+            l.k_cache.truncate(self.n_past * row);
+            l.v_cache.truncate(self.n_past * row);
+        }
+    }
+
+    /// Run one token at position `n_past`, append it to the KV cache, return its logits.
+    pub fn forward(&mut self, token: u32) -> Vec<f32> {
+        let c = &self.config;
+        let (d, hd, nh, nkv) = (c.dim, c.head_dim, c.n_heads, c.n_kv_heads);
+        let pos = self.n_past;
+        let tok = (token as usize).min(c.vocab_size - 1);
+        let mut x = self.embed[tok * d..(tok + 1) * d].to_vec();
+        let mut h = vec![0.0; d];
+        for l in &mut self.layers {
+            rmsnorm(&mut h, &x, &l.attn_norm, c.norm_eps);
+            let mut q = matvec(&l.wq, &h, nh * hd);
+            let mut k = matvec(&l.wk, &h, nkv * hd);
+            let mut v = matvec(&l.wv, &h, nkv * hd);
+            add_bias(&mut q, &l.bq);
+            add_bias(&mut k, &l.bk);
+            add_bias(&mut v, &l.bv);
+            rope(&mut q, hd, pos, c.rope_theta, c.rope_dims, c.rope_style);
+            rope(&mut k, hd, pos, c.rope_theta, c.rope_dims, c.rope_style);
+            l.k_cache.extend_from_slice(&k);
+            l.v_cache.extend_from_slice(&v);
+            let att = attention(&q, &l.k_cache, &l.v_cache, nh, nkv, hd, pos + 1);
+            let o = matvec(&l.wo, &att, d);
+            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            rmsnorm(&mut h, &x, &l.ffn_norm, c.norm_eps);
+            let g = matvec(&l.w_gate, &h, c.ffn_dim);
+            let u = matvec(&l.w_up, &h, c.ffn_dim);
+            let a: Vec<f32> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+            let down = matvec(&l.w_down, &a, d);
+            x.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
+        }
+        self.n_past += 1;
+        rmsnorm(&mut h, &x, &self.output_norm, c.norm_eps);
+        matvec(self.output.as_ref().unwrap_or(&self.embed), &h, c.vocab_size)
+    }
+
+    /// Greedy generation of `n` tokens after `prompt` (from an empty cache).
+    pub fn generate_greedy(&mut self, prompt: &[u32], n: usize) -> Vec<u32> {
+        self.truncate(0);
+        let mut logits = Vec::new();
+        for &t in prompt {
+            logits = self.forward(t);
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let next = argmax(&logits);
+            out.push(next);
+            logits = self.forward(next);
+        }
+        out
+    }
+}
+
+/// Index of the largest value; ties go to the lowest index, NaN never wins.
+pub fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] || v[best].is_nan() {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let s = 1.0 / (ms + eps).sqrt();
+    for i in 0..x.len() {
+        out[i] = x[i] * s * w[i];
+    }
+}
+
+/// `W[n, k] · x[k]`.
+fn matvec(w: &[f32], x: &[f32], n: usize) -> Vec<f32> {
+    let k = x.len();
+    (0..n).map(|r| w[r * k..(r + 1) * k].iter().zip(x).map(|(a, b)| a * b).sum()).collect()
+}
+
+fn add_bias(v: &mut [f32], b: &Option<Vec<f32>>) {
+    if let Some(b) = b {
+        v.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+    }
+}
+
+/// Rotate each head of `v` (`[heads * hd]`) in place for position `pos`.
+fn rope(v: &mut [f32], hd: usize, pos: usize, theta: f32, n_rot: usize, style: RopeStyle) {
+    for head in v.chunks_mut(hd) {
+        for i in 0..n_rot / 2 {
+            let freq = theta.powf(-2.0 * i as f32 / n_rot as f32);
+            let (sin, cos) = (pos as f32 * freq).sin_cos();
+            let (a, b) = match style {
+                RopeStyle::Normal => (2 * i, 2 * i + 1),
+                RopeStyle::Neox => (i, i + n_rot / 2),
+            };
+            let (x0, x1) = (head[a], head[b]);
+            head[a] = x0 * cos - x1 * sin;
+            head[b] = x0 * sin + x1 * cos;
+        }
+    }
+}
+
+/// Causal attention of one query (`[nh * hd]`) over `len` cached positions.
+fn attention(q: &[f32], kc: &[f32], vc: &[f32], nh: usize, nkv: usize, hd: usize, len: usize) -> Vec<f32> {
+    let mut out = vec![0.0; nh * hd];
+    let scale = 1.0 / (hd as f32).sqrt();
+    let row = nkv * hd;
+    for h in 0..nh {
+        let kvh = h / (nh / nkv);
+        let qh = &q[h * hd..(h + 1) * hd];
+        let scores: Vec<f32> = (0..len)
+            .map(|p| {
+                let k = &kc[p * row + kvh * hd..p * row + (kvh + 1) * hd];
+                qh.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale
+            })
+            .collect();
+        let m = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let e: Vec<f32> = scores.iter().map(|s| (s - m).exp()).collect();
+        let sum: f32 = e.iter().sum();
+        let o = &mut out[h * hd..(h + 1) * hd];
+        for (p, w) in e.iter().enumerate() {
+            let v = &vc[p * row + kvh * hd..p * row + (kvh + 1) * hd];
+            for j in 0..hd {
+                o[j] += w / sum * v[j];
+            }
+        }
+    }
+    out
+}
