@@ -11,7 +11,7 @@ use wgpu::util::DeviceExt;
 
 use crate::{Error, Result};
 
-pub use pipelines::PipelineCache;
+pub use pipelines::{validate_wgsl, PipelineCache};
 
 /// Which adapter to use. Every field is optional; `Default` picks the first
 /// high-performance adapter of any backend.

@@ -29,3 +29,79 @@ impl Step {
         }
     }
 }
+
+pub mod add;
+pub mod argmax;
+pub mod attention;
+pub mod kv_append;
+pub mod kv_compact;
+pub mod reference;
+pub mod rmsnorm;
+pub mod rope;
+pub mod silu_mul;
+pub mod softmax;
+
+use crate::{Error, Result};
+
+/// A kernel's bind group, made at load time, and how many rows (tokens) its per-token
+/// buffers hold, so `encode` can refuse a T they cannot take instead of reading garbage.
+#[derive(Debug)]
+pub struct Bound {
+    pub group: wgpu::BindGroup,
+    pub max_t: u32,
+}
+
+/// How many rows of `row_elems` 4-byte elements `buffer` holds; an error if not even one.
+pub(crate) fn rows_in(
+    kernel: &str,
+    what: &str,
+    buffer: &wgpu::Buffer,
+    row_elems: u64,
+) -> Result<u32> {
+    let rows = buffer.size() / (row_elems.max(1) * 4);
+    if rows == 0 {
+        return Err(Error::Invalid(format!(
+            "{kernel}: buffer '{what}' has {} bytes, less than one row of {row_elems} elements",
+            buffer.size()
+        )));
+    }
+    Ok(rows.min(u32::MAX as u64) as u32)
+}
+
+/// An error unless `buffer` holds at least `elems` 4-byte elements.
+pub(crate) fn need(kernel: &str, what: &str, buffer: &wgpu::Buffer, elems: u64) -> Result<()> {
+    if buffer.size() < elems * 4 {
+        return Err(Error::Invalid(format!(
+            "{kernel}: buffer '{what}' has {} bytes but needs {} ({elems} elements)",
+            buffer.size(),
+            elems * 4
+        )));
+    }
+    Ok(())
+}
+
+/// An error unless `1 <= t <= bound.max_t` (and T fits one dispatch dimension, which
+/// the kernels with a workgroup per row rely on).
+pub(crate) fn check_t(kernel: &str, t: u32, bound: &Bound) -> Result<()> {
+    if t == 0 || t > bound.max_t.min(65_535) {
+        return Err(Error::Invalid(format!(
+            "{kernel}: T = {t} rows, but the bound buffers hold 1..={}",
+            bound.max_t.min(65_535)
+        )));
+    }
+    Ok(())
+}
+
+/// Records `pipeline` over `n` items at `per_group` items per workgroup (2-D if needed).
+pub(crate) fn dispatch_linear(
+    pass: &mut wgpu::ComputePass,
+    pipeline: &wgpu::ComputePipeline,
+    group: &wgpu::BindGroup,
+    n: u32,
+    per_group: u32,
+) {
+    let (x, y) = crate::gpu::groups_2d(n, per_group);
+    pass.set_pipeline(pipeline);
+    pass.set_bind_group(0, group, &[]);
+    pass.dispatch_workgroups(x, y, 1);
+}

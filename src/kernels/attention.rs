@@ -1,0 +1,136 @@
+//! Attention of the step's T query tokens over the KV cache with a tree mask. Each query
+//! sees the prefix rows `0..n_past` and the step rows `n_past + j` whose bit j is set in its
+//! mask row; the reduction runs over that ordered list of visible keys, so a tree node's
+//! output is bit-identical to the same token decoded alone after its ancestors.
+//! Layouts and the reasoning: `shaders/attention.wgsl`.
+
+use std::sync::Arc;
+
+use super::{check_t, need, rows_in, Bound};
+use crate::gpu::Gpu;
+use crate::{Error, Result};
+
+const SRC: &str = include_str!("../../shaders/attention.wgsl");
+
+/// Static shape of one attention layer.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionShape {
+    /// Query heads (H).
+    pub n_head: u32,
+    /// Key/value heads (KVH); query head h reads kv head h / (H / KVH).
+    pub n_kv_head: u32,
+    /// Head dim (HD): a multiple of 4, at most 256.
+    pub head_dim: u32,
+    /// Rows per kv head in the KV cache.
+    pub max_ctx: u32,
+    /// u32 words per mask row (MW); T may be at most 32 * MW.
+    pub mask_words: u32,
+}
+
+impl AttentionShape {
+    /// The score scale, 1/sqrt(HD), as the kernel uses it (the CPU reference shares it).
+    pub fn scale(&self) -> f32 {
+        1.0 / (self.head_dim as f32).sqrt()
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n_head: u32,
+    n_kv_head: u32,
+    max_ctx: u32,
+    mask_words: u32,
+    scale: f32,
+    _p: [u32; 3],
+}
+
+pub struct Attention {
+    pipeline: Arc<wgpu::ComputePipeline>,
+    params: wgpu::Buffer,
+    shape: AttentionShape,
+}
+
+impl Attention {
+    pub fn new(gpu: &Gpu, shape: &AttentionShape) -> Result<Self> {
+        let s = shape;
+        if s.head_dim == 0 || s.head_dim % 4 != 0 || s.head_dim > 256 {
+            return Err(Error::Unsupported(format!(
+                "attention: head_dim {} (must be a multiple of 4, at most 256)",
+                s.head_dim
+            )));
+        }
+        if s.n_kv_head == 0 || s.n_head == 0 || s.n_head % s.n_kv_head != 0 {
+            return Err(Error::Invalid(format!(
+                "attention: {} query heads are not a multiple of {} kv heads",
+                s.n_head, s.n_kv_head
+            )));
+        }
+        if s.max_ctx == 0 || s.mask_words == 0 || s.mask_words > 64 {
+            return Err(Error::Invalid(format!(
+                "attention: max_ctx {}, mask_words {} (1..=64)",
+                s.max_ctx, s.mask_words
+            )));
+        }
+        let max_t = 32 * s.mask_words;
+        let key = format!("attention:HD={}:MAX_T={max_t}", s.head_dim);
+        let constants = [("HD", s.head_dim as f64), ("MAX_T", max_t as f64)];
+        let p = Params {
+            n_head: s.n_head,
+            n_kv_head: s.n_kv_head,
+            max_ctx: s.max_ctx,
+            mask_words: s.mask_words,
+            scale: s.scale(),
+            _p: [0; 3],
+        };
+        Ok(Attention {
+            pipeline: gpu.pipeline(&key, SRC, "main", &constants)?,
+            params: gpu.uniform("attention params", &p),
+            shape: *shape,
+        })
+    }
+
+    /// `qkv: [max_t, (H + 2*KVH) * HD]`, caches `[KVH, max_ctx, HD]`, `mask: [max_t, MW]` u32,
+    /// `out: [max_t, H * HD]`.
+    pub fn bind(
+        &self,
+        gpu: &Gpu,
+        step: &wgpu::Buffer,
+        qkv: &wgpu::Buffer,
+        k_cache: &wgpu::Buffer,
+        v_cache: &wgpu::Buffer,
+        mask: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+    ) -> Result<Bound> {
+        let s = &self.shape;
+        let k = "attention";
+        let hd = s.head_dim as u64;
+        let cache = s.n_kv_head as u64 * s.max_ctx as u64 * hd;
+        need(k, "k_cache", k_cache, cache)?;
+        need(k, "v_cache", v_cache, cache)?;
+        let max_t = rows_in(
+            k,
+            "qkv",
+            qkv,
+            (s.n_head as u64 + 2 * s.n_kv_head as u64) * hd,
+        )?
+        .min(rows_in(k, "mask", mask, s.mask_words as u64)?)
+        .min(rows_in(k, "out", out, s.n_head as u64 * hd)?)
+        .min(32 * s.mask_words);
+        let group = gpu.bind(
+            k,
+            &self.pipeline,
+            &[step, &self.params, qkv, k_cache, v_cache, mask, out],
+        );
+        Ok(Bound { group, max_t })
+    }
+
+    /// One workgroup per (head, query token). The caller keeps `n_past + t <= max_ctx`.
+    pub fn encode(&self, pass: &mut wgpu::ComputePass, bound: &Bound, t: u32) -> Result<()> {
+        check_t("attention", t, bound)?;
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &bound.group, &[]);
+        pass.dispatch_workgroups(self.shape.n_head, t, 1);
+        Ok(())
+    }
+}

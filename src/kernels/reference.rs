@@ -1,0 +1,164 @@
+//! Plain CPU versions of the non-matmul kernels, with the GPU kernels' exact semantics
+//! (layouts, RoPE angles, mask meaning, argmax ties). The kernel tests compare against
+//! them, and the CPU reference forward can use them. Sums run in f64 (as ggml's CPU
+//! backend does for norms and softmax), so they measure the GPU's error, not their own.
+
+use super::attention::AttentionShape;
+use super::rope::{inv_freq, RopeShape, RopeStyle};
+
+/// `y[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * w[:]` for `x: [T, D]`, `w: [D]`.
+pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let d = w.len();
+    let mut y = Vec::with_capacity(x.len());
+    for row in x.chunks(d) {
+        let ss: f64 = row.iter().map(|&v| v as f64 * v as f64).sum();
+        let inv = (1.0 / (ss / d as f64 + eps as f64).sqrt()) as f32;
+        y.extend(row.iter().zip(w).map(|(&v, &g)| v * inv * g));
+    }
+    y
+}
+
+/// RoPE in place on the q and k heads of `qkv: [T, (H + 2*KVH) * HD]` for positions `pos`.
+/// Pair i of position p turns by `p as f32 * inv_freq(theta, n_rot)[i]` (an f32 product).
+pub fn rope(qkv: &mut [f32], pos: &[u32], shape: &RopeShape) {
+    let hd = shape.head_dim as usize;
+    let n_rot = shape.n_rot as usize;
+    let half = n_rot / 2;
+    let width = (shape.n_head as usize + 2 * shape.n_kv_head as usize) * hd;
+    let freqs = inv_freq(shape.theta, shape.n_rot);
+    for (row, &p) in qkv.chunks_mut(width).zip(pos) {
+        let rotated = (shape.n_head + shape.n_kv_head) as usize * hd;
+        for head in row[..rotated].chunks_mut(hd) {
+            for (i, &f) in freqs.iter().enumerate() {
+                let angle = p as f32 * f;
+                let (s, c) = (angle as f64).sin_cos();
+                let (s, c) = (s as f32, c as f32);
+                let (ia, ib) = match shape.style {
+                    RopeStyle::Normal => (2 * i, 2 * i + 1),
+                    RopeStyle::Neox => (i, i + half),
+                };
+                let (a, b) = (head[ia], head[ib]);
+                head[ia] = a * c - b * s;
+                head[ib] = a * s + b * c;
+            }
+        }
+    }
+}
+
+/// `out[t, i] = silu(gu[t, i]) * gu[t, f + i]` for `gu: [T, 2f]`.
+pub fn silu_mul(gu: &[f32], f: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(gu.len() / 2);
+    for row in gu.chunks(2 * f) {
+        let (g, u) = row.split_at(f);
+        out.extend(g.iter().zip(u).map(|(&g, &u)| {
+            let g = g as f64;
+            (g / (1.0 + (-g).exp()) * u as f64) as f32
+        }));
+    }
+    out
+}
+
+/// Softmax of each row of `x: [R, v]` divided by `temperature`.
+pub fn softmax(x: &[f32], v: usize, temperature: f32) -> Vec<f32> {
+    let k = 1.0 / temperature as f64;
+    let mut y = Vec::with_capacity(x.len());
+    for row in x.chunks(v) {
+        let m = row.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64;
+        let e: Vec<f64> = row.iter().map(|&z| ((z as f64 - m) * k).exp()).collect();
+        let s: f64 = e.iter().sum();
+        y.extend(e.iter().map(|&z| (z / s) as f32));
+    }
+    y
+}
+
+/// Index of each row's largest value: ties → lowest index, NaN never wins (an all-NaN
+/// row gives 0), -0.0 == +0.0.
+pub fn argmax(x: &[f32], v: usize) -> Vec<u32> {
+    x.chunks(v)
+        .map(|row| {
+            let mut best: Option<(usize, f32)> = None;
+            for (i, &z) in row.iter().enumerate() {
+                if z.is_nan() {
+                    continue;
+                }
+                if best.is_none_or(|(_, b)| z > b) {
+                    best = Some((i, z));
+                }
+            }
+            best.map_or(0, |(i, _)| i as u32)
+        })
+        .collect()
+}
+
+/// The ancestor bitset of a tree in topological order (`parents[i] < i`, `None` for a
+/// root): bit j of row i is set iff j is i or one of its ancestors. Rows of `mask_words`
+/// u32 words.
+pub fn ancestor_mask(parents: &[Option<usize>], mask_words: usize) -> Vec<u32> {
+    let mut mask = vec![0u32; parents.len() * mask_words];
+    for i in 0..parents.len() {
+        let mut node = Some(i);
+        while let Some(j) = node {
+            mask[i * mask_words + j / 32] |= 1 << (j % 32);
+            node = parents[j];
+        }
+    }
+    mask
+}
+
+/// Tree-masked attention for `t` query tokens after `n_past` cached rows. Layouts as in
+/// `shaders/attention.wgsl`: `qkv: [t, (H + 2*KVH) * HD]`, caches `[KVH, max_ctx, HD]`
+/// (the step's k/v already at rows `n_past..n_past + t`), `mask: [t, MW]`; returns
+/// `[t, H * HD]`.
+pub fn attention(
+    qkv: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    mask: &[u32],
+    t: usize,
+    n_past: usize,
+    shape: &AttentionShape,
+) -> Vec<f32> {
+    let (h_n, kvh_n) = (shape.n_head as usize, shape.n_kv_head as usize);
+    let hd = shape.head_dim as usize;
+    let (ctx, mw) = (shape.max_ctx as usize, shape.mask_words as usize);
+    let width = (h_n + 2 * kvh_n) * hd;
+    let scale = shape.scale() as f64;
+    let mut out = vec![0f32; t * h_n * hd];
+    for i in 0..t {
+        let rows: Vec<usize> = (0..n_past)
+            .chain(
+                (0..t)
+                    .filter(|&j| mask[i * mw + j / 32] >> (j % 32) & 1 == 1)
+                    .map(|j| n_past + j),
+            )
+            .collect();
+        for h in 0..h_n {
+            let kvh = h / (h_n / kvh_n);
+            let q = &qkv[i * width + h * hd..][..hd];
+            let scores: Vec<f64> = rows
+                .iter()
+                .map(|&r| {
+                    let k = &k_cache[(kvh * ctx + r) * hd..][..hd];
+                    q.iter()
+                        .zip(k)
+                        .map(|(&a, &b)| a as f64 * b as f64)
+                        .sum::<f64>()
+                        * scale
+                })
+                .collect();
+            let m = scores.iter().cloned().fold(f64::MIN, f64::max);
+            let p: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+            let l: f64 = p.iter().sum();
+            let o = &mut out[(i * h_n + h) * hd..][..hd];
+            for (d, od) in o.iter_mut().enumerate() {
+                let acc: f64 = rows
+                    .iter()
+                    .zip(&p)
+                    .map(|(&r, &pk)| pk * v_cache[(kvh * ctx + r) * hd + d] as f64)
+                    .sum();
+                *od = if l > 0.0 { (acc / l) as f32 } else { 0.0 };
+            }
+        }
+    }
+    out
+}

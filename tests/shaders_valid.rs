@@ -1,0 +1,61 @@
+//! Every shader in `shaders/` parses and validates with naga. Fragments (`*.inc.wgsl`) are
+//! pieces concatenated into other shaders and are validated only as part of their users
+//! (see shaders/README.md).
+
+use std::path::Path;
+
+#[test]
+fn every_shader_validates_with_naga() {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders"));
+    let mut checked = Vec::new();
+    let mut failures = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .expect("shaders/ is readable")
+        .map(|e| e.expect("directory entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if !name.ends_with(".wgsl") || name.ends_with(".inc.wgsl") {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).expect("shader is UTF-8 text");
+        match tandem::gpu::validate_wgsl(&name, &source) {
+            Ok(()) => checked.push(name),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "invalid shaders:\n{}",
+        failures.join("\n\n")
+    );
+    // The kernel files this crate ships must all be here and checked.
+    for expected in [
+        "add.wgsl",
+        "argmax.wgsl",
+        "attention.wgsl",
+        "kv_append.wgsl",
+        "kv_compact.wgsl",
+        "rmsnorm.wgsl",
+        "rope.wgsl",
+        "silu_mul.wgsl",
+        "softmax.wgsl",
+    ] {
+        assert!(
+            checked.iter().any(|c| c == expected),
+            "{expected} was not validated: {checked:?}"
+        );
+    }
+}
+
+#[test]
+fn a_broken_shader_fails_validation() {
+    // A type error that parses: the validator, not just the parser, must run.
+    let src = "@compute @workgroup_size(1) fn main() { let a: u32 = 1.5; }";
+    assert!(tandem::gpu::validate_wgsl("broken", src).is_err());
+}
