@@ -3,5 +3,6 @@ pub mod error;
 pub mod gpu;
 pub mod kernels;
 pub mod model;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
