@@ -4,5 +4,6 @@ pub mod gpu;
 pub mod kernels;
 pub mod model;
 pub mod spec;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
