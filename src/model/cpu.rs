@@ -183,9 +183,10 @@ fn add_bias(v: &mut [f32], b: &Option<Vec<f32>>) {
 
 /// Rotate each head of `v` (`[heads * hd]`) in place for position `pos`.
 fn rope(v: &mut [f32], hd: usize, pos: usize, theta: f32, n_rot: usize, style: RopeStyle) {
+    // The same frequency table as the GPU kernel, so the two agree to rounding.
+    let inv_freq = crate::kernels::rope::inv_freq(theta, n_rot as u32);
     for head in v.chunks_mut(hd) {
-        for i in 0..n_rot / 2 {
-            let freq = theta.powf(-2.0 * i as f32 / n_rot as f32);
+        for (i, freq) in inv_freq.iter().enumerate() {
             let (sin, cos) = (pos as f32 * freq).sin_cos();
             let (a, b) = match style {
                 RopeStyle::Normal => (2 * i, 2 * i + 1),

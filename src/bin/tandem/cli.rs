@@ -2,6 +2,12 @@
 
 use clap::{Args, Parser, Subcommand};
 use tandem::gpu::{self, GpuOptions};
+use tandem::model::{files, gguf::GgufFile};
+use tandem::tokenizer::Tokenizer;
+
+fn open_gguf(arg: &str) -> tandem::Result<GgufFile> {
+    GgufFile::open(files::resolve(arg)?)
+}
 
 #[derive(Parser)]
 #[command(
@@ -54,6 +60,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the token ids of TEXT as a JSON array
+    Tokenize {
+        /// Model file (GGUF) or reference model name (smollm2, qwen-0.5b, qwen-1.5b)
+        #[arg(short, long)]
+        model: String,
+        /// Treat special tokens written in TEXT (e.g. <|im_start|>) as plain text
+        #[arg(long)]
+        no_special: bool,
+        /// The text to tokenize
+        text: String,
+    },
 }
 
 pub fn main() {
@@ -67,6 +84,17 @@ pub fn main() {
 fn run(cli: Cli) -> tandem::Result<()> {
     match cli.command {
         Command::Devices { gpu, json } => devices(&gpu.options(), json),
+        Command::Tokenize {
+            model,
+            no_special,
+            text,
+        } => {
+            let file = open_gguf(&model)?;
+            let tok = Tokenizer::from_gguf_metadata(&file.header().metadata)?;
+            let ids = tok.encode(&text, !no_special)?;
+            println!("{}", serde_json::to_string(&ids).unwrap_or_default());
+            Ok(())
+        }
     }
 }
 
