@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use tandem::model::config::{Arch, RopeStyle};
 use tandem::model::gguf::GgufFile;
+use tandem::model::loader::ModelFile;
 
 fn model_path(file: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("TANDEM_MODELS")
@@ -99,5 +101,99 @@ fn qwen_1_5b_header() {
         1536,
         151936,
         &[("Q4_K", 169), ("F32", 141), ("Q6_K", 29)],
+    );
+}
+
+/// ModelFile::open on a real model: config from metadata, weight map checked against every
+/// tensor's dims, and the description `tandem inspect` prints.
+#[allow(clippy::too_many_arguments)]
+fn check_config(
+    file: &str,
+    arch: Arch,
+    (layers, dim, ffn, heads, kv, head_dim): (usize, usize, usize, usize, usize, usize),
+    theta: f32,
+    eps: f32,
+    tied: bool,
+    bias: bool,
+    (bos, eos): (u32, u32),
+) {
+    let Some(path) = model_path(file) else { return };
+    let m = ModelFile::open(&path).expect("open");
+    let c = &m.config;
+    assert_eq!(c.arch, arch);
+    assert_eq!(
+        (
+            c.n_layers,
+            c.dim,
+            c.ffn_dim,
+            c.n_heads,
+            c.n_kv_heads,
+            c.head_dim
+        ),
+        (layers, dim, ffn, heads, kv, head_dim)
+    );
+    assert_eq!(c.rope_dims, head_dim);
+    assert_eq!(c.rope_theta, theta);
+    assert!((c.norm_eps - eps).abs() < eps * 1e-3, "eps {}", c.norm_eps);
+    assert_eq!(
+        c.rope_style,
+        if arch == Arch::Llama {
+            RopeStyle::Normal
+        } else {
+            RopeStyle::Neox
+        }
+    );
+    assert_eq!((c.tied_embeddings, c.qkv_bias), (tied, bias));
+    assert_eq!((c.bos_id, c.eos_id), (Some(bos), Some(eos)));
+    assert_eq!(m.weights.layers.len(), layers);
+    let out = m.tensor(&m.weights.output).unwrap();
+    assert_eq!(out.dims, &[dim as u64, c.vocab_size as u64]);
+    let d = m.describe();
+    println!("{d}");
+    assert!(
+        d.contains(arch.name()) && d.contains(&format!("{layers} layers")),
+        "{d}"
+    );
+}
+
+#[test]
+fn smollm2_config() {
+    check_config(
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        Arch::Llama,
+        (30, 576, 1536, 9, 3, 64),
+        1e5,
+        1e-5,
+        true,
+        false,
+        (1, 2),
+    );
+}
+
+#[test]
+fn qwen_0_5b_config() {
+    check_config(
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        Arch::Qwen2,
+        (24, 896, 4864, 14, 2, 64),
+        1e6,
+        1e-6,
+        false,
+        true,
+        (151643, 151645),
+    );
+}
+
+#[test]
+fn qwen_1_5b_config() {
+    check_config(
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        Arch::Qwen2,
+        (28, 1536, 8960, 12, 2, 128),
+        1e6,
+        1e-6,
+        false,
+        true,
+        (151643, 151645),
     );
 }

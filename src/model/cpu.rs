@@ -7,7 +7,8 @@
 //! `src/model/transformer.rs`.
 
 use super::config::{ModelConfig, RopeStyle};
-use super::weights::WeightSource;
+use super::loader::ModelFile;
+use super::quant;
 use crate::Result;
 
 struct Layer {
@@ -40,49 +41,42 @@ pub struct CpuModel {
     pub n_past: usize,
 }
 
+/// A tensor dequantized to f32 (its dims were checked when the model was opened).
+fn f32s(model: &ModelFile, name: &str) -> Result<Vec<f32>> {
+    let t = model.tensor(name)?;
+    quant::dequantize(t.ty, t.data, t.n_elements() as usize)
+}
+
 impl CpuModel {
-    /// Dequantize every weight of `src` to f32.
-    pub fn load(src: &dyn WeightSource, config: &ModelConfig) -> Result<Self> {
-        let c = config;
-        let (d, hd) = (c.dim, c.head_dim);
-        let f32s = |name: &str, dims: &[usize]| src.tensor_f32(name, dims);
-        let mut layers = Vec::with_capacity(c.n_layers);
-        for i in 0..c.n_layers {
-            let n = |s: &str| format!("blk.{i}.{s}");
-            let bias = |s: &str, len: usize| -> Result<Option<Vec<f32>>> {
-                if c.qkv_bias {
-                    Ok(Some(f32s(&n(s), &[len])?))
-                } else {
-                    Ok(None)
-                }
-            };
+    /// Dequantize every weight of `model` to f32.
+    pub fn load(model: &ModelFile) -> Result<Self> {
+        let w = &model.weights;
+        let opt = |name: &Option<String>| name.as_deref().map(|n| f32s(model, n)).transpose();
+        let mut layers = Vec::with_capacity(w.layers.len());
+        for l in &w.layers {
             layers.push(Layer {
-                attn_norm: f32s(&n("attn_norm.weight"), &[d])?,
-                wq: f32s(&n("attn_q.weight"), &[d, c.n_heads * hd])?,
-                wk: f32s(&n("attn_k.weight"), &[d, c.n_kv_heads * hd])?,
-                wv: f32s(&n("attn_v.weight"), &[d, c.n_kv_heads * hd])?,
-                bq: bias("attn_q.bias", c.n_heads * hd)?,
-                bk: bias("attn_k.bias", c.n_kv_heads * hd)?,
-                bv: bias("attn_v.bias", c.n_kv_heads * hd)?,
-                wo: f32s(&n("attn_output.weight"), &[c.n_heads * hd, d])?,
-                ffn_norm: f32s(&n("ffn_norm.weight"), &[d])?,
-                w_gate: f32s(&n("ffn_gate.weight"), &[d, c.ffn_dim])?,
-                w_up: f32s(&n("ffn_up.weight"), &[d, c.ffn_dim])?,
-                w_down: f32s(&n("ffn_down.weight"), &[c.ffn_dim, d])?,
+                attn_norm: f32s(model, &l.attn_norm)?,
+                wq: f32s(model, &l.attn_q)?,
+                wk: f32s(model, &l.attn_k)?,
+                wv: f32s(model, &l.attn_v)?,
+                bq: opt(&l.attn_q_bias)?,
+                bk: opt(&l.attn_k_bias)?,
+                bv: opt(&l.attn_v_bias)?,
+                wo: f32s(model, &l.attn_output)?,
+                ffn_norm: f32s(model, &l.ffn_norm)?,
+                w_gate: f32s(model, &l.ffn_gate)?,
+                w_up: f32s(model, &l.ffn_up)?,
+                w_down: f32s(model, &l.ffn_down)?,
                 k_cache: Vec::new(),
                 v_cache: Vec::new(),
             });
         }
-        let output = if c.tied_embeddings {
-            None
-        } else {
-            Some(f32s("output.weight", &[d, c.vocab_size])?)
-        };
+        let output = if w.output == w.token_embd { None } else { Some(f32s(model, &w.output)?) };
         Ok(CpuModel {
-            config: config.clone(),
-            embed: f32s("token_embd.weight", &[d, c.vocab_size])?,
+            config: model.config.clone(),
+            embed: f32s(model, &w.token_embd)?,
             layers,
-            output_norm: f32s("output_norm.weight", &[d])?,
+            output_norm: f32s(model, &w.output_norm)?,
             output,
             n_past: 0,
         })

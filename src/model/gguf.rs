@@ -528,8 +528,8 @@ pub fn parse_header(bytes: &[u8]) -> Result<GgufHeader> {
     })
 }
 
-/// The bytes a [`GgufFile`] reads from: a memory map natively, or memory the caller owns.
-enum Storage {
+/// The bytes a model file reads from: a memory map natively, or memory the caller owns.
+pub(crate) enum Storage {
     #[cfg(not(target_arch = "wasm32"))]
     Mmap(memmap2::Mmap),
     Vec(Vec<u8>),
@@ -537,7 +537,19 @@ enum Storage {
 }
 
 impl Storage {
-    fn bytes(&self) -> &[u8] {
+    /// Memory-maps a file read-only.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn map(path: &std::path::Path) -> Result<Self> {
+        let shown = path.display().to_string();
+        let file = std::fs::File::open(path).map_err(|e| Error::io(&shown, e))?;
+        // SAFETY: the map is read-only; like every mmap-based loader we rely on the file not
+        // being truncated or rewritten while tandem runs (doing so is a user error that can
+        // at worst fault, which no safe API can prevent for mapped files).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&shown, e))?;
+        Ok(Storage::Mmap(map))
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
         match self {
             #[cfg(not(target_arch = "wasm32"))]
             Storage::Mmap(m) => m,
@@ -573,13 +585,7 @@ impl GgufFile {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self> {
         let path = path.as_ref();
-        let shown = path.display().to_string();
-        let file = std::fs::File::open(path).map_err(|e| Error::io(&shown, e))?;
-        // SAFETY: the map is read-only; like every mmap-based loader we rely on the file not
-        // being truncated or rewritten while tandem runs (doing so is a user error that can
-        // at worst fault, which no safe API can prevent for mapped files).
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&shown, e))?;
-        Self::new(Storage::Mmap(map), shown)
+        Self::new(Storage::map(path)?, path.display().to_string())
     }
 
     /// Parses a GGUF file held in memory (the web loads models this way).

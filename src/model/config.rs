@@ -1,0 +1,576 @@
+//! The model description: architecture hyper-parameters (from GGUF metadata or a Hugging Face
+//! `config.json`) and the map of tensor names the forward pass reads.
+//!
+//! Architecture differences are fields here (RoPE style, QKV bias, tied output), not separate
+//! model code. Tensor names are llama.cpp's GGUF names; the safetensors loader renames Hugging
+//! Face tensors to them, so the rest of the engine sees one naming scheme.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use super::gguf::GgufFile;
+use crate::{Error, Result};
+
+/// Architecture family. Both are pre-norm decoders with RMSNorm, RoPE, GQA and SwiGLU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Arch {
+    Llama,
+    Qwen2,
+}
+
+impl Arch {
+    /// From a GGUF `general.architecture` or HF `model_type`.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "llama" => Ok(Arch::Llama),
+            "qwen2" => Ok(Arch::Qwen2),
+            other => Err(Error::Unsupported(format!(
+                "architecture '{other}' (supported: llama, qwen2)"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+        }
+    }
+}
+
+/// How RoPE pairs the dimensions of a head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum RopeStyle {
+    /// Adjacent pairs (2i, 2i+1) rotate together: llama.cpp's GGUF conversion of llama
+    /// permutes the Q/K rows so that this "interleaved" form is right for its files.
+    Normal,
+    /// Halves (i, i + rope_dims/2) rotate together ("rotate_half"): Hugging Face weights of
+    /// every family, and qwen2 in GGUF (its Q/K are not permuted).
+    Neox,
+}
+
+/// Hyper-parameters of a model, whatever file it came from.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    /// `general.name` or the HF `_name_or_path`, when present.
+    pub name: Option<String>,
+    pub n_layers: usize,
+    /// Residual stream width (`embedding_length`, `hidden_size`).
+    pub dim: usize,
+    pub ffn_dim: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub rope_theta: f32,
+    /// Dimensions of each head that RoPE rotates (the first `rope_dims`).
+    pub rope_dims: usize,
+    pub rope_style: RopeStyle,
+    pub norm_eps: f32,
+    pub vocab_size: usize,
+    /// The context length the model was trained for.
+    pub context_length: usize,
+    /// No separate output head: logits use `token_embd.weight`.
+    pub tied_embeddings: bool,
+    /// Q, K and V projections have biases (qwen2).
+    pub qkv_bias: bool,
+    pub bos_id: Option<u32>,
+    pub eos_id: Option<u32>,
+    /// Further end-of-sequence ids (HF configs may list several).
+    pub extra_eos_ids: Vec<u32>,
+}
+
+/// Fields of a Hugging Face `config.json` that tandem reads.
+#[derive(Deserialize)]
+struct HfConfig {
+    model_type: Option<String>,
+    #[serde(default)]
+    architectures: Vec<String>,
+    #[serde(rename = "_name_or_path")]
+    name_or_path: Option<String>,
+    num_hidden_layers: Option<usize>,
+    hidden_size: Option<usize>,
+    intermediate_size: Option<usize>,
+    num_attention_heads: Option<usize>,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    rope_theta: Option<f64>,
+    rms_norm_eps: Option<f64>,
+    vocab_size: Option<usize>,
+    max_position_embeddings: Option<usize>,
+    hidden_act: Option<String>,
+    rope_scaling: Option<serde_json::Value>,
+    use_sliding_window: Option<bool>,
+    bos_token_id: Option<serde_json::Value>,
+    eos_token_id: Option<serde_json::Value>,
+}
+
+fn token_ids(v: &Option<serde_json::Value>, key: &str) -> Result<Vec<u32>> {
+    let bad = || {
+        Error::format(
+            format!("config.json '{key}'"),
+            "expected a token id or a list of ids",
+        )
+    };
+    let one = |v: &serde_json::Value| {
+        v.as_u64()
+            .and_then(|x| u32::try_from(x).ok())
+            .ok_or_else(bad)
+    };
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(vec![]),
+        Some(serde_json::Value::Array(a)) => a.iter().map(one).collect(),
+        Some(v) => Ok(vec![one(v)?]),
+    }
+}
+
+impl ModelConfig {
+    /// From GGUF metadata (`{arch}.*` keys) plus the tensors present (tied output, QKV bias).
+    pub fn from_gguf(f: &GgufFile) -> Result<Self> {
+        let arch_name = f.get_str("general.architecture")?;
+        let arch = Arch::from_name(arch_name)?;
+        let k = |suffix: &str| format!("{arch_name}.{suffix}");
+        let usize_of = |key: &str| -> Result<usize> { Ok(f.get_u64(key)? as usize) };
+        let opt_usize =
+            |key: &str| -> Result<Option<usize>> { Ok(f.opt_u64(key)?.map(|v| v as usize)) };
+
+        if let Some(scaling) = f.opt_str(&k("rope.scaling.type"))? {
+            if scaling != "none" {
+                return Err(Error::Unsupported(format!(
+                    "RoPE scaling '{scaling}' (key '{}')",
+                    k("rope.scaling.type")
+                )));
+            }
+        }
+        if f.tensor("rope_freqs.weight").is_some() {
+            return Err(Error::Unsupported(
+                "RoPE frequency factors (tensor 'rope_freqs.weight', llama3-style scaling)".into(),
+            ));
+        }
+
+        let dim = usize_of(&k("embedding_length"))?;
+        let n_heads = usize_of(&k("attention.head_count"))?;
+        let n_kv_heads = opt_usize(&k("attention.head_count_kv"))?.unwrap_or(n_heads);
+        let head_dim = match opt_usize(&k("attention.key_length"))? {
+            Some(h) => h,
+            None => {
+                if n_heads == 0 || dim % n_heads != 0 {
+                    return Err(Error::format(
+                        format!("key '{}'", k("attention.head_count")),
+                        format!("{n_heads} heads do not divide the embedding length {dim}"),
+                    ));
+                }
+                dim / n_heads
+            }
+        };
+        if let Some(v) = opt_usize(&k("attention.value_length"))? {
+            if v != head_dim {
+                return Err(Error::Unsupported(format!(
+                    "value head size {v} different from key head size {head_dim}"
+                )));
+            }
+        }
+        let vocab_size = match f.metadata("tokenizer.ggml.tokens") {
+            Some(_) => f.get_array("tokenizer.ggml.tokens")?.len(),
+            None => match opt_usize(&k("vocab_size"))? {
+                Some(v) => v,
+                None => match f.tensor("token_embd.weight") {
+                    Some(t) if t.dims.len() == 2 => t.dims[1] as usize,
+                    _ => {
+                        return Err(Error::format(
+                            "key 'tokenizer.ggml.tokens'",
+                            "no token list, vocab_size key or 2-D token_embd.weight to size the vocabulary",
+                        ))
+                    }
+                },
+            },
+        };
+        let cfg = ModelConfig {
+            arch,
+            name: f.opt_str("general.name")?.map(str::to_owned),
+            n_layers: usize_of(&k("block_count"))?,
+            dim,
+            ffn_dim: usize_of(&k("feed_forward_length"))?,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            rope_theta: f.opt_f32(&k("rope.freq_base"))?.unwrap_or(10000.0),
+            rope_dims: opt_usize(&k("rope.dimension_count"))?.unwrap_or(head_dim),
+            rope_style: match arch {
+                Arch::Llama => RopeStyle::Normal,
+                Arch::Qwen2 => RopeStyle::Neox,
+            },
+            norm_eps: f.get_f32(&k("attention.layer_norm_rms_epsilon"))?,
+            vocab_size,
+            context_length: usize_of(&k("context_length"))?,
+            tied_embeddings: f.tensor("output.weight").is_none(),
+            qkv_bias: f.tensor("blk.0.attn_q.bias").is_some(),
+            bos_id: f.opt_u32("tokenizer.ggml.bos_token_id")?,
+            eos_id: f.opt_u32("tokenizer.ggml.eos_token_id")?,
+            extra_eos_ids: vec![],
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// From a Hugging Face `config.json`. `has_tensor` answers for internal (GGUF-style)
+    /// tensor names, so tied output and QKV bias follow the weights actually present.
+    pub fn from_hf_json(json: &str, has_tensor: impl Fn(&str) -> bool) -> Result<Self> {
+        let c: HfConfig = serde_json::from_str(json).map_err(|e| {
+            Error::format(
+                format!("config.json line {} column {}", e.line(), e.column()),
+                e.to_string(),
+            )
+        })?;
+        let model_type = match (&c.model_type, c.architectures.first()) {
+            (Some(t), _) => t.clone(),
+            (None, Some(a)) if a == "LlamaForCausalLM" => "llama".into(),
+            (None, Some(a)) if a == "Qwen2ForCausalLM" => "qwen2".into(),
+            (None, Some(a)) => a.clone(),
+            (None, None) => {
+                return Err(Error::format(
+                    "config.json 'model_type'",
+                    "required key is missing",
+                ))
+            }
+        };
+        let arch = Arch::from_name(&model_type)?;
+        let req = |v: Option<usize>, key: &str| {
+            v.ok_or_else(|| {
+                Error::format(format!("config.json '{key}'"), "required key is missing")
+            })
+        };
+        if let Some(act) = &c.hidden_act {
+            if act != "silu" {
+                return Err(Error::Unsupported(format!(
+                    "activation '{act}' (config.json 'hidden_act')"
+                )));
+            }
+        }
+        if c.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
+            return Err(Error::Unsupported(format!(
+                "RoPE scaling {} (config.json 'rope_scaling')",
+                c.rope_scaling
+                    .as_ref()
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+            )));
+        }
+        if c.use_sliding_window == Some(true) {
+            return Err(Error::Unsupported(
+                "sliding-window attention (config.json 'use_sliding_window')".into(),
+            ));
+        }
+        let dim = req(c.hidden_size, "hidden_size")?;
+        let n_heads = req(c.num_attention_heads, "num_attention_heads")?;
+        let head_dim = match c.head_dim {
+            Some(h) => h,
+            None => {
+                if n_heads == 0 || dim % n_heads != 0 {
+                    return Err(Error::format(
+                        "config.json 'num_attention_heads'",
+                        format!("{n_heads} heads do not divide hidden_size {dim}"),
+                    ));
+                }
+                dim / n_heads
+            }
+        };
+        let bos = token_ids(&c.bos_token_id, "bos_token_id")?;
+        let mut eos = token_ids(&c.eos_token_id, "eos_token_id")?;
+        let eos_id = (!eos.is_empty()).then(|| eos.remove(0));
+        let cfg = ModelConfig {
+            arch,
+            name: c.name_or_path.filter(|s| !s.is_empty()),
+            n_layers: req(c.num_hidden_layers, "num_hidden_layers")?,
+            dim,
+            ffn_dim: req(c.intermediate_size, "intermediate_size")?,
+            n_heads,
+            n_kv_heads: c.num_key_value_heads.unwrap_or(n_heads),
+            head_dim,
+            rope_theta: c.rope_theta.unwrap_or(10000.0) as f32,
+            rope_dims: head_dim,
+            // HF keeps Q/K in the order its rotate_half RoPE expects, for llama too.
+            rope_style: RopeStyle::Neox,
+            norm_eps: c.rms_norm_eps.ok_or_else(|| {
+                Error::format("config.json 'rms_norm_eps'", "required key is missing")
+            })? as f32,
+            vocab_size: req(c.vocab_size, "vocab_size")?,
+            context_length: req(c.max_position_embeddings, "max_position_embeddings")?,
+            tied_embeddings: !has_tensor("output.weight"),
+            qkv_bias: has_tensor("blk.0.attn_q.bias"),
+            bos_id: bos.first().copied(),
+            eos_id,
+            extra_eos_ids: eos,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks that the numbers describe a model tandem can run.
+    pub fn validate(&self) -> Result<()> {
+        let bad =
+            |key: &str, what: String| Err(Error::format(format!("model config '{key}'"), what));
+        for (key, v) in [
+            ("n_layers", self.n_layers),
+            ("dim", self.dim),
+            ("ffn_dim", self.ffn_dim),
+            ("n_heads", self.n_heads),
+            ("n_kv_heads", self.n_kv_heads),
+            ("head_dim", self.head_dim),
+            ("vocab_size", self.vocab_size),
+            ("context_length", self.context_length),
+        ] {
+            if v == 0 {
+                return bad(key, "must be at least 1, found 0".into());
+            }
+            // Sizes feed u32 shader uniforms and GGML dims.
+            if v > u32::MAX as usize / 4 {
+                return bad(key, format!("{v} is implausibly large"));
+            }
+        }
+        if self.n_heads % self.n_kv_heads != 0 {
+            return bad(
+                "n_kv_heads",
+                format!(
+                    "{} kv heads do not divide {} heads",
+                    self.n_kv_heads, self.n_heads
+                ),
+            );
+        }
+        if self.rope_dims > self.head_dim || self.rope_dims % 2 != 0 {
+            return bad(
+                "rope_dims",
+                format!(
+                    "{} must be even and at most head_dim {}",
+                    self.rope_dims, self.head_dim
+                ),
+            );
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return bad(
+                "rope_theta",
+                format!("must be positive, found {}", self.rope_theta),
+            );
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
+            return bad(
+                "norm_eps",
+                format!("must be positive, found {}", self.norm_eps),
+            );
+        }
+        for (key, id) in [("bos_id", self.bos_id), ("eos_id", self.eos_id)] {
+            if let Some(id) = id {
+                if id as usize >= self.vocab_size {
+                    return bad(
+                        key,
+                        format!(
+                            "token id {id} is outside the vocabulary of {}",
+                            self.vocab_size
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Width of all query heads together.
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+
+    /// Width of all key (or value) heads together.
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+
+    /// The tensor names this model's forward reads.
+    pub fn weight_map(&self) -> WeightMap {
+        WeightMap::new(self)
+    }
+}
+
+impl fmt::Display for ModelConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(name) = &self.name {
+            writeln!(f, "name:     {name}")?;
+        }
+        writeln!(
+            f,
+            "arch:     {} — {} layers, dim {}, ffn {}, heads {} / kv {} (head_dim {})",
+            self.arch.name(),
+            self.n_layers,
+            self.dim,
+            self.ffn_dim,
+            self.n_heads,
+            self.n_kv_heads,
+            self.head_dim
+        )?;
+        writeln!(
+            f,
+            "rope:     {}, theta {}, {} of {} dims",
+            match self.rope_style {
+                RopeStyle::Normal => "normal (interleaved pairs)",
+                RopeStyle::Neox => "neox (rotate halves)",
+            },
+            self.rope_theta,
+            self.rope_dims,
+            self.head_dim
+        )?;
+        writeln!(f, "norm:     RMSNorm, eps {:e}", self.norm_eps)?;
+        writeln!(
+            f,
+            "vocab:    {}, context {}, output {}, QKV bias {}",
+            self.vocab_size,
+            self.context_length,
+            if self.tied_embeddings {
+                "tied to token_embd"
+            } else {
+                "separate"
+            },
+            if self.qkv_bias { "yes" } else { "no" }
+        )?;
+        let id = |v: Option<u32>| v.map_or("none".to_string(), |v| v.to_string());
+        write!(
+            f,
+            "tokens:   bos {}, eos {}",
+            id(self.bos_id),
+            id(self.eos_id)
+        )?;
+        if !self.extra_eos_ids.is_empty() {
+            write!(f, " (also {:?})", self.extra_eos_ids)?;
+        }
+        Ok(())
+    }
+}
+
+/// Tensor names of one transformer block (GGUF naming).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerWeights {
+    pub attn_norm: String,
+    pub attn_q: String,
+    pub attn_k: String,
+    pub attn_v: String,
+    /// `Some` when the config has QKV bias.
+    pub attn_q_bias: Option<String>,
+    pub attn_k_bias: Option<String>,
+    pub attn_v_bias: Option<String>,
+    pub attn_output: String,
+    pub ffn_norm: String,
+    pub ffn_gate: String,
+    pub ffn_up: String,
+    pub ffn_down: String,
+}
+
+/// Every tensor the forward reads, by name, with the dims each must have.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightMap {
+    pub token_embd: String,
+    pub output_norm: String,
+    /// `output.weight`, or `token_embd.weight` when the embeddings are tied.
+    pub output: String,
+    pub layers: Vec<LayerWeights>,
+    /// (name, expected GGML dims) for every tensor above.
+    expected: Vec<(String, Vec<u64>)>,
+}
+
+impl WeightMap {
+    pub fn new(c: &ModelConfig) -> Self {
+        let (dim, q, kv, ffn, vocab) = (
+            c.dim as u64,
+            c.q_dim() as u64,
+            c.kv_dim() as u64,
+            c.ffn_dim as u64,
+            c.vocab_size as u64,
+        );
+        let mut expected = vec![
+            ("token_embd.weight".to_string(), vec![dim, vocab]),
+            ("output_norm.weight".to_string(), vec![dim]),
+        ];
+        if !c.tied_embeddings {
+            expected.push(("output.weight".to_string(), vec![dim, vocab]));
+        }
+        let mut layers = Vec::with_capacity(c.n_layers);
+        for i in 0..c.n_layers {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            let bias = |s: &str| c.qkv_bias.then(|| n(s));
+            let l = LayerWeights {
+                attn_norm: n("attn_norm.weight"),
+                attn_q: n("attn_q.weight"),
+                attn_k: n("attn_k.weight"),
+                attn_v: n("attn_v.weight"),
+                attn_q_bias: bias("attn_q.bias"),
+                attn_k_bias: bias("attn_k.bias"),
+                attn_v_bias: bias("attn_v.bias"),
+                attn_output: n("attn_output.weight"),
+                ffn_norm: n("ffn_norm.weight"),
+                ffn_gate: n("ffn_gate.weight"),
+                ffn_up: n("ffn_up.weight"),
+                ffn_down: n("ffn_down.weight"),
+            };
+            // GGML dims: [row length K, rows N] for a matrix computing N outputs from K inputs.
+            expected.extend([
+                (l.attn_norm.clone(), vec![dim]),
+                (l.attn_q.clone(), vec![dim, q]),
+                (l.attn_k.clone(), vec![dim, kv]),
+                (l.attn_v.clone(), vec![dim, kv]),
+                (l.attn_output.clone(), vec![q, dim]),
+                (l.ffn_norm.clone(), vec![dim]),
+                (l.ffn_gate.clone(), vec![dim, ffn]),
+                (l.ffn_up.clone(), vec![dim, ffn]),
+                (l.ffn_down.clone(), vec![ffn, dim]),
+            ]);
+            for (b, w) in [
+                (&l.attn_q_bias, q),
+                (&l.attn_k_bias, kv),
+                (&l.attn_v_bias, kv),
+            ] {
+                if let Some(b) = b {
+                    expected.push((b.clone(), vec![w]));
+                }
+            }
+            layers.push(l);
+        }
+        WeightMap {
+            token_embd: "token_embd.weight".into(),
+            output_norm: "output_norm.weight".into(),
+            output: if c.tied_embeddings {
+                "token_embd.weight"
+            } else {
+                "output.weight"
+            }
+            .into(),
+            layers,
+            expected,
+        }
+    }
+
+    /// Every required tensor name with its expected GGML dims.
+    pub fn expected(&self) -> &[(String, Vec<u64>)] {
+        &self.expected
+    }
+
+    /// Checks that every required tensor exists with the expected dims. `dims_of` gives a
+    /// tensor's GGML dims by name (`None` when absent).
+    pub fn check<'a>(&self, dims_of: impl Fn(&str) -> Option<&'a [u64]>) -> Result<()> {
+        for (name, want) in &self.expected {
+            match dims_of(name) {
+                None => {
+                    return Err(Error::format(
+                        format!("tensor '{name}'"),
+                        format!("required tensor is missing (expected dims {want:?})"),
+                    ))
+                }
+                Some(found) if found != want.as_slice() => {
+                    return Err(Error::format(
+                        format!("tensor '{name}'"),
+                        format!("expected dims {want:?}, found {found:?}"),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
