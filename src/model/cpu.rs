@@ -71,7 +71,11 @@ impl CpuModel {
                 v_cache: Vec::new(),
             });
         }
-        let output = if w.output == w.token_embd { None } else { Some(f32s(model, &w.output)?) };
+        let output = if w.output == w.token_embd {
+            None
+        } else {
+            Some(f32s(model, &w.output)?)
+        };
         Ok(CpuModel {
             config: model.config.clone(),
             embed: f32s(model, &w.token_embd)?,
@@ -118,13 +122,21 @@ impl CpuModel {
             rmsnorm(&mut h, &x, &l.ffn_norm, c.norm_eps);
             let g = matvec(&l.w_gate, &h, c.ffn_dim);
             let u = matvec(&l.w_up, &h, c.ffn_dim);
-            let a: Vec<f32> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+            let a: Vec<f32> = g
+                .iter()
+                .zip(&u)
+                .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                .collect();
             let down = matvec(&l.w_down, &a, d);
             x.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
         }
         self.n_past += 1;
         rmsnorm(&mut h, &x, &self.output_norm, c.norm_eps);
-        matvec(self.output.as_ref().unwrap_or(&self.embed), &h, c.vocab_size)
+        matvec(
+            self.output.as_ref().unwrap_or(&self.embed),
+            &h,
+            c.vocab_size,
+        )
     }
 
     /// Greedy generation of `n` tokens after `prompt` (from an empty cache).
@@ -166,7 +178,15 @@ fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
 /// `W[n, k] · x[k]`.
 fn matvec(w: &[f32], x: &[f32], n: usize) -> Vec<f32> {
     let k = x.len();
-    (0..n).map(|r| w[r * k..(r + 1) * k].iter().zip(x).map(|(a, b)| a * b).sum()).collect()
+    (0..n)
+        .map(|r| {
+            w[r * k..(r + 1) * k]
+                .iter()
+                .zip(x)
+                .map(|(a, b)| a * b)
+                .sum()
+        })
+        .collect()
 }
 
 fn add_bias(v: &mut [f32], b: &Option<Vec<f32>>) {
@@ -194,7 +214,15 @@ fn rope(v: &mut [f32], hd: usize, pos: usize, theta: f32, n_rot: usize, style: R
 }
 
 /// Causal attention of one query (`[nh * hd]`) over `len` cached positions.
-fn attention(q: &[f32], kc: &[f32], vc: &[f32], nh: usize, nkv: usize, hd: usize, len: usize) -> Vec<f32> {
+fn attention(
+    q: &[f32],
+    kc: &[f32],
+    vc: &[f32],
+    nh: usize,
+    nkv: usize,
+    hd: usize,
+    len: usize,
+) -> Vec<f32> {
     let mut out = vec![0.0; nh * hd];
     let scale = 1.0 / (hd as f32).sqrt();
     let row = nkv * hd;

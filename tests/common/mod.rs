@@ -40,7 +40,9 @@ pub fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
 
 /// Path of a file in the shared workspace folder (`../shared` beside the checkout).
 pub fn shared(rel: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared").join(rel)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(rel)
 }
 
 /// A reference model's path, or `None` (with a SKIP message) when it is not in the cache.
@@ -49,7 +51,10 @@ pub fn model(short: &str) -> Option<std::path::PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("SKIP: {} not found (run scripts/fetch-models.sh)", p.display());
+        eprintln!(
+            "SKIP: {} not found (run scripts/fetch-models.sh)",
+            p.display()
+        );
         None
     }
 }
@@ -77,7 +82,10 @@ pub struct GreedyRecord {
 pub fn greedy_fixtures(model: &str) -> Vec<GreedyRecord> {
     let text = std::fs::read_to_string(shared(&format!("fixtures/greedy-{model}.jsonl")))
         .expect("fixture file readable");
-    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("fixture record")).collect()
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("fixture record"))
+        .collect()
 }
 
 /// How close llama.cpp's top-2 log-probabilities must be for a divergence to count as a near
