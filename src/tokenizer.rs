@@ -89,9 +89,10 @@ impl TokenKind {
     }
 }
 
-/// GPT-2's reversible byte ↔ printable-character map: bytes that are printable Latin-1 stand for
-/// themselves, the other 68 are shifted to U+0100 and up.
-fn byte_level_chars() -> [char; 256] {
+/// GPT-2's reversible byte ↔ printable-character map in which byte-level BPE vocabularies are
+/// written (`' '` is `'Ġ'`, `'\n'` is `'Ċ'`): bytes that are printable Latin-1 stand for themselves,
+/// the other 68 are shifted to U+0100 and up.
+pub fn byte_level_chars() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut shifted = 0u32;
     for b in 0..256u32 {
@@ -271,6 +272,11 @@ fn meta_u32(meta: &BTreeMap<String, MetaValue>, key: &str) -> Result<Option<u32>
 }
 
 impl Tokenizer {
+    /// Builds the tokenizer from a GGUF file's metadata.
+    pub fn from_gguf(file: &crate::model::gguf::GgufFile) -> Result<Self> {
+        Self::from_gguf_metadata(&file.header().metadata)
+    }
+
     /// Builds the tokenizer from GGUF metadata (`tokenizer.ggml.*`, `tokenizer.chat_template`).
     pub fn from_gguf_metadata(meta: &BTreeMap<String, MetaValue>) -> Result<Self> {
         let model = meta
@@ -498,7 +504,9 @@ impl Tokenizer {
     }
 
     /// Loads `tokenizer.json` plus, if given, `tokenizer_config.json` (for `bos_token`,
-    /// `eos_token`, `add_bos_token` and `chat_template`).
+    /// `eos_token`, `add_bos_token` and `chat_template`). Special added tokens are matched by
+    /// tandem's own splitter (so `encode(.., special)` can switch them off), which ignores their
+    /// `lstrip`/`rstrip`/`single_word` flags; non-special added tokens keep HF's handling.
     pub fn from_hf_files(tokenizer_json: &[u8], tokenizer_config: Option<&[u8]>) -> Result<Self> {
         let json: serde_json::Value = serde_json::from_slice(tokenizer_json)
             .map_err(|e| tok_err(format!("tokenizer.json is not valid JSON: {e}")))?;
@@ -1234,6 +1242,13 @@ fn take_complete_utf8(pending: &mut Vec<u8>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokenizer_is_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Tokenizer>();
+        assert_send_sync::<Detokenizer>();
+    }
 
     #[test]
     fn byte_level_table_is_a_bijection() {
