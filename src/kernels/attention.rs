@@ -54,13 +54,13 @@ pub struct Attention {
 impl Attention {
     pub fn new(gpu: &Gpu, shape: &AttentionShape) -> Result<Self> {
         let s = shape;
-        if s.head_dim == 0 || s.head_dim % 4 != 0 || s.head_dim > 256 {
+        if s.head_dim == 0 || !s.head_dim.is_multiple_of(4) || s.head_dim > 256 {
             return Err(Error::Unsupported(format!(
                 "attention: head_dim {} (must be a multiple of 4, at most 256)",
                 s.head_dim
             )));
         }
-        if s.n_kv_head == 0 || s.n_head == 0 || s.n_head % s.n_kv_head != 0 {
+        if s.n_kv_head == 0 || s.n_head == 0 || !s.n_head.is_multiple_of(s.n_kv_head) {
             return Err(Error::Invalid(format!(
                 "attention: {} query heads are not a multiple of {} kv heads",
                 s.n_head, s.n_kv_head
@@ -92,6 +92,7 @@ impl Attention {
 
     /// `qkv: [max_t, (H + 2*KVH) * HD]`, caches `[KVH, max_ctx, HD]`, `mask: [max_t, MW]` u32,
     /// `out: [max_t, H * HD]`.
+    #[allow(clippy::too_many_arguments)] // one per binding, in binding order
     pub fn bind(
         &self,
         gpu: &Gpu,

@@ -72,13 +72,13 @@ struct Common {
 impl Common {
     fn new(gpu: &Gpu, shape: &RopeShape) -> Result<Self> {
         let s = shape;
-        if s.n_head == 0 || s.n_kv_head == 0 || s.head_dim == 0 || s.head_dim % 2 != 0 {
+        if s.n_head == 0 || s.n_kv_head == 0 || s.head_dim == 0 || !s.head_dim.is_multiple_of(2) {
             return Err(Error::Invalid(format!(
                 "rope: heads {}/{} with head_dim {} (must be non-zero and even)",
                 s.n_head, s.n_kv_head, s.head_dim
             )));
         }
-        if s.n_rot == 0 || s.n_rot % 2 != 0 || s.n_rot > s.head_dim {
+        if s.n_rot == 0 || !s.n_rot.is_multiple_of(2) || s.n_rot > s.head_dim {
             return Err(Error::Invalid(format!(
                 "rope: n_rot = {} must be even and in 2..={}",
                 s.n_rot, s.head_dim
