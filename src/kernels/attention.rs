@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::{check_t, need, rows_in, Bound};
+use super::{check_t, need_kv_cache, rows_in, Bound};
 use crate::gpu::Gpu;
 use crate::{Error, Result};
 
@@ -106,9 +106,7 @@ impl Attention {
         let s = &self.shape;
         let k = "attention";
         let hd = s.head_dim as u64;
-        let cache = s.n_kv_head as u64 * s.max_ctx as u64 * hd;
-        need(k, "k_cache", k_cache, cache)?;
-        need(k, "v_cache", v_cache, cache)?;
+        need_kv_cache(k, k_cache, v_cache, s.n_kv_head, s.max_ctx, s.head_dim)?;
         let max_t = rows_in(
             k,
             "qkv",
