@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::{check_t, need, rows_in, Bound};
+use super::{check_t, need_kv_cache, rows_in, Bound};
 use crate::gpu::Gpu;
 use crate::{Error, Result};
 
@@ -54,13 +54,13 @@ pub struct Attention {
 impl Attention {
     pub fn new(gpu: &Gpu, shape: &AttentionShape) -> Result<Self> {
         let s = shape;
-        if s.head_dim == 0 || s.head_dim % 4 != 0 || s.head_dim > 256 {
+        if s.head_dim == 0 || !s.head_dim.is_multiple_of(4) || s.head_dim > 256 {
             return Err(Error::Unsupported(format!(
                 "attention: head_dim {} (must be a multiple of 4, at most 256)",
                 s.head_dim
             )));
         }
-        if s.n_kv_head == 0 || s.n_head == 0 || s.n_head % s.n_kv_head != 0 {
+        if s.n_kv_head == 0 || s.n_head == 0 || !s.n_head.is_multiple_of(s.n_kv_head) {
             return Err(Error::Invalid(format!(
                 "attention: {} query heads are not a multiple of {} kv heads",
                 s.n_head, s.n_kv_head
@@ -92,6 +92,7 @@ impl Attention {
 
     /// `qkv: [max_t, (H + 2*KVH) * HD]`, caches `[KVH, max_ctx, HD]`, `mask: [max_t, MW]` u32,
     /// `out: [max_t, H * HD]`.
+    #[allow(clippy::too_many_arguments)] // one per binding, in binding order
     pub fn bind(
         &self,
         gpu: &Gpu,
@@ -105,9 +106,7 @@ impl Attention {
         let s = &self.shape;
         let k = "attention";
         let hd = s.head_dim as u64;
-        let cache = s.n_kv_head as u64 * s.max_ctx as u64 * hd;
-        need(k, "k_cache", k_cache, cache)?;
-        need(k, "v_cache", v_cache, cache)?;
+        need_kv_cache(k, k_cache, v_cache, s.n_kv_head, s.max_ctx, s.head_dim)?;
         let max_t = rows_in(
             k,
             "qkv",

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{check_t, dispatch_linear, need, rows_in, Bound};
+use super::{check_t, dispatch_linear, need_kv_cache, rows_in, Bound};
 use crate::gpu::Gpu;
 use crate::{Error, Result};
 
@@ -61,9 +61,14 @@ impl KvAppend {
         v_cache: &wgpu::Buffer,
     ) -> Result<Bound> {
         let p = &self.p;
-        let cache = p.n_kv_head as u64 * p.max_ctx as u64 * p.head_dim as u64;
-        need("kv_append", "k_cache", k_cache, cache)?;
-        need("kv_append", "v_cache", v_cache, cache)?;
+        need_kv_cache(
+            "kv_append",
+            k_cache,
+            v_cache,
+            p.n_kv_head,
+            p.max_ctx,
+            p.head_dim,
+        )?;
         let width = (p.n_head as u64 + 2 * p.n_kv_head as u64) * p.head_dim as u64;
         let max_t = rows_in("kv_append", "qkv", qkv, width)?;
         let group = gpu.bind(

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::{need, Bound};
+use super::{need, need_kv_cache, Bound};
 use crate::gpu::Gpu;
 use crate::{Error, Result};
 
@@ -61,9 +61,14 @@ impl KvCompact {
         v_cache: &wgpu::Buffer,
     ) -> Result<Bound> {
         let p = &self.p;
-        let cache = p.n_kv_head as u64 * p.max_ctx as u64 * p.head_dim as u64;
-        need("kv_compact", "k_cache", k_cache, cache)?;
-        need("kv_compact", "v_cache", v_cache, cache)?;
+        need_kv_cache(
+            "kv_compact",
+            k_cache,
+            v_cache,
+            p.n_kv_head,
+            p.max_ctx,
+            p.head_dim,
+        )?;
         need("kv_compact", "n_keep", n_keep, 1)?;
         let max_t = super::rows_in("kv_compact", "keep", keep, 1)?;
         let group = gpu.bind(

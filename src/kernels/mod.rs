@@ -80,6 +80,20 @@ pub(crate) fn need(kernel: &str, what: &str, buffer: &wgpu::Buffer, elems: u64) 
     Ok(())
 }
 
+/// An error unless both KV caches hold `[n_kv_head, max_ctx, head_dim]` f32.
+pub(crate) fn need_kv_cache(
+    kernel: &str,
+    k_cache: &wgpu::Buffer,
+    v_cache: &wgpu::Buffer,
+    n_kv_head: u32,
+    max_ctx: u32,
+    head_dim: u32,
+) -> Result<()> {
+    let elems = n_kv_head as u64 * max_ctx as u64 * head_dim as u64;
+    need(kernel, "k_cache", k_cache, elems)?;
+    need(kernel, "v_cache", v_cache, elems)
+}
+
 /// An error unless `1 <= t <= bound.max_t` (and T fits one dispatch dimension, which
 /// the kernels with a workgroup per row rely on).
 pub(crate) fn check_t(kernel: &str, t: u32, bound: &Bound) -> Result<()> {

@@ -24,7 +24,7 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     pub fn new(gpu: &Gpu, d: u32, eps: f32) -> Result<Self> {
-        if d == 0 || !(eps >= 0.0) {
+        if d == 0 || eps.is_nan() || eps < 0.0 {
             return Err(Error::Invalid(format!("rmsnorm: D = {d}, eps = {eps}")));
         }
         Ok(RmsNorm {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{check_t, dispatch_linear, need, rows_in, Bound};
+use super::{check_t, dispatch_linear, need_kv_cache, rows_in, Bound};
 use crate::gpu::Gpu;
 use crate::{Error, Result};
 
@@ -72,13 +72,13 @@ struct Common {
 impl Common {
     fn new(gpu: &Gpu, shape: &RopeShape) -> Result<Self> {
         let s = shape;
-        if s.n_head == 0 || s.n_kv_head == 0 || s.head_dim == 0 || s.head_dim % 2 != 0 {
+        if s.n_head == 0 || s.n_kv_head == 0 || s.head_dim == 0 || !s.head_dim.is_multiple_of(2) {
             return Err(Error::Invalid(format!(
                 "rope: heads {}/{} with head_dim {} (must be non-zero and even)",
                 s.n_head, s.n_kv_head, s.head_dim
             )));
         }
-        if s.n_rot == 0 || s.n_rot % 2 != 0 || s.n_rot > s.head_dim {
+        if s.n_rot == 0 || !s.n_rot.is_multiple_of(2) || s.n_rot > s.head_dim {
             return Err(Error::Invalid(format!(
                 "rope: n_rot = {} must be even and in 2..={}",
                 s.n_rot, s.head_dim
@@ -177,9 +177,7 @@ impl RopeKvAppend {
         let c = &self.common;
         let s = &c.shape;
         let k = "rope_kv_append";
-        let cache = s.n_kv_head as u64 * s.max_ctx as u64 * s.head_dim as u64;
-        need(k, "k_cache", k_cache, cache)?;
-        need(k, "v_cache", v_cache, cache)?;
+        need_kv_cache(k, k_cache, v_cache, s.n_kv_head, s.max_ctx, s.head_dim)?;
         let max_t = rows_in(k, "pos", pos, 1)?.min(rows_in(k, "qkv", qkv, s.qkv_width())?);
         let group = gpu.bind(
             k,
