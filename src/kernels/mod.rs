@@ -29,3 +29,9 @@ impl Step {
         }
     }
 }
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
+pub mod dequant;
+pub mod embed;
+pub mod matmul;
