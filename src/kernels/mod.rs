@@ -33,8 +33,13 @@ impl Step {
 pub mod add;
 pub mod argmax;
 pub mod attention;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
+pub mod dequant;
+pub mod embed;
 pub mod kv_append;
 pub mod kv_compact;
+pub mod matmul;
 pub mod reference;
 pub mod rmsnorm;
 pub mod rope;

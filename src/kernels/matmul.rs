@@ -1,0 +1,231 @@
+//! `Y[T, N] (+)= X[T, K] · W[N, K]ᵀ (+ bias)` with W in its GGUF block layout
+//! (`shaders/matmul.wgsl` for small T, `shaders/matmul_tiled.wgsl` for prefill chunks).
+
+use std::sync::Arc;
+
+use crate::gpu::{groups_2d, Gpu};
+use crate::model::quant::GgmlType;
+use crate::{Error, Result};
+
+pub use super::dequant::{gpu_supported, MatrixPart, QuantMatrix};
+
+const SMALL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
+const TILED_WGSL: &str = include_str!("../../shaders/matmul_tiled.wgsl");
+
+/// Largest T the small-T kernel takes on the automatic path. Decode and tree verification
+/// stay at or below it, so they share one kernel and are batch invariant.
+pub const SMALL_T_MAX: u32 = 64;
+/// Weight rows per workgroup of the small-T kernel (`ROWS` in matmul.wgsl).
+const SMALL_ROWS: u32 = 2;
+/// Output tile of the tiled kernel (`BT`, `BN` in matmul_tiled.wgsl).
+const TILE: u32 = 64;
+
+/// Which kernel `encode_path` records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulPath {
+    /// Small-T kernel for T ≤ [`SMALL_T_MAX`], tiled above.
+    Auto,
+    Small,
+    Tiled,
+}
+
+/// What happens after the dot products.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Epilogue<'a> {
+    /// `bias: [N] f32`, added to every row (qwen2's QKV bias).
+    pub bias: Option<&'a wgpu::Buffer>,
+    /// `Y += X·Wᵀ` instead of `Y = X·Wᵀ` (the residual add fused into a projection).
+    pub accumulate: bool,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    k: u32,
+    n: u32,
+    row0: u32,
+    row_bytes: u32,
+    has_bias: u32,
+    accumulate: u32,
+    _pad: u32,
+}
+
+/// The pipelines for one weight type.
+pub struct Matmul {
+    pub ty: GgmlType,
+    small: Arc<wgpu::ComputePipeline>,
+    tiled: Arc<wgpu::ComputePipeline>,
+}
+
+struct PartBinding {
+    rows: u32,
+    small: wgpu::BindGroup,
+    tiled: wgpu::BindGroup,
+    _params: wgpu::Buffer,
+}
+
+/// Bind groups (one per weight part) for one matrix and its x / y / bias buffers.
+pub struct MatmulBinding {
+    ty: GgmlType,
+    parts: Vec<PartBinding>,
+    /// Largest T the bound x and y buffers hold.
+    pub max_t: u32,
+    _dummy_bias: Option<wgpu::Buffer>,
+}
+
+impl Matmul {
+    pub fn new(gpu: &Gpu, ty: GgmlType) -> Result<Matmul> {
+        let name = ty.name();
+        let small = gpu.pipeline(
+            &format!("matmul-small-{name}"),
+            &super::dequant::shader_source(ty, SMALL_WGSL)?,
+            "main",
+            &[],
+        )?;
+        let tiled = gpu.pipeline(
+            &format!("matmul-tiled-{name}"),
+            &super::dequant::shader_source(ty, TILED_WGSL)?,
+            "main",
+            &[],
+        )?;
+        Ok(Matmul { ty, small, tiled })
+    }
+
+    /// Bind `m` with `x: [T, K] f32`, `y: [T, N] f32` and the step uniform (done at load
+    /// time). T may be anything up to the returned binding's `max_t`.
+    pub fn bind(
+        &self,
+        gpu: &Gpu,
+        step: &wgpu::Buffer,
+        m: &QuantMatrix,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        epilogue: Epilogue,
+    ) -> Result<MatmulBinding> {
+        let label = &m.label;
+        if m.ty != self.ty {
+            return Err(Error::Invalid(format!(
+                "tensor '{label}' is {} but this matmul was built for {}",
+                m.ty.name(),
+                self.ty.name()
+            )));
+        }
+        let (n, k) = (m.n as u64, m.k as u64);
+        let max_t = (x.size() / (k * 4)).min(y.size() / (n * 4));
+        if max_t == 0 {
+            return Err(Error::Invalid(format!(
+                "matmul '{label}': x ({} bytes) or y ({} bytes) is smaller than one row \
+                 (K = {k}, N = {n})",
+                x.size(),
+                y.size()
+            )));
+        }
+        if let Some(b) = epilogue.bias {
+            if b.size() < n * 4 {
+                return Err(Error::Invalid(format!(
+                    "matmul '{label}': bias has {} bytes, needs {}",
+                    b.size(),
+                    n * 4
+                )));
+            }
+        }
+        let dummy_bias = match epilogue.bias {
+            Some(_) => None,
+            None => Some(gpu.storage("no-bias", 4)?),
+        };
+        let bias = epilogue
+            .bias
+            .or(dummy_bias.as_ref())
+            .ok_or_else(|| Error::Invalid(format!("matmul '{label}': no bias buffer to bind")))?;
+        let mut parts = Vec::with_capacity(m.parts.len());
+        for part in &m.parts {
+            let rows = part.rows as u32;
+            if rows.div_ceil(TILE) > 65_535 {
+                return Err(Error::Invalid(format!(
+                    "matmul '{label}': {rows} rows in one part is more than one dispatch covers"
+                )));
+            }
+            let params = gpu.uniform(
+                &format!("{label} matmul params"),
+                &Params {
+                    rows,
+                    k: m.k as u32,
+                    n: m.n as u32,
+                    row0: part.row0 as u32,
+                    row_bytes: m.row_bytes as u32,
+                    has_bias: epilogue.bias.is_some() as u32,
+                    accumulate: epilogue.accumulate as u32,
+                    _pad: 0,
+                },
+            );
+            let buffers = [step, &params, &part.buffer, x, y, bias];
+            parts.push(PartBinding {
+                rows,
+                small: gpu.bind(label, &self.small, &buffers),
+                tiled: gpu.bind(label, &self.tiled, &buffers),
+                _params: params,
+            });
+        }
+        Ok(MatmulBinding {
+            ty: m.ty,
+            parts,
+            max_t: max_t.min(u32::MAX as u64) as u32,
+            _dummy_bias: dummy_bias,
+        })
+    }
+
+    /// Record the dispatches for T = `t` (which must equal `step.t` when the pass runs).
+    pub fn encode(&self, pass: &mut wgpu::ComputePass, b: &MatmulBinding, t: u32) -> Result<()> {
+        self.encode_path(pass, b, t, MatmulPath::Auto)
+    }
+
+    /// [`Matmul::encode`] with the kernel chosen by the caller (tests, benchmarks).
+    pub fn encode_path(
+        &self,
+        pass: &mut wgpu::ComputePass,
+        b: &MatmulBinding,
+        t: u32,
+        path: MatmulPath,
+    ) -> Result<()> {
+        if b.ty != self.ty {
+            return Err(Error::Invalid(format!(
+                "a {} binding encoded with the {} matmul",
+                b.ty.name(),
+                self.ty.name()
+            )));
+        }
+        if t > b.max_t {
+            return Err(Error::Invalid(format!(
+                "matmul with T = {t}, but the bound buffers hold {} rows",
+                b.max_t
+            )));
+        }
+        if t == 0 {
+            return Ok(());
+        }
+        let small = match path {
+            MatmulPath::Auto => t <= SMALL_T_MAX,
+            MatmulPath::Small => true,
+            MatmulPath::Tiled => false,
+        };
+        if !small && t.div_ceil(TILE) > 65_535 {
+            return Err(Error::Invalid(format!(
+                "matmul with T = {t} needs more workgroups than one dispatch allows"
+            )));
+        }
+        for part in &b.parts {
+            if small {
+                pass.set_pipeline(&self.small);
+                pass.set_bind_group(0, &part.small, &[]);
+                let (gx, gy) = groups_2d(part.rows, SMALL_ROWS);
+                pass.dispatch_workgroups(gx, gy, 1);
+            } else {
+                pass.set_pipeline(&self.tiled);
+                pass.set_bind_group(0, &part.tiled, &[]);
+                pass.dispatch_workgroups(part.rows.div_ceil(TILE), t.div_ceil(TILE), 1);
+            }
+        }
+        Ok(())
+    }
+}

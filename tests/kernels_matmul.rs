@@ -1,0 +1,575 @@
+//! Quantized matmul and embedding gather kernels against the CPU dequantizer
+//! (`tandem::model::quant`), for every weight type the GPU takes.
+mod common;
+
+use tandem::gpu::{Gpu, GpuOptions};
+use tandem::kernels::embed::Embedding;
+use tandem::kernels::matmul::{Epilogue, Matmul, MatmulBinding, MatmulPath, QuantMatrix};
+use tandem::kernels::Step;
+use tandem::model::quant::{dequantize, quantize, GgmlType};
+use tandem::Error;
+
+use GgmlType::*;
+
+const TYPES: [GgmlType; 9] = [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K];
+
+/// The GPU's result is compared with an f64 matmul over the *dequantized* weights, so only
+/// f32 rounding separates them: relative error ≤ 1e-3 (|a - b| / max(1, |b|)) is loose
+/// for K ≤ 768 and catches any wrong element (a wrong nibble moves a result by ~|x|·d).
+const TOL: f32 = 1e-3;
+
+/// K: a whole number of blocks that is not a multiple of the kernels' tiles
+/// (3 K-quant blocks; 7 blocks of 32 otherwise).
+fn awkward_k(ty: GgmlType) -> usize {
+    if ty.block_size() == 256 {
+        256 * 3
+    } else {
+        32 * 7
+    }
+}
+
+/// Random weights quantized with the CPU quantizer: (GGUF bytes, dequantized reference).
+fn weights(ty: GgmlType, n: usize, k: usize, seed: u64) -> (Vec<u8>, Vec<f32>) {
+    let bytes = quantize(ty, &common::rand_f32(seed, n * k)).unwrap();
+    let w = dequantize(ty, &bytes, n * k).unwrap();
+    (bytes, w)
+}
+
+fn cpu_matmul(x: &[f32], w: &[f32], t: usize, n: usize, k: usize) -> Vec<f32> {
+    let mut y = vec![0.0f32; t * n];
+    for i in 0..t {
+        for r in 0..n {
+            let mut s = 0.0f64;
+            for c in 0..k {
+                s += x[i * k + c] as f64 * w[r * k + c] as f64;
+            }
+            y[i * n + r] = s as f32;
+        }
+    }
+    y
+}
+
+/// Buffers for one matmul: the step uniform, x: [max_t, K], y: [max_t, N].
+struct Setup {
+    n: usize,
+    step: wgpu::Buffer,
+    x: wgpu::Buffer,
+    y: wgpu::Buffer,
+}
+
+impl Setup {
+    fn new(gpu: &Gpu, x: &[f32], n: usize, max_t: usize) -> Setup {
+        Setup {
+            n,
+            step: gpu.uniform("step", &Step::new(1, 0)),
+            x: gpu.upload("x", x).unwrap(),
+            y: gpu.storage("y", (max_t * n * 4) as u64).unwrap(),
+        }
+    }
+}
+
+/// Run one matmul for T = `t` and read back y[0..t*n]. y is filled with NaN first unless
+/// `keep_y`, so a row the kernel skips cannot pass by accident.
+fn run(
+    gpu: &Gpu,
+    mm: &Matmul,
+    s: &Setup,
+    b: &MatmulBinding,
+    t: usize,
+    path: MatmulPath,
+    keep_y: bool,
+) -> Vec<f32> {
+    gpu.queue
+        .write_buffer(&s.step, 0, bytemuck::bytes_of(&Step::new(t as u32, 0)));
+    if !keep_y {
+        let nan = vec![f32::NAN; s.y.size() as usize / 4];
+        gpu.queue.write_buffer(&s.y, 0, bytemuck::cast_slice(&nan));
+    }
+    let mut enc = gpu.encoder("matmul test");
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        mm.encode_path(&mut pass, b, t as u32, path).unwrap();
+    }
+    gpu.submit(enc);
+    gpu.read_vec_blocking::<f32>(&s.y, t * s.n).unwrap()
+}
+
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert!(
+        got.iter().all(|v| v.is_finite()),
+        "{what}: non-finite output"
+    );
+    let e = common::max_rel_err(got, want);
+    assert!(e <= TOL, "{what}: max relative error {e} > {TOL}");
+}
+
+#[test]
+fn matmul_matches_cpu_reference_for_every_type() {
+    let Some(gpu) = common::gpu() else { return };
+    let n = 37;
+    let ts = [1usize, 3, 17, 64, 100];
+    let max_t = 100;
+    for (i, ty) in TYPES.into_iter().enumerate() {
+        let k = awkward_k(ty);
+        let (bytes, w) = weights(ty, n, k, 10 + i as u64);
+        let x = common::rand_f32(100 + i as u64, max_t * k);
+        let want = cpu_matmul(&x, &w, max_t, n, k);
+        let m = QuantMatrix::upload(&gpu, "w", ty, n, k, &bytes).unwrap();
+        let mm = Matmul::new(&gpu, ty).unwrap();
+        let s = Setup::new(&gpu, &x, n, max_t);
+        let b = mm
+            .bind(&gpu, &s.step, &m, &s.x, &s.y, Epilogue::default())
+            .unwrap();
+        for t in ts {
+            let got = run(&gpu, &mm, &s, &b, t, MatmulPath::Auto, false);
+            assert_close(&got, &want[..t * n], &format!("{} T={t}", ty.name()));
+        }
+        // Each kernel also outside its usual range: tiled for tiny T, small for T > 64.
+        for (t, path) in [
+            (1, MatmulPath::Tiled),
+            (17, MatmulPath::Tiled),
+            (100, MatmulPath::Small),
+        ] {
+            let got = run(&gpu, &mm, &s, &b, t, path, false);
+            assert_close(
+                &got,
+                &want[..t * n],
+                &format!("{} T={t} {path:?}", ty.name()),
+            );
+        }
+    }
+}
+
+#[test]
+fn bias_and_accumulate_epilogues() {
+    let Some(gpu) = common::gpu() else { return };
+    let n = 45;
+    for ty in [Q8_0, Q4_K, F16] {
+        let k = awkward_k(ty);
+        let (bytes, w) = weights(ty, n, k, 3);
+        let max_t = 80;
+        let x = common::rand_f32(4, max_t * k);
+        let bias = common::rand_f32(5, n);
+        let y0 = common::rand_f32(6, max_t * n);
+        let xw = cpu_matmul(&x, &w, max_t, n, k);
+        let m = QuantMatrix::upload(&gpu, "w", ty, n, k, &bytes).unwrap();
+        let mm = Matmul::new(&gpu, ty).unwrap();
+        let s = Setup::new(&gpu, &x, n, max_t);
+        let bias_buf = gpu.upload("bias", &bias).unwrap();
+        let cases = [
+            (Some(&bias_buf), false),
+            (None, true),
+            (Some(&bias_buf), true),
+        ];
+        for (bias_opt, accumulate) in cases {
+            let b = mm
+                .bind(
+                    &gpu,
+                    &s.step,
+                    &m,
+                    &s.x,
+                    &s.y,
+                    Epilogue {
+                        bias: bias_opt,
+                        accumulate,
+                    },
+                )
+                .unwrap();
+            for (t, path) in [(5, MatmulPath::Small), (80, MatmulPath::Tiled)] {
+                gpu.queue.write_buffer(&s.y, 0, bytemuck::cast_slice(&y0));
+                let got = run(&gpu, &mm, &s, &b, t, path, true);
+                let want: Vec<f32> = (0..t * n)
+                    .map(|i| {
+                        let mut v = xw[i];
+                        if bias_opt.is_some() {
+                            v += bias[i % n];
+                        }
+                        if accumulate {
+                            v += y0[i];
+                        }
+                        v
+                    })
+                    .collect();
+                let what = format!(
+                    "{} T={t} {path:?} bias={} accumulate={accumulate}",
+                    ty.name(),
+                    bias_opt.is_some()
+                );
+                assert_close(&got, &want, &what);
+                // Rows past T are left alone.
+                let rest: Vec<f32> = gpu.read_vec_blocking(&s.y, max_t * n).unwrap();
+                assert_eq!(&rest[t * n..], &y0[t * n..], "{what}: wrote past T");
+            }
+        }
+    }
+}
+
+#[test]
+fn small_path_is_batch_invariant() {
+    // Each row of a T = 17 (and T = 64) batch must equal, bit for bit, the same token
+    // multiplied alone (T = 1): verification and plain decoding then see identical logits.
+    let Some(gpu) = common::gpu() else { return };
+    let n = 29;
+    for (i, ty) in TYPES.into_iter().enumerate() {
+        let k = awkward_k(ty);
+        let (bytes, _) = weights(ty, n, k, 20 + i as u64);
+        let m = QuantMatrix::upload(&gpu, "w", ty, n, k, &bytes).unwrap();
+        let mm = Matmul::new(&gpu, ty).unwrap();
+        let x = common::rand_f32(200 + i as u64, 64 * k);
+        let batch = Setup::new(&gpu, &x, n, 64);
+        let bb = mm
+            .bind(
+                &gpu,
+                &batch.step,
+                &m,
+                &batch.x,
+                &batch.y,
+                Epilogue::default(),
+            )
+            .unwrap();
+        let y17 = run(&gpu, &mm, &batch, &bb, 17, MatmulPath::Auto, false);
+        let y64 = run(&gpu, &mm, &batch, &bb, 64, MatmulPath::Auto, false);
+        let one = Setup::new(&gpu, &x[..k], n, 1);
+        let b1 = mm
+            .bind(&gpu, &one.step, &m, &one.x, &one.y, Epilogue::default())
+            .unwrap();
+        for t in (0..17).chain([31, 47, 63]) {
+            gpu.queue
+                .write_buffer(&one.x, 0, bytemuck::cast_slice(&x[t * k..(t + 1) * k]));
+            let alone = run(&gpu, &mm, &one, &b1, 1, MatmulPath::Auto, false);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            if t < 17 {
+                assert_eq!(
+                    bits(&alone),
+                    bits(&y17[t * n..(t + 1) * n]),
+                    "{}: row {t} of T=17 differs from T=1",
+                    ty.name()
+                );
+            }
+            assert_eq!(
+                bits(&alone),
+                bits(&y64[t * n..(t + 1) * n]),
+                "{}: row {t} of T=64 differs from T=1",
+                ty.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn matrices_over_the_binding_limit_are_split_by_rows() {
+    let Some(full) = common::gpu() else { return };
+    let n = 37;
+    for ty in [Q6_K, Q5_0, F32, Q4_1] {
+        let k = awkward_k(ty);
+        let row_bytes = ty.bytes_for(k as u64).unwrap();
+        // 7 rows (plus change) per binding: 37 rows become parts of 7,7,7,7,7,2.
+        let options = GpuOptions {
+            max_binding_override: Some(row_bytes * 7 + 5),
+            ..GpuOptions::from_env()
+        };
+        let Some(gpu) = common::gpu_with(&options) else {
+            return;
+        };
+        let (bytes, w) = weights(ty, n, k, 7);
+        let m = QuantMatrix::upload(&gpu, "w", ty, n, k, &bytes).unwrap();
+        assert_eq!(m.parts.len(), 6, "{}", ty.name());
+        assert_eq!(m.parts[5].rows, 2);
+        let max_t = 70;
+        let x = common::rand_f32(8, max_t * k);
+        let want = cpu_matmul(&x, &w, max_t, n, k);
+        let bias = common::rand_f32(9, n);
+
+        // The same matmul on an unsplit matrix, for a bitwise comparison.
+        let m_full = QuantMatrix::upload(&full, "w", ty, n, k, &bytes).unwrap();
+        assert_eq!(m_full.parts.len(), 1);
+        let mm_full = Matmul::new(&full, ty).unwrap();
+        let s_full = Setup::new(&full, &x, n, max_t);
+        let bias_full = full.upload("bias", &bias).unwrap();
+        let ep_full = Epilogue {
+            bias: Some(&bias_full),
+            accumulate: false,
+        };
+        let b_full = mm_full
+            .bind(&full, &s_full.step, &m_full, &s_full.x, &s_full.y, ep_full)
+            .unwrap();
+
+        let mm = Matmul::new(&gpu, ty).unwrap();
+        let s = Setup::new(&gpu, &x, n, max_t);
+        let bias_buf = gpu.upload("bias", &bias).unwrap();
+        let ep = Epilogue {
+            bias: Some(&bias_buf),
+            accumulate: false,
+        };
+        let b = mm.bind(&gpu, &s.step, &m, &s.x, &s.y, ep).unwrap();
+        for t in [1usize, 9, 70] {
+            let got = run(&gpu, &mm, &s, &b, t, MatmulPath::Auto, false);
+            let want_t: Vec<f32> = (0..t * n).map(|i| want[i] + bias[i % n]).collect();
+            assert_close(&got, &want_t, &format!("split {} T={t}", ty.name()));
+            let unsplit = run(
+                &full,
+                &mm_full,
+                &s_full,
+                &b_full,
+                t,
+                MatmulPath::Auto,
+                false,
+            );
+            assert!(
+                got.iter()
+                    .zip(&unsplit)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "split {} T={t}: differs from the unsplit matrix",
+                ty.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn more_than_65535_workgroups_use_a_2d_dispatch() {
+    // 140,000 rows at 2 rows per workgroup is 70,000 workgroups (the vocabulary head case).
+    let Some(gpu) = common::gpu() else { return };
+    let (n, k, t) = (140_000usize, 32usize, 2usize);
+    let (bytes, w) = weights(Q8_0, n, k, 11);
+    let x = common::rand_f32(12, t * k);
+    let want = cpu_matmul(&x, &w, t, n, k);
+    let m = QuantMatrix::upload(&gpu, "head", Q8_0, n, k, &bytes).unwrap();
+    let mm = Matmul::new(&gpu, Q8_0).unwrap();
+    let s = Setup::new(&gpu, &x, n, t);
+    let b = mm
+        .bind(&gpu, &s.step, &m, &s.x, &s.y, Epilogue::default())
+        .unwrap();
+    let got = run(&gpu, &mm, &s, &b, t, MatmulPath::Auto, false);
+    assert_close(&got, &want, "140,000-row head");
+}
+
+/// Gather `ids` from `table` on the GPU.
+fn gather(gpu: &Gpu, m: &QuantMatrix, ids: &[u32]) -> Vec<f32> {
+    let t = ids.len();
+    let step = gpu.uniform("step", &Step::new(t as u32, 0));
+    let ids_buf = gpu.upload("ids", ids).unwrap();
+    let out = gpu.storage("out", (t * m.k * 4) as u64).unwrap();
+    let nan = vec![f32::NAN; t * m.k];
+    gpu.queue.write_buffer(&out, 0, bytemuck::cast_slice(&nan));
+    let e = Embedding::new(gpu, m.ty).unwrap();
+    let b = e.bind(gpu, &step, m, &ids_buf, &out).unwrap();
+    let mut enc = gpu.encoder("embed test");
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        e.encode(&mut pass, &b, t as u32).unwrap();
+    }
+    gpu.submit(enc);
+    gpu.read_vec_blocking(&out, t * m.k).unwrap()
+}
+
+/// The CPU's dequantized rows for `ids` (zeros for ids outside the table).
+fn cpu_gather(w: &[f32], n: usize, k: usize, ids: &[u32]) -> Vec<f32> {
+    ids.iter()
+        .flat_map(|&id| {
+            if (id as usize) < n {
+                w[id as usize * k..(id as usize + 1) * k].to_vec()
+            } else {
+                vec![0.0; k]
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn embedding_gather_equals_cpu_dequant_for_every_type() {
+    // Tolerance: none for types whose element is one product ((q - o) · d): the kernel does
+    // the same f32 operations as the CPU dequantizer. Q4_1 (q·d + m) and Q4_K (d·s·q - m)
+    // end in a multiply-add that a GPU compiler may fuse into an FMA, so they may differ by
+    // rounding: 1e-6 relative (equal on lavapipe).
+    let Some(full) = common::gpu() else { return };
+    let n = 37;
+    let ids: Vec<u32> = vec![
+        5,
+        0,
+        36,
+        5,
+        17,
+        1,
+        35,
+        20,
+        37,
+        u32::MAX,
+        8,
+        9,
+        10,
+        29,
+        3,
+        2,
+        36,
+    ];
+    for (i, ty) in TYPES.into_iter().enumerate() {
+        let k = awkward_k(ty);
+        let (bytes, w) = weights(ty, n, k, 30 + i as u64);
+        let want = cpu_gather(&w, n, k, &ids);
+        let check = |got: Vec<f32>, want: &[f32], what: &str| {
+            if matches!(ty, Q4_1 | Q4_K) {
+                let e = common::max_rel_err(&got, want);
+                assert!(e <= 1e-6, "{what} {}: error {e}", ty.name());
+            } else {
+                assert_eq!(got, want, "{what} {}", ty.name());
+            }
+        };
+        let m = QuantMatrix::upload(&full, "emb", ty, n, k, &bytes).unwrap();
+        check(gather(&full, &m, &ids), &want, "T=17");
+        check(gather(&full, &m, &ids[..1]), &want[..k], "T=1");
+        // Split into parts of 5 rows (the limit counts whole 4-byte words).
+        let row_bytes = ty.bytes_for(k as u64).unwrap();
+        let options = GpuOptions {
+            max_binding_override: Some((row_bytes * 5).next_multiple_of(4)),
+            ..GpuOptions::from_env()
+        };
+        let Some(gpu) = common::gpu_with(&options) else {
+            return;
+        };
+        let m = QuantMatrix::upload(&gpu, "emb", ty, n, k, &bytes).unwrap();
+        assert_eq!(m.parts.len(), 8, "{}", ty.name());
+        check(gather(&gpu, &m, &ids), &want, "split");
+    }
+}
+
+#[test]
+fn vocabulary_sized_q5_0_table_split_over_buffers() {
+    // Qwen2.5-0.5B's token_embd: 151,936 × 896 Q5_0 (~93 MB), with the binding limit forced
+    // to 32 MiB so it spans three buffers. The bytes are random (quantizing 136M floats
+    // would dominate the test) with each block's f16 scale set to a finite value.
+    let (n, k) = (151_936usize, 896usize);
+    let options = GpuOptions {
+        max_binding_override: Some(32 << 20),
+        ..GpuOptions::from_env()
+    };
+    let Some(gpu) = common::gpu_with(&options) else {
+        return;
+    };
+    let row_bytes = 896 / 32 * 22;
+    let mut bytes = vec![0u8; n * row_bytes];
+    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+    for chunk in bytes.chunks_mut(8) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        chunk.copy_from_slice(&s.to_le_bytes()[..chunk.len()]);
+    }
+    for (b, block) in bytes.chunks_mut(22).enumerate() {
+        // d between 2^-8 and ~2^-7 (f16 0x1C00 + a few mantissa bits).
+        let d: u16 = 0x1C00 | (b as u16 & 0x3FF);
+        block[..2].copy_from_slice(&d.to_le_bytes());
+    }
+    let m = QuantMatrix::upload(&gpu, "token_embd", Q5_0, n, k, &bytes).unwrap();
+    assert_eq!(m.parts.len(), 3);
+    let boundary = m.parts[1].row0 as u32;
+    let ids = [
+        0,
+        151_935,
+        boundary - 1,
+        boundary,
+        boundary + 1,
+        151_645,
+        77,
+        200_000,
+    ];
+    let got = gather(&gpu, &m, &ids);
+    for (i, &id) in ids.iter().enumerate() {
+        let want = if (id as usize) < n {
+            let r = id as usize * row_bytes;
+            dequantize(Q5_0, &bytes[r..r + row_bytes], k).unwrap()
+        } else {
+            vec![0.0; k]
+        };
+        assert_eq!(&got[i * k..(i + 1) * k], &want[..], "token {id}");
+    }
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let Some(gpu) = common::gpu() else { return };
+    let (bytes, _) = weights(Q4_0, 4, 64, 1);
+    // Wrong byte length.
+    let e = QuantMatrix::upload(&gpu, "blk.0.attn_q.weight", Q4_0, 4, 64, &bytes[1..]).unwrap_err();
+    assert!(
+        matches!(e, Error::Invalid(_)) && e.to_string().contains("blk.0.attn_q.weight"),
+        "{e}"
+    );
+    // Types without a kernel.
+    let e = QuantMatrix::upload(&gpu, "w", Q2_K, 1, 256, &[0u8; 84]).unwrap_err();
+    assert!(
+        matches!(e, Error::Unsupported(_)) && e.to_string().contains("Q2_K"),
+        "{e}"
+    );
+    assert!(matches!(
+        Matmul::new(&gpu, Q5_K),
+        Err(Error::Unsupported(_))
+    ));
+    assert!(matches!(
+        Embedding::new(&gpu, Q3_K),
+        Err(Error::Unsupported(_))
+    ));
+    // Rows that are not whole blocks / units.
+    let e = QuantMatrix::upload(&gpu, "w", Q4_K, 1, 128, &[0u8; 72]).unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)), "{e}");
+    let e = QuantMatrix::upload(&gpu, "w", F32, 1, 20, &[0u8; 80]).unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)), "{e}");
+    // A single row over the binding limit.
+    let small = GpuOptions {
+        max_binding_override: Some(400),
+        ..GpuOptions::from_env()
+    };
+    if let Some(g) = common::gpu_with(&small) {
+        let (b, _) = weights(Q6_K, 2, 512, 2);
+        let e = QuantMatrix::upload(&g, "output.weight", Q6_K, 2, 512, &b).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(e, Error::Gpu(_)) && msg.contains("output.weight") && msg.contains("400"),
+            "{msg}"
+        );
+    }
+    // Binding and encoding mistakes.
+    let m = QuantMatrix::upload(&gpu, "w", Q4_0, 4, 64, &bytes).unwrap();
+    let mm = Matmul::new(&gpu, Q4_0).unwrap();
+    let q8 = Matmul::new(&gpu, Q8_0).unwrap();
+    let s = Setup::new(&gpu, &common::rand_f32(1, 3 * 64), 4, 3);
+    assert!(matches!(
+        q8.bind(&gpu, &s.step, &m, &s.x, &s.y, Epilogue::default()),
+        Err(Error::Invalid(_))
+    ));
+    let short_bias = gpu.storage("bias", 8).unwrap();
+    let ep = Epilogue {
+        bias: Some(&short_bias),
+        accumulate: false,
+    };
+    assert!(matches!(
+        mm.bind(&gpu, &s.step, &m, &s.x, &s.y, ep),
+        Err(Error::Invalid(_))
+    ));
+    let b = mm
+        .bind(&gpu, &s.step, &m, &s.x, &s.y, Epilogue::default())
+        .unwrap();
+    assert_eq!(b.max_t, 3);
+    let mut enc = gpu.encoder("bad");
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        assert!(matches!(
+            mm.encode(&mut pass, &b, 4),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            q8.encode(&mut pass, &b, 1),
+            Err(Error::Invalid(_))
+        ));
+    }
+    drop(enc);
+}
+
+#[test]
+fn bench_matmul_returns_positive_numbers() {
+    let Some(gpu) = common::gpu() else { return };
+    let r = tandem::kernels::bench::bench_matmul(&gpu, Q4_K, 64, 512, 1, 3).unwrap();
+    assert!(r.us_per_call > 0.0 && r.gb_per_s > 0.0, "{r:?}");
+    assert_eq!(r.weight_bytes, 64 * 2 * 144);
+    assert!(tandem::kernels::bench::bench_matmul(&gpu, Q4_K, 64, 100, 1, 3).is_err());
+}
