@@ -11,14 +11,7 @@ use crate::{Error, Result};
 const SRC: &str = include_str!("../../shaders/rope.wgsl");
 const WG: u32 = 64;
 
-/// Which dims a rotary pair joins.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RopeStyle {
-    /// Adjacent dims (2i, 2i+1): llama-family GGUF files (ggml's mode 0).
-    Normal,
-    /// Dims (i, i + n_rot/2): GPT-NeoX layout, used by qwen2 (ggml's mode 2).
-    Neox,
-}
+pub use crate::model::config::RopeStyle;
 
 /// The static shape of one model's rotary embedding and attention heads.
 #[derive(Clone, Copy, Debug)]

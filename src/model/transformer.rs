@@ -1,0 +1,558 @@
+//! The transformer forward on the GPU over T tokens with per-token positions and a tree mask.
+//!
+//! Read it beside `cpu.rs`: per layer, norm → QKV (+bias) → RoPE + KV append → tree attention
+//! → output projection (+= residual) → norm → gate/up → SiLU·mul → down (+= residual). Weights
+//! are uploaded once in their GGUF block format; every pipeline, bind group and activation
+//! buffer is made here at load time, so a step only writes a few small buffers, records one
+//! command buffer and submits it.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use super::config::ModelConfig;
+use super::loader::ModelFile;
+use super::quant::{self, GgmlType};
+use crate::gpu::Gpu;
+use crate::kernels::argmax::Argmax;
+use crate::kernels::attention::{Attention, AttentionShape};
+use crate::kernels::embed::{EmbedBinding, Embedding};
+use crate::kernels::matmul::{Epilogue, Matmul, MatmulBinding, QuantMatrix};
+use crate::kernels::rmsnorm::RmsNorm;
+use crate::kernels::rope::{RopeKvAppend, RopeShape};
+use crate::kernels::silu_mul::SiluMul;
+use crate::kernels::{Bound, Step};
+use crate::{Error, Result};
+
+/// Sizes fixed at load time.
+#[derive(Clone, Copy, Debug)]
+pub struct ForwardLimits {
+    /// KV cache rows (tokens of context).
+    pub max_ctx: usize,
+    /// Most tokens in one step (a prefill chunk, or a verification tree + 1).
+    pub max_t: usize,
+    /// Most rows whose logits one step produces (the largest tree + 1).
+    pub max_logit_rows: usize,
+}
+
+impl Default for ForwardLimits {
+    fn default() -> Self {
+        ForwardLimits {
+            max_ctx: 4096,
+            max_t: 64,
+            max_logit_rows: 64,
+        }
+    }
+}
+
+/// One projection: a matrix bound to its input and output, for the matmul of its type.
+struct Proj {
+    ty: GgmlType,
+    binding: MatmulBinding,
+}
+
+struct GpuLayer {
+    norm1: Bound,
+    qkv: Vec<Proj>,
+    rope: Bound,
+    attn: Bound,
+    wo: Proj,
+    norm2: Bound,
+    gate_up: Vec<Proj>,
+    silu: Bound,
+    down: Proj,
+    pub k_cache: wgpu::Buffer,
+    pub v_cache: wgpu::Buffer,
+    // Kept alive for the bind groups above.
+    _buffers: Vec<wgpu::Buffer>,
+    _matrices: Vec<QuantMatrix>,
+}
+
+/// A model on the GPU with its KV cache and activation buffers.
+pub struct Transformer {
+    pub config: ModelConfig,
+    pub limits: ForwardLimits,
+    mask_words: usize,
+    step: wgpu::Buffer,
+    head_step: wgpu::Buffer,
+    tokens: wgpu::Buffer,
+    pos: wgpu::Buffer,
+    mask: wgpu::Buffer,
+    x: wgpu::Buffer,
+    head_x: wgpu::Buffer,
+    /// `[max_logit_rows, vocab]` f32: logits of the rows asked for, row by row.
+    pub logits: wgpu::Buffer,
+    /// `[max_logit_rows]` u32: argmax of each logits row.
+    pub argmax_ids: wgpu::Buffer,
+    embed: Embedding,
+    embed_b: EmbedBinding,
+    layers: Vec<GpuLayer>,
+    rmsnorm: RmsNorm,
+    rope: RopeKvAppend,
+    attention: Attention,
+    silu: SiluMul,
+    matmuls: HashMap<GgmlType, Matmul>,
+    final_norm: Bound,
+    output: Proj,
+    argmax: Argmax,
+    argmax_b: Bound,
+    _keep: Vec<wgpu::Buffer>,
+    _matrices: Vec<QuantMatrix>,
+}
+
+/// A tensor's bytes in a type the GPU kernels take (BF16 is widened to F32).
+fn gpu_bytes(model: &ModelFile, name: &str) -> Result<(GgmlType, usize, usize, Vec<u8>)> {
+    let t = model.tensor(name)?;
+    let k = t.dims.first().copied().unwrap_or(1) as usize;
+    let n = (t.n_elements() as usize) / k.max(1);
+    if t.ty == GgmlType::BF16 {
+        let f = quant::dequantize(t.ty, t.data, n * k)?;
+        return Ok((GgmlType::F32, n, k, bytemuck::cast_slice(&f).to_vec()));
+    }
+    Ok((t.ty, n, k, t.data.to_vec()))
+}
+
+/// A 1-D tensor (norm weight, bias) as f32.
+fn f32_tensor(model: &ModelFile, name: &str) -> Result<Vec<f32>> {
+    let t = model.tensor(name)?;
+    quant::dequantize(t.ty, t.data, t.n_elements() as usize)
+}
+
+/// Upload the row-concatenation of same-typed tensors as one matrix whose output rows land
+/// at columns `col0..` of a `[T, stride]` output.
+fn upload_placed(
+    gpu: &Gpu,
+    label: &str,
+    parts: &[(GgmlType, usize, usize, Vec<u8>)],
+    stride: usize,
+    col0: usize,
+) -> Result<QuantMatrix> {
+    let ty = parts[0].0;
+    let k = parts[0].2;
+    let n: usize = parts.iter().map(|p| p.1).sum();
+    let bytes: Vec<u8> = parts.iter().flat_map(|p| p.3.iter().copied()).collect();
+    let mut m = QuantMatrix::upload(gpu, label, ty, n, k, &bytes)?;
+    m.n = stride;
+    for p in &mut m.parts {
+        p.row0 += col0;
+    }
+    Ok(m)
+}
+
+/// Group consecutive same-typed tensors so each group is one matmul.
+type HostTensor = (GgmlType, usize, usize, Vec<u8>);
+
+fn group_by_type(tensors: Vec<HostTensor>) -> Vec<(usize, Vec<HostTensor>)> {
+    let mut groups: Vec<(usize, Vec<HostTensor>)> = Vec::new();
+    let mut col = 0;
+    for t in tensors {
+        let rows = t.1;
+        match groups.last_mut() {
+            Some((_, g)) if g[0].0 == t.0 => g.push(t),
+            _ => groups.push((col, vec![t])),
+        }
+        col += rows;
+    }
+    groups
+}
+
+impl Transformer {
+    /// Upload `model` to `gpu` and build everything a step needs.
+    pub fn load(gpu: &Gpu, model: &ModelFile, limits: ForwardLimits) -> Result<Self> {
+        let c = model.config.clone();
+        let w = &model.weights;
+        if limits.max_t == 0 || limits.max_logit_rows == 0 || limits.max_logit_rows > limits.max_t {
+            return Err(Error::Invalid(format!(
+                "forward limits {limits:?}: need 1 <= max_logit_rows <= max_t"
+            )));
+        }
+        let max_ctx = limits.max_ctx.min(c.context_length.max(1));
+        let limits = ForwardLimits { max_ctx, ..limits };
+        let (d, hd, nh, nkv, f, v) = (
+            c.dim,
+            c.head_dim,
+            c.n_heads,
+            c.n_kv_heads,
+            c.ffn_dim,
+            c.vocab_size,
+        );
+        let qkv_w = (nh + 2 * nkv) * hd;
+        let (mt, mr) = (limits.max_t, limits.max_logit_rows);
+        let mask_words = mt.div_ceil(32);
+        let f4 = |n: usize| (n * 4) as u64;
+
+        let step = gpu.uniform("step", &Step::new(1, 0));
+        let head_step = gpu.uniform("head step", &Step::new(1, 0));
+        let tokens = gpu.storage("tokens", f4(mt))?;
+        let pos = gpu.storage("positions", f4(mt))?;
+        let mask = gpu.storage("mask", f4(mt * mask_words))?;
+        let x = gpu.storage("x", f4(mt * d))?;
+        let xn = gpu.storage("xn", f4(mt * d))?;
+        let qkv = gpu.storage("qkv", f4(mt * qkv_w))?;
+        let att = gpu.storage("attn out", f4(mt * nh * hd))?;
+        let gu = gpu.storage("gate|up", f4(mt * 2 * f))?;
+        let act = gpu.storage("ffn act", f4(mt * f))?;
+        let head_x = gpu.storage("head x", f4(mr * d))?;
+        let head_xn = gpu.storage("head xn", f4(mr * d))?;
+        let logits = gpu.storage("logits", f4(mr * v))?;
+        let argmax_ids = gpu.storage("argmax ids", f4(mr))?;
+
+        let rmsnorm = RmsNorm::new(gpu, d as u32, c.norm_eps)?;
+        let rope_shape = RopeShape {
+            n_head: nh as u32,
+            n_kv_head: nkv as u32,
+            head_dim: hd as u32,
+            n_rot: c.rope_dims as u32,
+            theta: c.rope_theta,
+            style: c.rope_style,
+            max_ctx: max_ctx as u32,
+        };
+        let rope = RopeKvAppend::new(gpu, &rope_shape)?;
+        let attention = Attention::new(
+            gpu,
+            &AttentionShape {
+                n_head: nh as u32,
+                n_kv_head: nkv as u32,
+                head_dim: hd as u32,
+                max_ctx: max_ctx as u32,
+                mask_words: mask_words as u32,
+            },
+        )?;
+        let silu = SiluMul::new(gpu, f as u32)?;
+        let mut matmuls: HashMap<GgmlType, Matmul> = HashMap::new();
+        let mut bind_mm = |gpu: &Gpu,
+                           step: &wgpu::Buffer,
+                           m: &QuantMatrix,
+                           x: &wgpu::Buffer,
+                           y: &wgpu::Buffer,
+                           ep: Epilogue|
+         -> Result<Proj> {
+            if !matmuls.contains_key(&m.ty) {
+                matmuls.insert(m.ty, Matmul::new(gpu, m.ty)?);
+            }
+            let mm = &matmuls[&m.ty];
+            Ok(Proj {
+                ty: m.ty,
+                binding: mm.bind(gpu, step, m, x, y, ep)?,
+            })
+        };
+
+        let embed_t = gpu_bytes(model, &w.token_embd)?;
+        let embed_m = QuantMatrix::upload(
+            gpu,
+            &w.token_embd,
+            embed_t.0,
+            embed_t.1,
+            embed_t.2,
+            &embed_t.3,
+        )?;
+        drop(embed_t);
+        let embed = Embedding::new(gpu, embed_m.ty)?;
+        let embed_b = embed.bind(gpu, &step, &embed_m, &tokens, &x)?;
+
+        let mut layers = Vec::with_capacity(c.n_layers);
+        for (i, l) in w.layers.iter().enumerate() {
+            let attn_norm = gpu.upload(&l.attn_norm, &f32_tensor(model, &l.attn_norm)?)?;
+            let ffn_norm = gpu.upload(&l.ffn_norm, &f32_tensor(model, &l.ffn_norm)?)?;
+            let mut buffers = vec![];
+            let mut matrices = vec![];
+            // Q, K and V land side by side in `qkv`; same-typed neighbours share one matmul.
+            let bias = match (&l.attn_q_bias, &l.attn_k_bias, &l.attn_v_bias) {
+                (Some(q), Some(k), Some(vb)) => {
+                    let mut b = f32_tensor(model, q)?;
+                    b.extend(f32_tensor(model, k)?);
+                    b.extend(f32_tensor(model, vb)?);
+                    Some(gpu.upload(&format!("blk.{i}.qkv bias"), &b)?)
+                }
+                _ => None,
+            };
+            let mut qkv_proj = vec![];
+            let qkv_t = vec![
+                gpu_bytes(model, &l.attn_q)?,
+                gpu_bytes(model, &l.attn_k)?,
+                gpu_bytes(model, &l.attn_v)?,
+            ];
+            for (col0, group) in group_by_type(qkv_t) {
+                let m = upload_placed(gpu, &format!("blk.{i}.qkv@{col0}"), &group, qkv_w, col0)?;
+                qkv_proj.push(bind_mm(
+                    gpu,
+                    &step,
+                    &m,
+                    &xn,
+                    &qkv,
+                    Epilogue {
+                        bias: bias.as_ref(),
+                        accumulate: false,
+                    },
+                )?);
+                matrices.push(m);
+            }
+            let wo_m = upload_placed(
+                gpu,
+                &l.attn_output,
+                &[gpu_bytes(model, &l.attn_output)?],
+                d,
+                0,
+            )?;
+            let wo = bind_mm(
+                gpu,
+                &step,
+                &wo_m,
+                &att,
+                &x,
+                Epilogue {
+                    bias: None,
+                    accumulate: true,
+                },
+            )?;
+            matrices.push(wo_m);
+            let mut gate_up = vec![];
+            let gu_t = vec![gpu_bytes(model, &l.ffn_gate)?, gpu_bytes(model, &l.ffn_up)?];
+            for (col0, group) in group_by_type(gu_t) {
+                let m =
+                    upload_placed(gpu, &format!("blk.{i}.gate|up@{col0}"), &group, 2 * f, col0)?;
+                gate_up.push(bind_mm(gpu, &step, &m, &xn, &gu, Epilogue::default())?);
+                matrices.push(m);
+            }
+            let down_m = upload_placed(gpu, &l.ffn_down, &[gpu_bytes(model, &l.ffn_down)?], d, 0)?;
+            let down = bind_mm(
+                gpu,
+                &step,
+                &down_m,
+                &act,
+                &x,
+                Epilogue {
+                    bias: None,
+                    accumulate: true,
+                },
+            )?;
+            matrices.push(down_m);
+            let cache = f4(nkv * max_ctx * hd);
+            let k_cache = gpu.storage(&format!("blk.{i}.k_cache"), cache)?;
+            let v_cache = gpu.storage(&format!("blk.{i}.v_cache"), cache)?;
+            layers.push(GpuLayer {
+                norm1: rmsnorm.bind(gpu, &step, &x, &attn_norm, &xn)?,
+                qkv: qkv_proj,
+                rope: rope.bind(gpu, &step, &pos, &qkv, &k_cache, &v_cache)?,
+                attn: attention.bind(gpu, &step, &qkv, &k_cache, &v_cache, &mask, &att)?,
+                wo,
+                norm2: rmsnorm.bind(gpu, &step, &x, &ffn_norm, &xn)?,
+                gate_up,
+                silu: silu.bind(gpu, &step, &gu, &act)?,
+                down,
+                k_cache,
+                v_cache,
+                _buffers: {
+                    buffers.extend([attn_norm, ffn_norm]);
+                    buffers.extend(bias);
+                    buffers
+                },
+                _matrices: matrices,
+            });
+        }
+        let out_norm = gpu.upload(&w.output_norm, &f32_tensor(model, &w.output_norm)?)?;
+        let final_norm = rmsnorm.bind(gpu, &head_step, &head_x, &out_norm, &head_xn)?;
+        let out_m = if w.output == w.token_embd {
+            None
+        } else {
+            let t = gpu_bytes(model, &w.output)?;
+            Some(QuantMatrix::upload(gpu, &w.output, t.0, t.1, t.2, &t.3)?)
+        };
+        let output = bind_mm(
+            gpu,
+            &head_step,
+            out_m.as_ref().unwrap_or(&embed_m),
+            &head_xn,
+            &logits,
+            Epilogue::default(),
+        )?;
+        let argmax = Argmax::new(gpu, v as u32)?;
+        let argmax_b = argmax.bind(gpu, &head_step, &logits, &argmax_ids)?;
+        let mut keep_m = vec![embed_m];
+        keep_m.extend(out_m);
+        Ok(Transformer {
+            config: c,
+            limits,
+            mask_words,
+            step,
+            head_step,
+            tokens,
+            pos,
+            mask,
+            x,
+            head_x,
+            logits,
+            argmax_ids,
+            embed,
+            embed_b,
+            layers,
+            rmsnorm,
+            rope,
+            attention,
+            silu,
+            matmuls,
+            final_norm,
+            output,
+            argmax,
+            argmax_b,
+            _keep: vec![xn, qkv, att, gu, act, head_xn, out_norm],
+            _matrices: keep_m,
+        })
+    }
+
+    /// u32 words per mask row the forward expects.
+    pub fn mask_words(&self) -> usize {
+        self.mask_words
+    }
+
+    fn mm(&self, pass: &mut wgpu::ComputePass, p: &Proj, t: u32) -> Result<()> {
+        let mm = self
+            .matmuls
+            .get(&p.ty)
+            .ok_or_else(|| Error::Gpu(format!("no matmul for {}", p.ty.name())))?;
+        mm.encode(pass, &p.binding, t)
+    }
+
+    /// Write the step's inputs and record one forward: `tokens` at `positions` (KV rows
+    /// `n_past..n_past+T`) with `mask` (`[T, mask_words]` ancestor bits), then the final norm,
+    /// output head and argmax for the step rows in `logit_rows`. Submits; does not wait.
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        tokens: &[u32],
+        positions: &[u32],
+        mask: &[u32],
+        n_past: usize,
+        logit_rows: Range<usize>,
+    ) -> Result<()> {
+        let t = tokens.len();
+        if t == 0 || t > self.limits.max_t {
+            return Err(Error::Invalid(format!(
+                "a step of {t} tokens (1..={} allowed)",
+                self.limits.max_t
+            )));
+        }
+        if n_past + t > self.limits.max_ctx {
+            return Err(Error::Context(format!(
+                "{} tokens do not fit the KV cache of {} tokens",
+                n_past + t,
+                self.limits.max_ctx
+            )));
+        }
+        let rows = logit_rows.len();
+        if positions.len() != t
+            || mask.len() != t * self.mask_words
+            || logit_rows.end > t
+            || rows > self.limits.max_logit_rows
+        {
+            return Err(Error::Invalid(format!(
+                "forward: {t} tokens, {} positions, {} mask words, logit rows {logit_rows:?}",
+                positions.len(),
+                mask.len()
+            )));
+        }
+        let q = &gpu.queue;
+        q.write_buffer(
+            &self.step,
+            0,
+            bytemuck::bytes_of(&Step::new(t as u32, n_past as u32)),
+        );
+        q.write_buffer(
+            &self.head_step,
+            0,
+            bytemuck::bytes_of(&Step::new(rows.max(1) as u32, n_past as u32)),
+        );
+        q.write_buffer(&self.tokens, 0, bytemuck::cast_slice(tokens));
+        q.write_buffer(&self.pos, 0, bytemuck::cast_slice(positions));
+        q.write_buffer(&self.mask, 0, bytemuck::cast_slice(mask));
+        let t32 = t as u32;
+        let mut enc = gpu.encoder("forward");
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            let p = &mut pass;
+            self.embed.encode(p, &self.embed_b, t32)?;
+            for l in &self.layers {
+                self.rmsnorm.encode(p, &l.norm1, t32)?;
+                for proj in &l.qkv {
+                    self.mm(p, proj, t32)?;
+                }
+                self.rope.encode(p, &l.rope, t32)?;
+                self.attention.encode(p, &l.attn, t32)?;
+                self.mm(p, &l.wo, t32)?;
+                self.rmsnorm.encode(p, &l.norm2, t32)?;
+                for proj in &l.gate_up {
+                    self.mm(p, proj, t32)?;
+                }
+                self.silu.encode(p, &l.silu, t32)?;
+                self.mm(p, &l.down, t32)?;
+            }
+        }
+        if rows > 0 {
+            let row = (self.config.dim * 4) as u64;
+            enc.copy_buffer_to_buffer(
+                &self.x,
+                logit_rows.start as u64 * row,
+                &self.head_x,
+                0,
+                rows as u64 * row,
+            );
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            let r = rows as u32;
+            self.rmsnorm.encode(&mut pass, &self.final_norm, r)?;
+            self.mm(&mut pass, &self.output, r)?;
+            self.argmax.encode(&mut pass, &self.argmax_b, r)?;
+        }
+        gpu.submit(enc);
+        Ok(())
+    }
+
+    /// Read back the argmax of the last step's `rows` logits rows (the decode loop's readback).
+    pub async fn read_argmax(&self, gpu: &Gpu, rows: usize) -> Result<Vec<u32>> {
+        gpu.read_vec(&self.argmax_ids, rows).await
+    }
+
+    /// Read back the last step's logits (`rows × vocab`); for tests and tools, never the decode loop.
+    pub async fn read_logits(&self, gpu: &Gpu, rows: usize) -> Result<Vec<f32>> {
+        gpu.read_vec(&self.logits, rows * self.config.vocab_size)
+            .await
+    }
+
+    /// Blocking [`Transformer::read_logits`] for native tests and tools.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_logits_blocking(&self, gpu: &Gpu, rows: usize) -> Vec<f32> {
+        pollster::block_on(self.read_logits(gpu, rows)).unwrap_or_default()
+    }
+
+    /// Per-layer KV caches (`[KVH, max_ctx, HD]` f32 each), for compaction and tests.
+    pub fn kv_caches(&self) -> impl Iterator<Item = (&wgpu::Buffer, &wgpu::Buffer)> {
+        self.layers.iter().map(|l| (&l.k_cache, &l.v_cache))
+    }
+
+    /// Causal (lower-triangular) mask for a chunk of `t` tokens.
+    pub fn causal_mask(&self, t: usize) -> Vec<u32> {
+        let parents: Vec<Option<usize>> = (0..t).map(|i| i.checked_sub(1)).collect();
+        crate::spec::tree::ancestor_mask(&parents, self.mask_words)
+    }
+
+    /// Prefill `tokens` after `n_past` cached ones in chunks of `max_t`, leaving the logits
+    /// (and argmax) of the last token in row 0.
+    pub fn prefill(&self, gpu: &Gpu, tokens: &[u32], n_past: usize) -> Result<()> {
+        let mut done = 0;
+        while done < tokens.len() {
+            let t = (tokens.len() - done).min(self.limits.max_t);
+            let chunk = &tokens[done..done + t];
+            let positions: Vec<u32> = (0..t).map(|i| (n_past + done + i) as u32).collect();
+            let last = done + t == tokens.len();
+            let rows = if last { t - 1..t } else { t..t };
+            self.forward(
+                gpu,
+                chunk,
+                &positions,
+                &self.causal_mask(t),
+                n_past + done,
+                rows,
+            )?;
+            done += t;
+        }
+        Ok(())
+    }
+}
