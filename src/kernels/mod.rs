@@ -21,6 +21,11 @@ pub struct Step {
 
 impl Step {
     pub fn new(t: u32, n_past: u32) -> Self {
-        Step { t, n_past, _p0: 0, _p1: 0 }
+        Step {
+            t,
+            n_past,
+            _p0: 0,
+            _p1: 0,
+        }
     }
 }
