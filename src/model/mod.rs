@@ -5,3 +5,4 @@ pub mod gguf;
 pub mod loader;
 pub mod quant;
 pub mod safetensors;
+pub mod writer;
