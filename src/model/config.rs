@@ -329,7 +329,7 @@ impl ModelConfig {
                 return bad(key, format!("{v} is implausibly large"));
             }
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(
                 "n_kv_heads",
                 format!(
@@ -338,7 +338,7 @@ impl ModelConfig {
                 ),
             );
         }
-        if self.rope_dims > self.head_dim || self.rope_dims % 2 != 0 {
+        if self.rope_dims > self.head_dim || !self.rope_dims.is_multiple_of(2) {
             return bad(
                 "rope_dims",
                 format!(

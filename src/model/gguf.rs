@@ -162,6 +162,10 @@ pub const MAX_DIMS: usize = 4;
 /// Arrays of arrays deeper than this are refused: no real file nests more than once, and a
 /// bound keeps recursion (and the stack) small on hostile input.
 const MAX_ARRAY_NESTING: usize = 8;
+/// Total array elements over all metadata. Each decoded element takes 32 bytes in memory
+/// but may take 1 byte in the file, so the byte bound alone would let a hostile file ask for
+/// 32× its size; real files hold under a million (vocabulary, merges, token types).
+const MAX_ARRAY_ELEMENTS: u64 = 1 << 24;
 
 /// The fewest bytes one encoded value of type `t` can occupy; used to bound element counts
 /// by the bytes that remain before allocating.
@@ -182,6 +186,8 @@ fn min_encoded_size(t: u32) -> Option<u64> {
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// Array elements still allowed (see [`MAX_ARRAY_ELEMENTS`]).
+    elements_left: u64,
 }
 
 impl<'a> Reader<'a> {
@@ -305,6 +311,16 @@ impl<'a> Reader<'a> {
                         ),
                     ));
                 }
+                if n > self.elements_left {
+                    return Err(self.err(
+                        count_at,
+                        ctx,
+                        format!(
+                            "array count {n} exceeds the limit of {MAX_ARRAY_ELEMENTS} metadata array elements in all"
+                        ),
+                    ));
+                }
+                self.elements_left -= n;
                 let mut v = Vec::with_capacity(n as usize);
                 for _ in 0..n {
                     v.push(self.value(et, ctx, depth + 1)?);
@@ -325,7 +341,11 @@ impl<'a> Reader<'a> {
 /// Parses a GGUF header (metadata and tensor infos) and checks that every tensor's bytes lie
 /// inside `bytes`. Tensor data is not touched.
 pub fn parse_header(bytes: &[u8]) -> Result<GgufHeader> {
-    let mut r = Reader { bytes, pos: 0 };
+    let mut r = Reader {
+        bytes,
+        pos: 0,
+        elements_left: MAX_ARRAY_ELEMENTS,
+    };
     let magic = r.array::<4>("", "magic")?;
     if &magic != GGUF_MAGIC {
         return Err(Error::format(
@@ -440,7 +460,13 @@ pub fn parse_header(bytes: &[u8]) -> Result<GgufHeader> {
         }
         let ty_at = r.pos;
         let type_id = r.u32(&ctx, "tensor type")?;
-        let ty = GgmlType::from_id(type_id).map_err(|e| r.err(ty_at, &ctx, e.to_string()))?;
+        // Valid-but-unimplemented types (the IQ family) and garbage ids are both Unsupported:
+        // the file may be fine, tandem just cannot read it. Say where.
+        let ty = GgmlType::from_id(type_id).map_err(|_| {
+            Error::Unsupported(format!(
+                "GGML tensor type id {type_id} of tensor '{name}' (at offset {ty_at}); supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K..Q8_K"
+            ))
+        })?;
         let off_at = r.pos;
         let offset = r.u64(&ctx, "data offset")?;
         raw_offsets.push((info_at, off_at));
@@ -686,12 +712,25 @@ impl GgufFile {
     }
 
     fn mistyped(&self, key: &str, want: &str, v: &MetaValue) -> Error {
+        use MetaValue::*;
         let shown = match v {
-            MetaValue::Array(a) => format!("array of {} values", a.len()),
-            MetaValue::String(s) if s.chars().count() > 60 => {
-                format!("string {:?}…", s.chars().take(60).collect::<String>())
+            Array(a) => format!("array of {} values", a.len()),
+            String(s) if s.chars().count() > 60 => {
+                format!(
+                    "string {:?}…",
+                    s.chars().take(60).collect::<std::string::String>()
+                )
             }
-            v => format!("{} {v:?}", v.type_name()),
+            String(s) => format!("string {s:?}"),
+            Bool(b) => format!("bool {b}"),
+            F32(x) => format!("f32 {x}"),
+            F64(x) => format!("f64 {x}"),
+            v => format!(
+                "{} {}",
+                v.type_name(),
+                v.as_i64()
+                    .map_or(std::string::String::new(), |i| i.to_string())
+            ),
         };
         Error::format(
             format!("key '{key}'"),

@@ -9,3 +9,4 @@ pub mod loader;
 pub mod quant;
 pub mod safetensors;
 pub mod transformer;
+pub mod writer;

@@ -88,12 +88,14 @@ impl std::fmt::Debug for SafetensorsModel {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 #[derive(serde::Deserialize)]
 struct Index {
     weight_map: HashMap<String, String>,
 }
 
 /// Shard file names from an index must stay inside the model directory.
+#[cfg(not(target_arch = "wasm32"))]
 fn check_shard_name(name: &str) -> Result<()> {
     if name.is_empty() || name.contains('/') || name.contains('\\') || name == ".." || name == "." {
         return Err(Error::format(
