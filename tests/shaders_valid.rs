@@ -1,5 +1,6 @@
 //! Every shader in `shaders/` parses and validates with naga. Fragments (`*.inc.wgsl`) are
-//! pieces concatenated into other shaders and are validated only as part of their users
+//! pieces concatenated into other shaders and are validated only as part of their users;
+//! `*.q.wgsl` kernels are validated once per weight type with the dequant fragment prepended
 //! (see shaders/README.md).
 
 use std::path::Path;
@@ -20,7 +21,9 @@ fn every_shader_validates_with_naga() {
             .and_then(|n| n.to_str())
             .unwrap_or_default()
             .to_string();
-        if !name.ends_with(".wgsl") || name.ends_with(".inc.wgsl") {
+        // `*.inc.wgsl` are fragments; `*.q.wgsl` are kernels completed with the dequant
+        // fragment for one weight type (validated per type in the next test).
+        if !name.ends_with(".wgsl") || name.ends_with(".inc.wgsl") || name.ends_with(".q.wgsl") {
             continue;
         }
         let source = std::fs::read_to_string(&path).expect("shader is UTF-8 text");
@@ -58,4 +61,23 @@ fn a_broken_shader_fails_validation() {
     // A type error that parses: the validator, not just the parser, must run.
     let src = "@compute @workgroup_size(1) fn main() { let a: u32 = 1.5; }";
     assert!(tandem::gpu::validate_wgsl("broken", src).is_err());
+}
+
+/// The kernels completed with the dequant fragment validate for every GPU weight type.
+#[test]
+fn quantized_kernels_validate_for_every_type() {
+    use tandem::model::quant::GgmlType::*;
+    for ty in [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K] {
+        for (name, body) in [
+            ("matmul.q.wgsl", include_str!("../shaders/matmul.q.wgsl")),
+            (
+                "matmul_tiled.q.wgsl",
+                include_str!("../shaders/matmul_tiled.q.wgsl"),
+            ),
+            ("embed.q.wgsl", include_str!("../shaders/embed.q.wgsl")),
+        ] {
+            let src = tandem::kernels::dequant::shader_source(ty, body).unwrap();
+            tandem::gpu::validate_wgsl(&format!("{name} for {}", ty.name()), &src).unwrap();
+        }
+    }
 }

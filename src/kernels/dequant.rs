@@ -1,12 +1,12 @@
 //! Quantized weights on the GPU: GGUF block bytes uploaded as they are, split by rows when
 //! a tensor exceeds the storage binding limit, plus the WGSL dequant helpers
-//! (`shaders/dequant.wgsl`) that kernels reading such weights include.
+//! (`shaders/dequant.inc.wgsl`) that kernels reading such weights include.
 
 use crate::gpu::Gpu;
 use crate::model::quant::GgmlType;
 use crate::{Error, Result};
 
-const DEQUANT_WGSL: &str = include_str!("../../shaders/dequant.wgsl");
+const DEQUANT_WGSL: &str = include_str!("../../shaders/dequant.inc.wgsl");
 
 /// Weight types the GPU kernels dequantize.
 pub fn gpu_supported(ty: GgmlType) -> bool {
@@ -27,7 +27,7 @@ fn unsupported(ty: GgmlType, what: &str) -> Error {
 
 /// WGSL source for `kernel` with the dequant helpers in front and `dequant_unit` bound to
 /// the helper for `ty`. `kernel` must declare `w: array<u32>`.
-pub(crate) fn shader_source(ty: GgmlType, kernel: &str) -> Result<String> {
+pub fn shader_source(ty: GgmlType, kernel: &str) -> Result<String> {
     if !gpu_supported(ty) {
         return Err(unsupported(ty, "building a kernel"));
     }

@@ -1,4 +1,4 @@
-//! Embedding gather `out[t, :] = dequant(W[ids[t], :])` (`shaders/embed.wgsl`) for every
+//! Embedding gather `out[t, :] = dequant(W[ids[t], :])` (`shaders/embed.q.wgsl`) for every
 //! weight type the matmul kernels take, over tables split by rows like [`QuantMatrix`].
 
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use crate::kernels::dequant::QuantMatrix;
 use crate::model::quant::GgmlType;
 use crate::{Error, Result};
 
-const EMBED_WGSL: &str = include_str!("../../shaders/embed.wgsl");
+const EMBED_WGSL: &str = include_str!("../../shaders/embed.q.wgsl");
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]

@@ -1,5 +1,5 @@
 //! `Y[T, N] (+)= X[T, K] · W[N, K]ᵀ (+ bias)` with W in its GGUF block layout
-//! (`shaders/matmul.wgsl` for small T, `shaders/matmul_tiled.wgsl` for prefill chunks).
+//! (`shaders/matmul.q.wgsl` for small T, `shaders/matmul_tiled.q.wgsl` for prefill chunks).
 
 use std::sync::Arc;
 
@@ -9,8 +9,8 @@ use crate::{Error, Result};
 
 pub use super::dequant::{gpu_supported, MatrixPart, QuantMatrix};
 
-const SMALL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
-const TILED_WGSL: &str = include_str!("../../shaders/matmul_tiled.wgsl");
+const SMALL_WGSL: &str = include_str!("../../shaders/matmul.q.wgsl");
+const TILED_WGSL: &str = include_str!("../../shaders/matmul_tiled.q.wgsl");
 
 /// Largest T the small-T kernel takes on the automatic path. Decode and tree verification
 /// stay at or below it, so they share one kernel and are batch invariant.

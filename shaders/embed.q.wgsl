@@ -2,7 +2,7 @@
 //
 //   step:   Step uniform; step.t = T
 //   p:      Params (below); this dispatch covers table rows row0 .. row0 + rows
-//   w:      [rows, row_bytes] GGUF blocks of those rows, as u32 words (see dequant.wgsl)
+//   w:      [rows, row_bytes] GGUF blocks of those rows, as u32 words (see dequant.inc.wgsl)
 //   ids:    [T] u32 token ids
 //   out:    [T, K] f32
 //

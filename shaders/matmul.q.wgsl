@@ -2,7 +2,7 @@
 //
 //   step:   Step uniform; step.t = T
 //   p:      Params (below); this dispatch covers weight rows row0 .. row0 + rows
-//   w:      [rows, row_bytes] GGUF blocks of those rows, as u32 words (see dequant.wgsl)
+//   w:      [rows, row_bytes] GGUF blocks of those rows, as u32 words (see dequant.inc.wgsl)
 //   x:      [T, K] f32 as vec4 (K is a multiple of 16)
 //   y:      [T, N] f32
 //   bias:   [N] f32 (a dummy when p.has_bias == 0)
