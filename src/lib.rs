@@ -1,4 +1,5 @@
 //! tandem: portable LLM inference on WebGPU with exact speculative decoding.
+pub mod engine;
 pub mod error;
 pub mod gpu;
 pub mod kernels;

@@ -495,6 +495,24 @@ async fn pick_adapter(
     .map_err(|e| Error::Gpu(format!("{NO_ADAPTER_HELP} ({e})")))
 }
 
+/// Wall-clock seconds from an arbitrary origin (`Instant` natively; `Date.now()` in the
+/// browser, where `std::time::Instant` is unavailable).
+pub fn seconds() -> f64 {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use std::sync::OnceLock;
+        static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+        ORIGIN
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs_f64()
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        js_sys::Date::now() / 1000.0
+    }
+}
+
 /// Workgroup counts for `n` items at `per_group` items each, folded into 2-D when `n`
 /// exceeds the 65,535 per-dimension limit. Shaders rebuild the linear index as
 /// `wg.x + wg.y * num_workgroups.x`.

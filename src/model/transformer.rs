@@ -399,6 +399,12 @@ impl Transformer {
         })
     }
 
+    /// The step uniform (`Step`) the forward's kernels read; kernels that act on the last
+    /// step's rows (KV compaction) bind it too.
+    pub fn step_buffer(&self) -> &wgpu::Buffer {
+        &self.step
+    }
+
     /// u32 words per mask row the forward expects.
     pub fn mask_words(&self) -> usize {
         self.mask_words

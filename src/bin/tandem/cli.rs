@@ -1,9 +1,12 @@
 //! The native command-line interface (clap).
 
 use clap::{Args, Parser, Subcommand};
+use tandem::engine::{Engine, Event, GenerateOptions, Method};
 use tandem::gpu::{self, GpuOptions};
+use tandem::model::loader::ModelFile;
 use tandem::model::{files, gguf::GgufFile};
-use tandem::tokenizer::Tokenizer;
+use tandem::spec::PromptLookup;
+use tandem::tokenizer::{ChatMessage, Tokenizer};
 
 fn open_gguf(arg: &str) -> tandem::Result<GgufFile> {
     GgufFile::open(files::resolve(arg)?)
@@ -60,6 +63,41 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a model's description and its tensor counts per type
+    Inspect {
+        /// Model file (GGUF) or reference model name (smollm2, qwen-0.5b, qwen-1.5b)
+        #[arg(short, long)]
+        model: String,
+    },
+    /// Generate text from a prompt, streaming it to stdout (greedy decoding)
+    Run {
+        /// Model file (GGUF) or reference model name (smollm2, qwen-0.5b, qwen-1.5b)
+        #[arg(short, long)]
+        model: String,
+        /// The prompt
+        #[arg(short, long)]
+        prompt: String,
+        /// Most new tokens
+        #[arg(short = 'n', long, default_value_t = 128)]
+        max_tokens: usize,
+        /// Apply the model's chat template to the prompt as one user message
+        #[arg(long)]
+        chat: bool,
+        /// Speculative decoding with prompt lookup (drafts copied from the prompt and output)
+        #[arg(long)]
+        lookup: bool,
+        /// Draft nodes per step for --lookup
+        #[arg(long, default_value_t = 8)]
+        draft_len: usize,
+        /// KV cache size in tokens
+        #[arg(long, default_value_t = 2048)]
+        ctx: usize,
+        /// Print one JSON object with the text, tokens and statistics on the last line
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
     /// Print the token ids of TEXT as a JSON array
     Tokenize {
         /// Model file (GGUF) or reference model name (smollm2, qwen-0.5b, qwen-1.5b)
@@ -84,6 +122,32 @@ pub fn main() {
 fn run(cli: Cli) -> tandem::Result<()> {
     match cli.command {
         Command::Devices { gpu, json } => devices(&gpu.options(), json),
+        Command::Inspect { model } => {
+            let file = ModelFile::open(files::resolve(&model)?)?;
+            println!("{}", file.describe());
+            Ok(())
+        }
+        Command::Run {
+            model,
+            prompt,
+            max_tokens,
+            chat,
+            lookup,
+            draft_len,
+            ctx,
+            json,
+            gpu,
+        } => run_generate(
+            &model,
+            &prompt,
+            max_tokens,
+            chat,
+            lookup,
+            draft_len,
+            ctx,
+            json,
+            &gpu.options(),
+        ),
         Command::Tokenize {
             model,
             no_special,
@@ -125,6 +189,77 @@ fn devices(options: &GpuOptions, json: bool) -> tandem::Result<()> {
             a.max_compute_workgroup_storage_size,
             a.max_compute_invocations_per_workgroup
         );
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_generate(
+    model: &str,
+    prompt: &str,
+    max_tokens: usize,
+    chat: bool,
+    lookup: bool,
+    draft_len: usize,
+    ctx: usize,
+    json: bool,
+    options: &GpuOptions,
+) -> tandem::Result<()> {
+    use std::io::Write;
+    let file = ModelFile::open(files::resolve(model)?)?;
+    let gpu = gpu::Gpu::new_blocking(options)?;
+    let max_tree = if lookup { draft_len } else { 0 };
+    let mut engine = Engine::new(gpu, &file, ctx, max_tree)?;
+    let text = if chat {
+        engine
+            .tokenizer
+            .apply_chat_template(&[ChatMessage::user(prompt)], true)?
+    } else {
+        prompt.to_string()
+    };
+    let ids = engine.tokenizer.encode(&text, chat)?;
+    let method = if lookup {
+        Method::Lookup {
+            lookup: PromptLookup::default(),
+            budget: draft_len,
+        }
+    } else {
+        Method::Plain
+    };
+    let opts = GenerateOptions {
+        max_tokens,
+        stop: vec![],
+        method,
+    };
+    let mut stdout = std::io::stdout();
+    let out = engine.generate(&ids, &opts, |ev| {
+        let Event::Tokens { text, .. } = ev;
+        let _ = write!(stdout, "{text}");
+        let _ = stdout.flush();
+        true
+    })?;
+    println!();
+    let s = &out.stats;
+    eprintln!(
+        "[{} prompt tokens, {} generated; prefill {:.1} tok/s, decode {:.2} tok/s; {} target passes, τ = {:.2}, acceptance {:.0}%; adapter {}]",
+        s.prompt_tokens,
+        s.generated_tokens,
+        s.prefill_tokens_per_s,
+        s.decode_tokens_per_s,
+        s.target_passes,
+        s.mean_accepted_tokens,
+        s.acceptance_rate * 100.0,
+        engine.gpu.info.name
+    );
+    if json {
+        let v = serde_json::json!({
+            "text": out.text,
+            "tokens": out.tokens,
+            "prompt_tokens": s.prompt_tokens,
+            "stop_reason": out.stop_reason,
+            "stats": s,
+        });
+        println!("{v}");
     }
     Ok(())
 }
