@@ -35,20 +35,6 @@ fn weights(ty: GgmlType, n: usize, k: usize, seed: u64) -> (Vec<u8>, Vec<f32>) {
     (bytes, w)
 }
 
-fn cpu_matmul(x: &[f32], w: &[f32], t: usize, n: usize, k: usize) -> Vec<f32> {
-    let mut y = vec![0.0f32; t * n];
-    for i in 0..t {
-        for r in 0..n {
-            let mut s = 0.0f64;
-            for c in 0..k {
-                s += x[i * k + c] as f64 * w[r * k + c] as f64;
-            }
-            y[i * n + r] = s as f32;
-        }
-    }
-    y
-}
-
 /// Buffers for one matmul: the step uniform, x: [max_t, K], y: [max_t, N].
 struct Setup {
     n: usize,
@@ -113,7 +99,7 @@ fn matmul_matches_cpu_reference_for_every_type() {
         let k = awkward_k(ty);
         let (bytes, w) = weights(ty, n, k, 10 + i as u64);
         let x = common::rand_f32(100 + i as u64, max_t * k);
-        let want = cpu_matmul(&x, &w, max_t, n, k);
+        let want = common::matmul_f64(&x, &w, max_t, n, k);
         let m = QuantMatrix::upload(&gpu, "w", ty, n, k, &bytes).unwrap();
         let mm = Matmul::new(&gpu, ty).unwrap();
         let s = Setup::new(&gpu, &x, n, max_t);
@@ -151,7 +137,7 @@ fn bias_and_accumulate_epilogues() {
         let x = common::rand_f32(4, max_t * k);
         let bias = common::rand_f32(5, n);
         let y0 = common::rand_f32(6, max_t * n);
-        let xw = cpu_matmul(&x, &w, max_t, n, k);
+        let xw = common::matmul_f64(&x, &w, max_t, n, k);
         let m = QuantMatrix::upload(&gpu, "w", ty, n, k, &bytes).unwrap();
         let mm = Matmul::new(&gpu, ty).unwrap();
         let s = Setup::new(&gpu, &x, n, max_t);
@@ -237,18 +223,17 @@ fn small_path_is_batch_invariant() {
             gpu.queue
                 .write_buffer(&one.x, 0, bytemuck::cast_slice(&x[t * k..(t + 1) * k]));
             let alone = run(&gpu, &mm, &one, &b1, 1, MatmulPath::Auto, false);
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             if t < 17 {
                 assert_eq!(
-                    bits(&alone),
-                    bits(&y17[t * n..(t + 1) * n]),
+                    common::bits(&alone),
+                    common::bits(&y17[t * n..(t + 1) * n]),
                     "{}: row {t} of T=17 differs from T=1",
                     ty.name()
                 );
             }
             assert_eq!(
-                bits(&alone),
-                bits(&y64[t * n..(t + 1) * n]),
+                common::bits(&alone),
+                common::bits(&y64[t * n..(t + 1) * n]),
                 "{}: row {t} of T=64 differs from T=1",
                 ty.name()
             );
@@ -277,7 +262,7 @@ fn matrices_over_the_binding_limit_are_split_by_rows() {
         assert_eq!(m.parts[5].rows, 2);
         let max_t = 70;
         let x = common::rand_f32(8, max_t * k);
-        let want = cpu_matmul(&x, &w, max_t, n, k);
+        let want = common::matmul_f64(&x, &w, max_t, n, k);
         let bias = common::rand_f32(9, n);
 
         // The same matmul on an unsplit matrix, for a bitwise comparison.
@@ -333,7 +318,7 @@ fn more_than_65535_workgroups_use_a_2d_dispatch() {
     let (n, k, t) = (140_000usize, 32usize, 2usize);
     let (bytes, w) = weights(Q8_0, n, k, 11);
     let x = common::rand_f32(12, t * k);
-    let want = cpu_matmul(&x, &w, t, n, k);
+    let want = common::matmul_f64(&x, &w, t, n, k);
     let m = QuantMatrix::upload(&gpu, "head", Q8_0, n, k, &bytes).unwrap();
     let mm = Matmul::new(&gpu, Q8_0).unwrap();
     let s = Setup::new(&gpu, &x, n, t);

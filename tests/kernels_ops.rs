@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::{bits, random_tree, scaled, tree_path as path};
 use rand::{Rng, SeedableRng};
 use tandem::gpu::Gpu;
 use tandem::kernels::add::Add;
@@ -36,17 +37,6 @@ fn run(gpu: &Gpu, f: impl FnOnce(&mut wgpu::ComputePass<'_>)) {
 
 fn read(gpu: &Gpu, buf: &wgpu::Buffer, n: usize) -> Vec<f32> {
     gpu.read_vec_blocking::<f32>(buf, n).unwrap()
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
-fn scaled(seed: u64, n: usize, k: f32) -> Vec<f32> {
-    common::rand_f32(seed, n)
-        .into_iter()
-        .map(|v| v * k)
-        .collect()
 }
 
 /// Runs a row-wise kernel through `go(data, t)` for every T in `TS`, checks it against
@@ -541,19 +531,6 @@ fn attention_shapes(mask_words: u32) -> Vec<AttentionShape> {
     vec![shape(14, 2, 64), shape(9, 3, 128), shape(4, 4, 64)]
 }
 
-fn random_tree(seed: u64, t: usize) -> Vec<Option<usize>> {
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
-    (0..t)
-        .map(|i| {
-            if i == 0 {
-                None
-            } else {
-                Some(rng.random_range(0..i))
-            }
-        })
-        .collect()
-}
-
 fn depth(parents: &[Option<usize>], mut i: usize) -> usize {
     let mut d = 0;
     while let Some(p) = parents[i] {
@@ -561,16 +538,6 @@ fn depth(parents: &[Option<usize>], mut i: usize) -> usize {
         d += 1;
     }
     d
-}
-
-/// Root-to-node path (root first).
-fn path(parents: &[Option<usize>], i: usize) -> Vec<usize> {
-    let mut p = vec![i];
-    while let Some(j) = parents[*p.last().unwrap()] {
-        p.push(j);
-    }
-    p.reverse();
-    p
 }
 
 fn attn_width(s: &AttentionShape) -> usize {

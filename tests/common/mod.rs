@@ -1,6 +1,10 @@
 //! Shared test helpers: a GPU context or a clear skip message.
 #![allow(dead_code)]
 
+mod cpu;
+
+#[allow(unused_imports)] // not every test file uses the CPU helpers
+pub use cpu::*;
 use tandem::gpu::{Gpu, GpuOptions};
 
 /// The test GPU, or `None` (with a message saying why the GPU tests skip) when the
@@ -20,22 +24,6 @@ pub fn gpu_with(options: &GpuOptions) -> Option<Gpu> {
             None
         }
     }
-}
-
-/// Deterministic pseudo-random f32s in [-1, 1).
-pub fn rand_f32(seed: u64, n: usize) -> Vec<f32> {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
-    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
-}
-
-/// Largest |a-b| / max(1, |b|) over two slices.
-pub fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
-        .fold(0.0, f32::max)
 }
 
 /// Path of a file in the shared workspace folder (`../shared` beside the checkout).

@@ -1,0 +1,72 @@
+//! Test helpers that need neither a GPU context nor the file system, so both the native
+//! tests (through `common`) and the browser tests (`tests/web.rs`, as
+//! `#[path = "common/cpu.rs"] mod cpu;`) use them.
+#![allow(dead_code)]
+
+use rand::{Rng, SeedableRng};
+
+/// Deterministic pseudo-random f32s in [-1, 1) (SmallRng needs no OS entropy, so this
+/// runs on wasm32 too).
+pub fn rand_f32(seed: u64, n: usize) -> Vec<f32> {
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// [`rand_f32`] times `k`.
+pub fn scaled(seed: u64, n: usize, k: f32) -> Vec<f32> {
+    rand_f32(seed, n).into_iter().map(|v| v * k).collect()
+}
+
+/// Largest |a-b| / max(1, |b|) over two slices.
+pub fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
+        .fold(0.0, f32::max)
+}
+
+/// The bit patterns, for bitwise comparisons that also tell -0.0 from 0.0 and compare NaNs.
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// `Y[t, n] = X[t, k] · W[n, k]ᵀ`, summed in f64 (so it measures the GPU's rounding only).
+pub fn matmul_f64(x: &[f32], w: &[f32], t: usize, n: usize, k: usize) -> Vec<f32> {
+    let mut y = vec![0.0f32; t * n];
+    for i in 0..t {
+        for r in 0..n {
+            let mut s = 0.0f64;
+            for c in 0..k {
+                s += x[i * k + c] as f64 * w[r * k + c] as f64;
+            }
+            y[i * n + r] = s as f32;
+        }
+    }
+    y
+}
+
+/// A random tree of `t` nodes in topological order: node 0 is the root, every other node's
+/// parent is an earlier node.
+pub fn random_tree(seed: u64, t: usize) -> Vec<Option<usize>> {
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    (0..t)
+        .map(|i| {
+            if i == 0 {
+                None
+            } else {
+                Some(rng.random_range(0..i))
+            }
+        })
+        .collect()
+}
+
+/// Root-to-node path (root first).
+pub fn tree_path(parents: &[Option<usize>], i: usize) -> Vec<usize> {
+    let mut p = vec![i];
+    while let Some(j) = p.last().and_then(|&n| parents[n]) {
+        p.push(j);
+    }
+    p.reverse();
+    p
+}
