@@ -109,6 +109,13 @@ enum Command {
         /// The text to tokenize
         text: String,
     },
+    /// Time the quantized matmul per weight type at the reference models' shapes (Markdown)
+    BenchKernels {
+        #[command(flatten)]
+        gpu: GpuArgs,
+        #[command(flatten)]
+        bench: crate::bench_kernels::BenchKernelsArgs,
+    },
 }
 
 pub fn main() {
@@ -159,6 +166,7 @@ fn run(cli: Cli) -> tandem::Result<()> {
             println!("{}", serde_json::to_string(&ids).unwrap_or_default());
             Ok(())
         }
+        Command::BenchKernels { gpu, bench } => crate::bench_kernels::run(&gpu.options(), &bench),
     }
 }
 
