@@ -2,7 +2,7 @@
 //! for token, and a tree node's logits equal the same token decoded alone, bit for bit.
 mod common;
 
-use tandem::engine::{Engine, GenerateOptions, Method};
+use tandem::engine::{Engine, EngineOptions, GenerateOptions, Method};
 use tandem::model::config::Arch;
 use tandem::model::gguf::GgufFile;
 use tandem::model::loader::ModelFile;
@@ -28,7 +28,15 @@ fn greedy_prompt_lookup_equals_plain_on_tiny_models() {
     for (arch, ty) in [(Arch::Llama, GgmlType::Q8_0), (Arch::Qwen2, GgmlType::Q4_K)] {
         let Some(gpu) = common::gpu() else { return };
         let file = tiny(arch, ty, 7);
-        let mut engine = Engine::new(gpu, &file, 256, 8).unwrap();
+        let mut engine = Engine::new(
+            gpu,
+            &file,
+            EngineOptions {
+                max_ctx: 256,
+                max_draft: 8,
+            },
+        )
+        .unwrap();
         let prompt = engine
             .tokenizer
             .encode("the world and the world and the world and the", false)
@@ -145,7 +153,15 @@ fn smollm2_gpu_greedy_follows_fixtures_and_lookup_is_lossless() {
         return;
     };
     let file = ModelFile::open(&path).unwrap();
-    let mut engine = Engine::new(gpu, &file, 512, 8).unwrap();
+    let mut engine = Engine::new(
+        gpu,
+        &file,
+        EngineOptions {
+            max_ctx: 512,
+            max_draft: 8,
+        },
+    )
+    .unwrap();
     let recs = common::greedy_fixtures("smollm2-135m");
     let n = if common::slow("all SmolLM2 GPU fixture prompts") {
         recs.len()
@@ -179,4 +195,143 @@ fn smollm2_gpu_greedy_follows_fixtures_and_lookup_is_lossless() {
             "only {outright} of {n} prompts match the fixture outright"
         );
     }
+}
+
+fn engine_with_drafter(target: &ModelFile, drafter: &ModelFile) -> Option<Engine> {
+    let gpu = common::gpu()?;
+    let mut e = Engine::new(
+        gpu,
+        target,
+        EngineOptions {
+            max_ctx: 256,
+            max_draft: 8,
+        },
+    )
+    .unwrap();
+    e.load_drafter(drafter).unwrap();
+    Some(e)
+}
+
+/// A model drafting for itself: every draft is accepted, so each target pass yields the draft
+/// length + 1 tokens, and the output equals plain decoding.
+#[test]
+fn self_drafting_accepts_every_draft_and_tau_is_k_plus_one() {
+    let file = tiny(Arch::Llama, GgmlType::Q8_0, 7);
+    let Some(mut engine) = engine_with_drafter(&file, &file) else {
+        return;
+    };
+    let prompt = engine.tokenizer.encode("the world and the", false).unwrap();
+    let k = 4;
+    let plain = GenerateOptions {
+        max_tokens: 25,
+        adaptive: false,
+        ..Default::default()
+    };
+    let a = engine.generate(&prompt, &plain, |_| true).unwrap();
+    engine.reset();
+    let sps = GenerateOptions {
+        method: Method::Draft { k },
+        ..plain.clone()
+    };
+    let b = engine.generate(&prompt, &sps, |_| true).unwrap();
+    assert_eq!(
+        a.tokens, b.tokens,
+        "self-drafting changed the greedy output"
+    );
+    assert_eq!(
+        b.stats.accepted, b.stats.drafted,
+        "a model must accept its own greedy drafts"
+    );
+    // 25 tokens at k + 1 = 5 per pass.
+    assert_eq!(b.stats.target_passes, 5);
+    assert!((b.stats.mean_accepted_tokens - (k + 1) as f64).abs() < 1e-9);
+}
+
+/// A different drafter (another random model with the same vocabulary): output still equals
+/// plain decoding, with the KV cache reused across calls (multi-turn) in both runs.
+#[test]
+fn greedy_draft_model_equals_plain_and_multi_turn_reuses_the_cache() {
+    let target = tiny(Arch::Qwen2, GgmlType::Q4_K, 7);
+    let drafter = tiny(Arch::Qwen2, GgmlType::Q4_K, 8);
+    let Some(mut engine) = engine_with_drafter(&target, &drafter) else {
+        return;
+    };
+    let p1 = engine
+        .tokenizer
+        .encode("the world and the world", false)
+        .unwrap();
+    for method in [Method::Plain, Method::Draft { k: 3 }] {
+        engine.reset();
+        let o = GenerateOptions {
+            max_tokens: 20,
+            adaptive: false,
+            method,
+            ..Default::default()
+        };
+        let first = engine.generate(&p1, &o, |_| true).unwrap();
+        // Second turn: the first prompt + answer + more text; only the new part is prefilled.
+        let mut p2 = p1.clone();
+        p2.extend(&first.tokens);
+        p2.extend(engine.tokenizer.encode(" and the", false).unwrap());
+        let second = engine.generate(&p2, &o, |_| true).unwrap();
+        assert!(second.stats.reused_prompt_tokens >= p1.len() + first.tokens.len() - 1);
+        // Reference: the same second prompt from an empty cache with plain decoding.
+        engine.reset();
+        let fresh = GenerateOptions {
+            method: Method::Plain,
+            ..o.clone()
+        };
+        let reference = engine.generate(&p2, &fresh, |_| true).unwrap();
+        assert_eq!(
+            second.tokens,
+            reference.tokens,
+            "{}: cached multi-turn output differs",
+            o.method.name()
+        );
+    }
+}
+
+#[test]
+fn adaptive_budget_output_equals_plain() {
+    let target = tiny(Arch::Llama, GgmlType::Q4_0, 5);
+    let Some(mut engine) = engine_with_drafter(&target, &target) else {
+        return;
+    };
+    let prompt = engine.tokenizer.encode("the world", false).unwrap();
+    let plain = GenerateOptions {
+        max_tokens: 30,
+        adaptive: false,
+        ..Default::default()
+    };
+    let a = engine.generate(&prompt, &plain, |_| true).unwrap();
+    engine.reset();
+    let adaptive = GenerateOptions {
+        method: Method::Draft { k: 6 },
+        adaptive: true,
+        ..plain
+    };
+    let b = engine.generate(&prompt, &adaptive, |_| true).unwrap();
+    assert_eq!(a.tokens, b.tokens);
+}
+
+#[test]
+fn a_drafter_with_another_vocabulary_is_refused() {
+    let Some(gpu) = common::gpu() else { return };
+    let Some(path) = common::model("smollm2") else {
+        return;
+    };
+    let target = tiny(Arch::Llama, GgmlType::Q8_0, 1);
+    let mut engine = Engine::new(
+        gpu,
+        &target,
+        EngineOptions {
+            max_ctx: 64,
+            max_draft: 4,
+        },
+    )
+    .unwrap();
+    let err = engine
+        .load_drafter(&ModelFile::open(path).unwrap())
+        .unwrap_err();
+    assert!(matches!(err, tandem::Error::Mismatch(_)), "{err}");
 }

@@ -405,6 +405,16 @@ impl Transformer {
         &self.step
     }
 
+    /// `[max_t] u32` token ids of the step (copy targets when steps are chained on the GPU).
+    pub fn tokens_buffer(&self) -> &wgpu::Buffer {
+        &self.tokens
+    }
+
+    /// `[max_t] u32` positions of the step.
+    pub fn positions_buffer(&self) -> &wgpu::Buffer {
+        &self.pos
+    }
+
     /// u32 words per mask row the forward expects.
     pub fn mask_words(&self) -> usize {
         self.mask_words
@@ -456,6 +466,25 @@ impl Transformer {
                 mask.len()
             )));
         }
+        self.write_inputs(gpu, tokens, positions, mask, n_past, rows);
+        let mut enc = gpu.encoder("forward");
+        self.encode(&mut enc, t, logit_rows)?;
+        gpu.submit(enc);
+        Ok(())
+    }
+
+    /// Write a step's inputs (the Step uniforms, tokens, positions, mask). They take effect at
+    /// the next submit, before its commands.
+    pub fn write_inputs(
+        &self,
+        gpu: &Gpu,
+        tokens: &[u32],
+        positions: &[u32],
+        mask: &[u32],
+        n_past: usize,
+        rows: usize,
+    ) {
+        let t = tokens.len();
         let q = &gpu.queue;
         q.write_buffer(
             &self.step,
@@ -470,8 +499,18 @@ impl Transformer {
         q.write_buffer(&self.tokens, 0, bytemuck::cast_slice(tokens));
         q.write_buffer(&self.pos, 0, bytemuck::cast_slice(positions));
         q.write_buffer(&self.mask, 0, bytemuck::cast_slice(mask));
+    }
+
+    /// Record one forward of `t` tokens (inputs already in place) and, for `logit_rows`, the
+    /// final norm, output head and argmax into `enc`.
+    pub fn encode(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        t: usize,
+        logit_rows: Range<usize>,
+    ) -> Result<()> {
+        let rows = logit_rows.len();
         let t32 = t as u32;
-        let mut enc = gpu.encoder("forward");
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
             let p = &mut pass;
@@ -507,7 +546,6 @@ impl Transformer {
             self.mm(&mut pass, &self.output, r)?;
             self.argmax.encode(&mut pass, &self.argmax_b, r)?;
         }
-        gpu.submit(enc);
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! The native command-line interface (clap).
 
 use clap::{Args, Parser, Subcommand};
-use tandem::engine::{Engine, Event, GenerateOptions, Method};
+use tandem::engine::{Engine, EngineOptions, Event, GenerateOptions, Method};
 use tandem::gpu::{self, GpuOptions};
 use tandem::model::loader::ModelFile;
 use tandem::model::{files, gguf::GgufFile};
@@ -71,32 +71,17 @@ enum Command {
     },
     /// Generate text from a prompt, streaming it to stdout (greedy decoding)
     Run {
-        /// Model file (GGUF) or reference model name (smollm2, qwen-0.5b, qwen-1.5b)
-        #[arg(short, long)]
-        model: String,
+        #[command(flatten)]
+        gen: GenArgs,
         /// The prompt
         #[arg(short, long)]
         prompt: String,
-        /// Most new tokens
-        #[arg(short = 'n', long, default_value_t = 128)]
-        max_tokens: usize,
         /// Apply the model's chat template to the prompt as one user message
         #[arg(long)]
         chat: bool,
-        /// Speculative decoding with prompt lookup (drafts copied from the prompt and output)
-        #[arg(long)]
-        lookup: bool,
-        /// Draft nodes per step for --lookup
-        #[arg(long, default_value_t = 8)]
-        draft_len: usize,
-        /// KV cache size in tokens
-        #[arg(long, default_value_t = 2048)]
-        ctx: usize,
         /// Print one JSON object with the text, tokens and statistics on the last line
         #[arg(long)]
         json: bool,
-        #[command(flatten)]
-        gpu: GpuArgs,
     },
     /// Print the token ids of TEXT as a JSON array
     Tokenize {
@@ -135,26 +120,11 @@ fn run(cli: Cli) -> tandem::Result<()> {
             Ok(())
         }
         Command::Run {
-            model,
+            gen,
             prompt,
-            max_tokens,
             chat,
-            lookup,
-            draft_len,
-            ctx,
             json,
-            gpu,
-        } => run_generate(
-            &model,
-            &prompt,
-            max_tokens,
-            chat,
-            lookup,
-            draft_len,
-            ctx,
-            json,
-            &gpu.options(),
-        ),
+        } => run_generate(&gen, &prompt, chat, json),
         Command::Tokenize {
             model,
             no_special,
@@ -201,56 +171,82 @@ fn devices(options: &GpuOptions, json: bool) -> tandem::Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_generate(
-    model: &str,
-    prompt: &str,
-    max_tokens: usize,
-    chat: bool,
+/// Model, method and generation options shared by `run` and `chat`.
+#[derive(Args, Clone, Debug)]
+struct GenArgs {
+    /// Target model: GGUF file or reference name (smollm2, qwen-0.5b, qwen-1.5b)
+    #[arg(short, long)]
+    model: String,
+    /// Drafter model (same tokenizer) for speculative decoding with a draft chain (SpS)
+    #[arg(short, long)]
+    draft: Option<String>,
+    /// Speculative decoding with prompt lookup (drafts copied from the prompt and output)
+    #[arg(long, conflicts_with = "draft")]
     lookup: bool,
+    /// Most draft tokens per step (chain length for --draft, tree nodes for --lookup)
+    #[arg(long, default_value_t = 6)]
     draft_len: usize,
+    /// Draft exactly --draft-len tokens every step instead of adapting to measured speed
+    #[arg(long)]
+    no_adaptive: bool,
+    /// Most new tokens
+    #[arg(short = 'n', long, default_value_t = 128)]
+    max_tokens: usize,
+    /// KV cache size in tokens
+    #[arg(long, default_value_t = 2048)]
     ctx: usize,
-    json: bool,
-    options: &GpuOptions,
-) -> tandem::Result<()> {
-    use std::io::Write;
-    let file = ModelFile::open(files::resolve(model)?)?;
-    let gpu = gpu::Gpu::new_blocking(options)?;
-    let max_tree = if lookup { draft_len } else { 0 };
-    let mut engine = Engine::new(gpu, &file, ctx, max_tree)?;
-    let text = if chat {
-        engine
-            .tokenizer
-            .apply_chat_template(&[ChatMessage::user(prompt)], true)?
-    } else {
-        prompt.to_string()
-    };
-    let ids = engine.tokenizer.encode(&text, chat)?;
-    let method = if lookup {
-        Method::Lookup {
-            lookup: PromptLookup::default(),
-            budget: draft_len,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+impl GenArgs {
+    fn engine(&self) -> tandem::Result<Engine> {
+        let file = ModelFile::open(files::resolve(&self.model)?)?;
+        let gpu = gpu::Gpu::new_blocking(&self.gpu.options())?;
+        let max_draft = if self.draft.is_some() || self.lookup {
+            self.draft_len
+        } else {
+            0
+        };
+        let mut engine = Engine::new(
+            gpu,
+            &file,
+            EngineOptions {
+                max_ctx: self.ctx,
+                max_draft,
+            },
+        )?;
+        if let Some(d) = &self.draft {
+            engine.load_drafter(&ModelFile::open(files::resolve(d)?)?)?;
         }
-    } else {
-        Method::Plain
-    };
-    let opts = GenerateOptions {
-        max_tokens,
-        stop: vec![],
-        method,
-    };
-    let mut stdout = std::io::stdout();
-    let out = engine.generate(&ids, &opts, |ev| {
-        let Event::Tokens { text, .. } = ev;
-        let _ = write!(stdout, "{text}");
-        let _ = stdout.flush();
-        true
-    })?;
-    println!();
-    let s = &out.stats;
+        Ok(engine)
+    }
+
+    fn options(&self) -> GenerateOptions {
+        let method = if self.draft.is_some() {
+            Method::Draft { k: self.draft_len }
+        } else if self.lookup {
+            Method::Lookup {
+                lookup: PromptLookup::default(),
+                budget: self.draft_len,
+            }
+        } else {
+            Method::Plain
+        };
+        GenerateOptions {
+            max_tokens: self.max_tokens,
+            stop: vec![],
+            method,
+            adaptive: !self.no_adaptive,
+        }
+    }
+}
+
+fn print_stats(engine: &Engine, s: &tandem::engine::Stats) {
     eprintln!(
-        "[{} prompt tokens, {} generated; prefill {:.1} tok/s, decode {:.2} tok/s; {} target passes, τ = {:.2}, acceptance {:.0}%; adapter {}]",
+        "[{} prompt tokens ({} reused), {} generated; prefill {:.1} tok/s, decode {:.2} tok/s; {} target passes, τ = {:.2}, acceptance {:.0}%; adapter {}]",
         s.prompt_tokens,
+        s.reused_prompt_tokens,
         s.generated_tokens,
         s.prefill_tokens_per_s,
         s.decode_tokens_per_s,
@@ -259,7 +255,30 @@ fn run_generate(
         s.acceptance_rate * 100.0,
         engine.gpu.info.name
     );
+}
+
+fn run_generate(gen: &GenArgs, prompt: &str, chat: bool, json: bool) -> tandem::Result<()> {
+    use std::io::Write;
+    let mut engine = gen.engine()?;
+    let text = if chat {
+        engine
+            .tokenizer
+            .apply_chat_template(&[ChatMessage::user(prompt)], true)?
+    } else {
+        prompt.to_string()
+    };
+    let ids = engine.tokenizer.encode(&text, chat)?;
+    let mut stdout = std::io::stdout();
+    let out = engine.generate(&ids, &gen.options(), |ev| {
+        let Event::Tokens { text, .. } = ev;
+        let _ = write!(stdout, "{text}");
+        let _ = stdout.flush();
+        true
+    })?;
+    println!();
+    print_stats(&engine, &out.stats);
     if json {
+        let s = &out.stats;
         let v = serde_json::json!({
             "text": out.text,
             "tokens": out.tokens,
