@@ -863,3 +863,59 @@ fn encode_refuses_a_t_the_buffers_cannot_hold() {
         "short w"
     );
 }
+
+/// Top-K ids by logit (ties to the lower index, NaN never chosen) and their softmax
+/// probabilities, against a CPU reference (probabilities to 1e-5 relative).
+#[test]
+fn topk_matches_cpu_with_ties_and_nan() {
+    use tandem::kernels::topk::TopK;
+    let Some(gpu) = common::gpu() else { return };
+    for (v, k) in [(50u32, 4u32), (1001, 1), (151_936, 8)] {
+        let kern = TopK::new(&gpu, v, k).unwrap();
+        let (vu, ku) = (v as usize, k as usize);
+        let t = 3u32;
+        let mut x = scaled(v as u64, t as usize * vu, 8.0);
+        for (r, row) in x.chunks_mut(vu).enumerate() {
+            if r == 1 {
+                // A tie across the top: the lower indices come first.
+                row[vu - 1] = 20.0;
+                row[vu / 2] = 20.0;
+                row[3] = f32::NAN;
+            }
+        }
+        let xb = gpu.upload("x", &x).unwrap();
+        let ib = gpu.storage("ids", (t * k) as u64 * 4).unwrap();
+        let pb = gpu.storage("probs", (t * k) as u64 * 4).unwrap();
+        let s = step(&gpu, t, 0);
+        let bound = kern.bind(&gpu, &s, &xb, &ib, &pb).unwrap();
+        run(&gpu, |p| kern.encode(p, &bound, t).unwrap());
+        let ids = gpu.read_vec_blocking::<u32>(&ib, (t * k) as usize).unwrap();
+        let probs = read(&gpu, &pb, (t * k) as usize);
+        for (r, row) in x.chunks(vu).enumerate() {
+            let mut order: Vec<usize> = (0..vu).filter(|&i| !row[i].is_nan()).collect();
+            order.sort_by(|&a, &b| row[b].partial_cmp(&row[a]).unwrap().then(a.cmp(&b)));
+            let m = row
+                .iter()
+                .copied()
+                .filter(|f| !f.is_nan())
+                .fold(f32::MIN, f32::max) as f64;
+            let sum: f64 = row
+                .iter()
+                .filter(|f| !f.is_nan())
+                .map(|&f| (f as f64 - m).exp())
+                .sum();
+            for j in 0..ku {
+                assert_eq!(ids[r * ku + j] as usize, order[j], "v={v} row {r} rank {j}");
+                let want = (row[order[j]] as f64 - m).exp() / sum;
+                let got = probs[r * ku + j] as f64;
+                assert!(
+                    (got - want).abs() <= 1e-5 * want.max(1e-3),
+                    "v={v} row {r} rank {j}: {got} vs {want}"
+                );
+            }
+        }
+        if v == 151_936 {
+            assert_eq!(&ids[ku..ku + 2], &[v / 2, v - 1]);
+        }
+    }
+}

@@ -45,6 +45,7 @@ pub mod rmsnorm;
 pub mod rope;
 pub mod silu_mul;
 pub mod softmax;
+pub mod topk;
 
 use crate::{Error, Result};
 
