@@ -13,6 +13,7 @@
 
 use crate::gpu::{seconds, Gpu};
 use crate::kernels::kv_compact::KvCompact;
+use crate::kernels::topk::TopK;
 use crate::kernels::{Bound, Step};
 use crate::model::loader::ModelFile;
 use crate::model::transformer::{ForwardLimits, Transformer};
@@ -35,6 +36,10 @@ pub enum Method {
     Lookup { lookup: PromptLookup, budget: usize },
     /// The drafter model drafts a chain of at most `k` tokens per step (SpS).
     Draft { k: usize },
+    /// The drafter model grows a tree of at most `nodes` nodes per step, EAGLE-2 style: each
+    /// drafter pass expands the most probable nodes of the newest level by their top-K
+    /// children and keeps the `width` best by cumulative probability.
+    DraftTree { nodes: usize, width: usize },
 }
 
 impl Method {
@@ -43,6 +48,7 @@ impl Method {
             Method::Plain => "plain",
             Method::Lookup { .. } => "lookup",
             Method::Draft { .. } => "sps",
+            Method::DraftTree { .. } => "tree",
         }
     }
 }
@@ -162,7 +168,16 @@ struct DraftModel {
     positions: wgpu::Buffer,
     /// `[MAX_STEP_TOKENS]` the drafted tokens.
     out: wgpu::Buffer,
+    topk: TopK,
+    topk_bound: Bound,
+    /// `[TREE_WIDTH, K]` ids and probabilities of the top-K of each expanded row.
+    topk_ids: wgpu::Buffer,
+    topk_probs: wgpu::Buffer,
 }
+
+/// Most rows a tree-drafting pass expands, and the children considered per row.
+const TREE_WIDTH: usize = 8;
+const TREE_BRANCH: u32 = 4;
 
 /// A loaded target (and optional drafter) on a GPU.
 pub struct Engine {
@@ -268,16 +283,32 @@ impl Engine {
         let limits = ForwardLimits {
             max_ctx: self.target.limits.max_ctx,
             max_t: MAX_STEP_TOKENS,
-            max_logit_rows: 1,
+            max_logit_rows: TREE_WIDTH,
         };
-        let model = Transformer::load(&self.gpu, file, limits)?;
+        let gpu = &self.gpu;
+        let model = Transformer::load(gpu, file, limits)?;
         let n = MAX_STEP_TOKENS as u64;
+        let topk = TopK::new(gpu, model.config.vocab_size as u32, TREE_BRANCH)?;
+        let cells = (TREE_WIDTH as u64) * TREE_BRANCH as u64 * 4;
+        let topk_ids = gpu.storage("draft topk ids", cells)?;
+        let topk_probs = gpu.storage("draft topk probs", cells)?;
+        let topk_bound = topk.bind(
+            gpu,
+            model.head_step_buffer(),
+            &model.logits,
+            &topk_ids,
+            &topk_probs,
+        )?;
         self.drafter = Some(DraftModel {
             model,
             cache: Vec::new(),
-            steps: self.gpu.storage("draft steps", 16 * n)?,
-            positions: self.gpu.storage("draft positions", 4 * n)?,
-            out: self.gpu.storage("draft tokens", 4 * n)?,
+            steps: gpu.storage("draft steps", 16 * n)?,
+            positions: gpu.storage("draft positions", 4 * n)?,
+            out: gpu.storage("draft tokens", 4 * n)?,
+            topk,
+            topk_bound,
+            topk_ids,
+            topk_probs,
         });
         Ok(())
     }
@@ -325,7 +356,9 @@ impl Engine {
                 opts.max_tokens
             )));
         }
-        if matches!(opts.method, Method::Draft { .. }) && self.drafter.is_none() {
+        if matches!(opts.method, Method::Draft { .. } | Method::DraftTree { .. })
+            && self.drafter.is_none()
+        {
             return Err(Error::Invalid(
                 "the draft-model method needs a drafter (load_drafter)".into(),
             ));
@@ -357,6 +390,7 @@ impl Engine {
             Method::Plain => 0,
             Method::Lookup { budget, .. } => (*budget).min(max_draft),
             Method::Draft { k } => (*k).min(max_draft),
+            Method::DraftTree { nodes, .. } => (*nodes).min(max_draft),
         });
         while stop_reason.is_none() {
             let left = opts.max_tokens - out.len();
@@ -374,8 +408,15 @@ impl Engine {
                     let tree = lookup.propose(&history, want);
                     self.verify_tree(tree, root, n_past).await?
                 }
-                Method::Draft { .. } if want == 0 => {
+                Method::Draft { .. } | Method::DraftTree { .. } if want == 0 => {
                     self.verify_tree(DraftTree::empty(), root, n_past).await?
+                }
+                Method::DraftTree { width, .. } => {
+                    let (tree, passes) = self
+                        .draft_tree(root, want, (*width).clamp(1, TREE_WIDTH))
+                        .await?;
+                    stats.drafter_passes += passes;
+                    self.verify_tree(tree, root, n_past).await?
                 }
                 Method::Draft { .. } => {
                     stats.drafter_passes += want;
@@ -564,6 +605,104 @@ impl Engine {
         d.cache.push(root);
         d.cache.extend_from_slice(&got[..k - 1]);
         Ok((DraftTree::chain(&got[..k]), got[k..].to_vec()))
+    }
+
+    /// Grow a draft tree of at most `nodes` nodes with the drafter model (EAGLE-2 style):
+    /// the first pass brings the drafter up to date and scores the root's children; each
+    /// further pass runs every node drafted so far under the tree mask (batch invariance
+    /// makes re-running them free of drift) and expands the newest level's `width` best
+    /// nodes by their top-K children, keeping the `width` most probable by cumulative
+    /// probability. One small readback per pass (ids and probabilities of the top-K).
+    /// Returns the tree and the number of drafter passes.
+    async fn draft_tree(
+        &mut self,
+        root: u32,
+        nodes: usize,
+        width: usize,
+    ) -> Result<(DraftTree, usize)> {
+        let gpu = &self.gpu;
+        let d = self
+            .drafter
+            .as_mut()
+            .ok_or_else(|| Error::Invalid("no drafter".into()))?;
+        let n_past = self.cache.len();
+        let c = common_prefix(&d.cache, &self.cache);
+        let mut feed: Vec<u32> = self.cache[c..].to_vec();
+        let max_t = d.model.limits.max_t;
+        if feed.len() + 1 > max_t {
+            let pre = feed.len() + 1 - max_t;
+            d.model.prefill(gpu, &feed[..pre], c)?;
+            feed.drain(..pre);
+        }
+        let start = n_past - feed.len();
+        feed.push(root);
+        let t0 = feed.len();
+        let positions: Vec<u32> = (start..start + t0).map(|p| p as u32).collect();
+        d.model
+            .write_inputs(gpu, &feed, &positions, &d.model.causal_mask(t0), start, 1);
+        d.cache.truncate(c);
+        d.cache.extend_from_slice(&self.cache[c..]);
+        d.cache.push(root);
+        let kb = TREE_BRANCH as usize;
+        let read_topk = |d: &DraftModel, enc: wgpu::CommandEncoder, rows: usize| {
+            let mut enc = enc;
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                d.topk.encode(&mut pass, &d.topk_bound, rows as u32)?;
+            }
+            gpu.submit(enc);
+            Ok::<_, Error>(rows * kb)
+        };
+        let mut enc = gpu.encoder("draft tree level 0");
+        d.model.encode(&mut enc, t0, t0 - 1..t0)?;
+        let cells = read_topk(d, enc, 1)?;
+        let mut ids: Vec<u32> = gpu.read_vec(&d.topk_ids, cells).await?;
+        let mut probs: Vec<f32> = gpu.read_vec(&d.topk_probs, cells).await?;
+        let mut tree = DraftTree::empty();
+        let mut cum: Vec<f32> = Vec::new();
+        // Candidates of the next level: (cumulative probability, parent, token).
+        let mut cand: Vec<(f32, Option<usize>, u32)> =
+            (0..kb).map(|j| (probs[j], None, ids[j])).collect();
+        let mut passes = 1;
+        loop {
+            cand.sort_by(|a, b| b.0.total_cmp(&a.0));
+            cand.truncate(width.min(nodes - tree.len()));
+            if cand.is_empty() {
+                break;
+            }
+            let first = tree.len();
+            for &(p, parent, tok) in &cand {
+                tree.push(tok, parent, p)?;
+                cum.push(p);
+            }
+            let last = tree.len();
+            if tree.len() >= nodes || tree.len() + 1 > max_t {
+                break;
+            }
+            // Score the newest level: all nodes under the tree mask after the root.
+            let depths = tree.depths();
+            let pos: Vec<u32> = depths.iter().map(|&dp| (n_past as u32) + dp).collect();
+            let mask = crate::spec::tree::ancestor_mask(&tree.parents, d.model.mask_words());
+            d.model
+                .write_inputs(gpu, &tree.tokens, &pos, &mask, n_past + 1, last - first);
+            let mut enc = gpu.encoder("draft tree level");
+            d.model.encode(&mut enc, tree.len(), first..last)?;
+            let cells = read_topk(d, enc, last - first)?;
+            ids = gpu.read_vec(&d.topk_ids, cells).await?;
+            probs = gpu.read_vec(&d.topk_probs, cells).await?;
+            passes += 1;
+            cand = (first..last)
+                .flat_map(|node| (0..kb).map(move |j| (node, j)))
+                .map(|(node, j)| {
+                    (
+                        cum[node] * probs[(node - first) * kb + j],
+                        Some(node),
+                        ids[(node - first) * kb + j],
+                    )
+                })
+                .collect();
+        }
+        Ok((tree, passes))
     }
 
     /// Move the accepted batch rows `keep` of the last step to follow the prefix, in every

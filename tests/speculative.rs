@@ -335,3 +335,48 @@ fn a_drafter_with_another_vocabulary_is_refused() {
         .unwrap_err();
     assert!(matches!(err, tandem::Error::Mismatch(_)), "{err}");
 }
+
+/// The drafter grows a tree (EAGLE-2 style); greedy output equals plain decoding, and with a
+/// model drafting for itself the greedy path is found in the tree most steps.
+#[test]
+fn draft_tree_equals_plain_and_self_drafting_accepts_deep_paths() {
+    let target = tiny(Arch::Qwen2, GgmlType::Q8_0, 11);
+    let other = tiny(Arch::Qwen2, GgmlType::Q8_0, 12);
+    for (name, drafter) in [("self", &target), ("other", &other)] {
+        let Some(mut engine) = engine_with_drafter(&target, drafter) else {
+            return;
+        };
+        let prompt = engine
+            .tokenizer
+            .encode("the world and the world", false)
+            .unwrap();
+        let plain = GenerateOptions {
+            max_tokens: 24,
+            adaptive: false,
+            ..Default::default()
+        };
+        let a = engine.generate(&prompt, &plain, |_| true).unwrap();
+        engine.reset();
+        let tree = GenerateOptions {
+            method: Method::DraftTree { nodes: 8, width: 2 },
+            ..plain.clone()
+        };
+        let b = engine.generate(&prompt, &tree, |_| true).unwrap();
+        assert_eq!(
+            a.tokens, b.tokens,
+            "{name}: tree drafting changed the greedy output"
+        );
+        eprintln!(
+            "{name}: τ = {:.2}, drafted {}, accepted {}",
+            b.stats.mean_accepted_tokens, b.stats.drafted, b.stats.accepted
+        );
+        if name == "self" {
+            // Width 2 over 4 levels: the greedy path is the best-scored child at each level.
+            assert!(
+                b.stats.mean_accepted_tokens > 3.0,
+                "τ = {}",
+                b.stats.mean_accepted_tokens
+            );
+        }
+    }
+}

@@ -410,6 +410,11 @@ impl Transformer {
         &self.tokens
     }
 
+    /// The Step uniform of the head (final norm, output matmul, argmax): `t` = logits rows.
+    pub fn head_step_buffer(&self) -> &wgpu::Buffer {
+        &self.head_step
+    }
+
     /// `[max_t] u32` positions of the step.
     pub fn positions_buffer(&self) -> &wgpu::Buffer {
         &self.pos

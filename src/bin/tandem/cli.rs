@@ -183,6 +183,10 @@ struct GenArgs {
     /// Speculative decoding with prompt lookup (drafts copied from the prompt and output)
     #[arg(long, conflicts_with = "draft")]
     lookup: bool,
+    /// With --draft: grow a draft tree of up to NODES nodes per step (EAGLE-2 style dynamic
+    /// tree) instead of a chain
+    #[arg(long, value_name = "NODES", requires = "draft")]
+    tree: Option<usize>,
     /// Most draft tokens per step (chain length for --draft, tree nodes for --lookup)
     #[arg(long, default_value_t = 6)]
     draft_len: usize,
@@ -223,7 +227,9 @@ impl GenArgs {
     }
 
     fn options(&self) -> GenerateOptions {
-        let method = if self.draft.is_some() {
+        let method = if let Some(nodes) = self.tree {
+            Method::DraftTree { nodes, width: 4 }
+        } else if self.draft.is_some() {
             Method::Draft { k: self.draft_len }
         } else if self.lookup {
             Method::Lookup {
