@@ -219,7 +219,11 @@ impl Gpu {
         let lost = errors.clone();
         device.set_device_lost_callback(move |reason, msg| {
             if let Ok(mut v) = lost.lock() {
-                v.push(format!("device lost ({reason:?}): {msg}"));
+                v.push(if msg.is_empty() {
+                    format!("device lost ({reason:?})")
+                } else {
+                    format!("device lost ({reason:?}): {msg}")
+                });
             }
         });
         let max_binding = options
@@ -283,8 +287,11 @@ impl Gpu {
             .get_or_create(&self.device, key, source, entry, constants)
     }
 
-    /// Fail with the first error wgpu reported asynchronously, if any (validation,
-    /// out-of-memory, device lost). Called after readbacks so errors reach the caller.
+    /// Fail with the errors wgpu reported asynchronously, if any (validation, out-of-memory,
+    /// device lost). Called after every readback ([`Gpu::map_read`]), and every generation
+    /// step ends with one, so an error anywhere in the step reaches the caller of
+    /// `Engine::generate` as `Error::Gpu`. A lost device (driver reset, GPU removed) comes
+    /// first in the message: the validation errors that follow it are its consequences.
     pub fn check_errors(&self) -> Result<()> {
         let mut errs = self
             .errors
@@ -293,17 +300,28 @@ impl Gpu {
         if errs.is_empty() {
             Ok(())
         } else {
-            let all = errs.join("; ");
-            errs.clear();
-            Err(Error::Gpu(all))
+            let (mut all, rest): (Vec<String>, Vec<String>) =
+                errs.drain(..).partition(|e| e.starts_with("device lost"));
+            all.extend(rest);
+            Err(Error::Gpu(all.join("; ")))
         }
     }
 
+    /// Storage buffers are bound whole, so each must fit one storage binding as well as one
+    /// buffer; checked here so the error names the buffer instead of surfacing later as a
+    /// validation error of some bind group. The adapter's real binding limit is used:
+    /// `max_binding_override` narrows only how weight matrices are split.
     fn check_size(&self, label: &str, size: u64) -> Result<()> {
-        if size > self.limits.max_buffer_size {
+        let binding = self.limits.max_storage_buffer_binding_size as u64;
+        let (limit, name) = if binding < self.limits.max_buffer_size {
+            (binding, "max_storage_buffer_binding_size")
+        } else {
+            (self.limits.max_buffer_size, "max_buffer_size")
+        };
+        if size > limit {
             return Err(Error::Gpu(format!(
-                "buffer '{label}' needs {size} bytes but the adapter's max_buffer_size is {}",
-                self.limits.max_buffer_size
+                "buffer '{label}' needs {size} bytes but the adapter's {name} is {limit} \
+                 (a shorter context makes the KV cache smaller)"
             )));
         }
         Ok(())
@@ -415,12 +433,14 @@ impl Gpu {
                 let _ = tx.send(r);
             });
         #[cfg(not(target_arch = "wasm32"))]
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
-        let mapped = rx
-            .await
-            .map_err(|_| Error::Gpu("readback was cancelled (device lost?)".into()))?;
+        if let Err(e) = self.device.poll(wgpu::PollType::wait_indefinitely()) {
+            self.check_errors()?;
+            return Err(Error::Gpu(format!("waiting for the GPU: {e}")));
+        }
+        let Ok(mapped) = rx.await else {
+            self.check_errors()?;
+            return Err(Error::Gpu("readback was cancelled (device lost?)".into()));
+        };
         if let Err(e) = mapped {
             self.check_errors()?;
             return Err(Error::Gpu(format!("mapping a readback buffer: {e}")));

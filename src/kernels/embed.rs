@@ -39,6 +39,13 @@ pub struct EmbedBinding {
     _params: Vec<wgpu::Buffer>,
 }
 
+impl EmbedBinding {
+    /// Dispatches [`Embedding::encode`] records for this binding (one per table part).
+    pub fn dispatches(&self) -> usize {
+        self.groups.len()
+    }
+}
+
 impl Embedding {
     pub fn new(gpu: &Gpu, ty: GgmlType) -> Result<Embedding> {
         let pipeline = gpu.pipeline(

@@ -74,6 +74,13 @@ pub struct MatmulBinding {
     _dummy_bias: Option<wgpu::Buffer>,
 }
 
+impl MatmulBinding {
+    /// Dispatches [`Matmul::encode`] records for this binding (one per weight part).
+    pub fn dispatches(&self) -> usize {
+        self.parts.len()
+    }
+}
+
 impl Matmul {
     pub fn new(gpu: &Gpu, ty: GgmlType) -> Result<Matmul> {
         let name = ty.name();

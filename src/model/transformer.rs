@@ -554,6 +554,33 @@ impl Transformer {
         Ok(())
     }
 
+    /// Compute dispatches one [`Transformer::encode`] records with `logit_rows` head rows
+    /// (a decode step: 1). It follows `encode` kernel by kernel: a matrix split over several
+    /// buffers (the binding limit) costs one dispatch per part. Copies are not counted.
+    pub fn dispatches(&self, logit_rows: usize) -> usize {
+        let mm = |p: &Proj| p.binding.dispatches();
+        // norm1, rope + KV append, attention, norm2, SiLU·mul: one dispatch each.
+        let per_layer_single = 5;
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                per_layer_single
+                    + l.qkv.iter().map(mm).sum::<usize>()
+                    + mm(&l.wo)
+                    + l.gate_up.iter().map(mm).sum::<usize>()
+                    + mm(&l.down)
+            })
+            .sum();
+        // Final norm, output head, argmax.
+        let head = if logit_rows > 0 {
+            2 + mm(&self.output)
+        } else {
+            0
+        };
+        self.embed_b.dispatches() + layers + head
+    }
+
     /// Read back the argmax of the last step's `rows` logits rows (the decode loop's readback).
     pub async fn read_argmax(&self, gpu: &Gpu, rows: usize) -> Result<Vec<u32>> {
         gpu.read_vec(&self.argmax_ids, rows).await

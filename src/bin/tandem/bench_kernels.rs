@@ -62,7 +62,7 @@ fn parse_shape(s: &str) -> Result<(usize, usize)> {
 
 /// The command line as typed (the program by its file name), quoted where a shell would
 /// need it.
-fn command_line() -> String {
+pub(crate) fn command_line() -> String {
     let mut args: Vec<String> = std::env::args().collect();
     if let Some(name) = args
         .first()

@@ -25,7 +25,7 @@ struct Cli {
 
 /// Adapter selection, shared by every command that uses the GPU.
 #[derive(Args, Clone, Debug)]
-struct GpuArgs {
+pub(crate) struct GpuArgs {
     /// Backend: vulkan, metal, dx12 or gl [env: TANDEM_BACKEND]
     #[arg(long, env = "TANDEM_BACKEND")]
     backend: Option<String>,
@@ -41,7 +41,7 @@ struct GpuArgs {
 }
 
 impl GpuArgs {
-    fn options(&self) -> GpuOptions {
+    pub(crate) fn options(&self) -> GpuOptions {
         let env = GpuOptions::from_env();
         GpuOptions {
             backend: self.backend.clone(),
@@ -94,6 +94,21 @@ enum Command {
         /// The text to tokenize
         text: String,
     },
+    /// Interactive chat with history (the KV cache of earlier turns is reused)
+    Chat {
+        #[command(flatten)]
+        gen: GenArgs,
+        /// A system message to start the conversation with
+        #[arg(long)]
+        system: Option<String>,
+    },
+    /// Prefill and decode speed and weight bandwidth per model (Markdown)
+    BenchDecode {
+        #[command(flatten)]
+        gpu: GpuArgs,
+        #[command(flatten)]
+        bench: crate::bench_decode::BenchDecodeArgs,
+    },
     /// Time the quantized matmul per weight type at the reference models' shapes (Markdown)
     BenchKernels {
         #[command(flatten)]
@@ -136,6 +151,8 @@ fn run(cli: Cli) -> tandem::Result<()> {
             println!("{}", serde_json::to_string(&ids).unwrap_or_default());
             Ok(())
         }
+        Command::Chat { gen, system } => crate::chat::run(&gen, system.as_deref()),
+        Command::BenchDecode { gpu, bench } => crate::bench_decode::run(&gpu.options(), &bench),
         Command::BenchKernels { gpu, bench } => crate::bench_kernels::run(&gpu.options(), &bench),
     }
 }
@@ -173,10 +190,10 @@ fn devices(options: &GpuOptions, json: bool) -> tandem::Result<()> {
 
 /// Model, method and generation options shared by `run` and `chat`.
 #[derive(Args, Clone, Debug)]
-struct GenArgs {
+pub(crate) struct GenArgs {
     /// Target model: GGUF file or reference name (smollm2, qwen-0.5b, qwen-1.5b)
     #[arg(short, long)]
-    model: String,
+    pub(crate) model: String,
     /// Drafter model (same tokenizer) for speculative decoding with a draft chain (SpS)
     #[arg(short, long)]
     draft: Option<String>,
@@ -204,7 +221,7 @@ struct GenArgs {
 }
 
 impl GenArgs {
-    fn engine(&self) -> tandem::Result<Engine> {
+    pub(crate) fn engine(&self) -> tandem::Result<Engine> {
         let file = ModelFile::open(files::resolve(&self.model)?)?;
         let gpu = gpu::Gpu::new_blocking(&self.gpu.options())?;
         let max_draft = if self.draft.is_some() || self.lookup {
@@ -226,7 +243,7 @@ impl GenArgs {
         Ok(engine)
     }
 
-    fn options(&self) -> GenerateOptions {
+    pub(crate) fn options(&self) -> GenerateOptions {
         let method = if let Some(nodes) = self.tree {
             Method::DraftTree { nodes, width: 4 }
         } else if self.draft.is_some() {
@@ -248,7 +265,7 @@ impl GenArgs {
     }
 }
 
-fn print_stats(engine: &Engine, s: &tandem::engine::Stats) {
+pub(crate) fn print_stats(engine: &Engine, s: &tandem::engine::Stats) {
     eprintln!(
         "[{} prompt tokens ({} reused), {} generated; prefill {:.1} tok/s, decode {:.2} tok/s; {} target passes, τ = {:.2}, acceptance {:.0}%; adapter {}]",
         s.prompt_tokens,

@@ -1,0 +1,204 @@
+//! The `tandem` binary as a user runs it: chat over a pipe, bench-decode, and bad input
+//! on the command line (a clear message and a non-zero exit, never a panic).
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use tandem::model::config::Arch;
+use tandem::model::gguf::GgufFile;
+use tandem::model::loader::ModelFile;
+use tandem::model::quant::GgmlType;
+use tandem::model::writer::tiny_model;
+
+/// A temporary file removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, bytes: &[u8]) -> TempFile {
+        let p = std::env::temp_dir().join(format!("tandem-cli-{}-{name}", std::process::id()));
+        std::fs::write(&p, bytes).unwrap();
+        TempFile(p)
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn tiny_bytes() -> Vec<u8> {
+    tiny_model(Arch::Llama, GgmlType::Q8_0, 11).unwrap()
+}
+
+fn tandem(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
+        .env_remove("TANDEM_BACKEND")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the tandem binary runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// (prompt tokens, reused tokens) of every stats line `[N prompt tokens (M reused), …]`.
+fn stats_lines(stderr: &str) -> Vec<(usize, usize)> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split_once('[')?.1;
+            let (n, rest) = rest.split_once(" prompt tokens (")?;
+            let (m, _) = rest.split_once(" reused)")?;
+            Some((n.parse().ok()?, m.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn chat_keeps_history_reuses_the_cache_and_resets() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let model = TempFile::new("chat.gguf", &tiny_bytes());
+    let args = ["chat", "-m", model.arg(), "-n", "5"];
+
+    // One turn, ended by EOF.
+    let one = tandem(&args, "Hello world\n");
+    let (out1, err1) = (text(&one.stdout), text(&one.stderr));
+    eprintln!("--- one turn\n{err1}");
+    assert!(one.status.success(), "{err1}");
+    let s1 = stats_lines(&err1);
+    assert_eq!(s1.len(), 1, "{err1}");
+    assert_eq!(s1[0].1, 0, "the first turn has nothing to reuse");
+    assert!(!out1.trim().is_empty(), "no answer streamed");
+
+    // Two turns, /reset, the first question again, /exit, and a line that must not run.
+    let many = tandem(
+        &args,
+        "Hello world\nand the world\n/reset\nHello world\n/exit\nnot asked\n",
+    );
+    let (out, err) = (text(&many.stdout), text(&many.stderr));
+    eprintln!("--- three turns\n{err}");
+    assert!(many.status.success(), "{err}");
+    let s = stats_lines(&err);
+    assert_eq!(s.len(), 3, "three answers before /exit: {err}");
+    // Turn 2's prompt is turn 1's prompt + answer + the new message. The cache holds turn
+    // 1's prompt and its answer but the last token (never fed back): all of it is reused
+    // when the answer's text tokenizes back to the same tokens, as it does here.
+    let (p1, p2) = (s[0].0, s[1].0);
+    assert!(p2 > p1 + 5, "turn 2's prompt holds turn 1: {s:?}");
+    assert_eq!(s[1].1, p1 + 5 - 1, "turn 2 reuses all of turn 1: {s:?}");
+    assert!(err.contains("[history cleared]"), "{err}");
+    // After /reset: nothing reused, and the same prompt as the first turn, so (greedy) the
+    // same answer as the one-turn session.
+    assert_eq!(s[2], (p1, 0), "{s:?}");
+    assert!(
+        out.starts_with(&out1),
+        "first answer differs:\n{out1:?}\n{out:?}"
+    );
+    assert!(
+        out.ends_with(&out1),
+        "answer after /reset differs:\n{out1:?}\n{out:?}"
+    );
+}
+
+#[test]
+fn bench_decode_prints_a_row_per_model() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let bytes = tiny_bytes();
+    let model = TempFile::new("bench.gguf", &bytes);
+    let o = tandem(
+        &[
+            "bench-decode",
+            model.arg(),
+            "--prompt-tokens",
+            "20",
+            "-n",
+            "4",
+        ],
+        "",
+    );
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    eprintln!("{out}{err}");
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("adapter: ") && out.contains("command: `tandem bench-decode"));
+    let row = out
+        .lines()
+        .find(|l| l.contains("bench.gguf ("))
+        .unwrap_or_else(|| panic!("no row for the model:\n{out}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    // | model (sha) | MB | dispatches | prompt | prefill | decoded | decode | ms | GB/s |
+    assert_eq!(cells.len(), 11, "{row}");
+    // The tiny model ties its output head to the embedding: every tensor is read per token.
+    let file = ModelFile::from_gguf(GgufFile::from_bytes(bytes).unwrap()).unwrap();
+    let total: u64 = file.tensor_list().iter().map(|t| t.3).sum();
+    assert_eq!(cells[2], format!("{:.1} MB", total as f64 / 1e6), "{row}");
+    // Embedding 1 + 2 layers × (norm, QKV, RoPE, attention, out, norm, gate|up, SiLU, down)
+    // + final norm, head, argmax.
+    assert_eq!(cells[3], "22", "{row}");
+    assert_eq!(cells[4], "20", "{row}");
+    assert_eq!(
+        cells[6], "3",
+        "4 tokens: 1 from the prefill step, 3 decoded: {row}"
+    );
+    for c in [5, 7, 8, 9] {
+        let v: f64 = cells[c].parse().unwrap();
+        assert!(v.is_finite() && v > 0.0, "column {c} of {row}");
+    }
+}
+
+#[test]
+fn an_unknown_backend_is_a_clear_error() {
+    let model = TempFile::new("backend.gguf", &tiny_bytes());
+    let o = tandem(
+        &["run", "--backend", "glide", "-m", model.arg(), "-p", "hi"],
+        "",
+    );
+    let err = text(&o.stderr);
+    eprintln!("{err}");
+    assert!(!o.status.success());
+    assert!(
+        err.contains("unknown backend 'glide'") && err.contains("vulkan"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_truncated_model_file_is_a_clear_error() {
+    let bytes = tiny_bytes();
+    // Cut in the metadata, and cut in the tensor data.
+    for (what, len) in [("header", 100), ("data", bytes.len() - 1000)] {
+        let model = TempFile::new(&format!("truncated-{what}.gguf"), &bytes[..len]);
+        let o = tandem(&["run", "-m", model.arg(), "-p", "hi", "-n", "2"], "");
+        let err = text(&o.stderr);
+        eprintln!("{what}: {err}");
+        assert!(!o.status.success(), "{what}");
+        assert!(
+            err.starts_with("error: ") && err.contains(model.arg()),
+            "{what}: the message names the file: {err}"
+        );
+        assert!(!err.contains("panicked"), "{what}: {err}");
+    }
+}
