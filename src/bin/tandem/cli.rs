@@ -94,6 +94,14 @@ enum Command {
         /// The text to tokenize
         text: String,
     },
+    /// Spec-Bench-style benchmark: every method on a question set, speedup over plain
+    /// decoding, τ, losslessness (writes JSON, Markdown and an SVG chart)
+    Bench {
+        #[command(flatten)]
+        gpu: GpuArgs,
+        #[command(flatten)]
+        bench: crate::bench::BenchArgs,
+    },
     /// Time the quantized matmul per weight type at the reference models' shapes (Markdown)
     BenchKernels {
         #[command(flatten)]
@@ -136,6 +144,7 @@ fn run(cli: Cli) -> tandem::Result<()> {
             println!("{}", serde_json::to_string(&ids).unwrap_or_default());
             Ok(())
         }
+        Command::Bench { gpu, bench } => crate::bench::run(&gpu.options(), &bench),
         Command::BenchKernels { gpu, bench } => crate::bench_kernels::run(&gpu.options(), &bench),
     }
 }
