@@ -1,4 +1,6 @@
 //! tandem: portable LLM inference on WebGPU with exact speculative decoding.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod gpu;

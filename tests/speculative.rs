@@ -390,18 +390,41 @@ fn qwen_pair_speculative_equals_plain_on_specbench_questions() {
     if !common::slow("the Qwen 0.5B → 1.5B losslessness test") {
         return;
     }
-    let (Some(t), Some(d)) = (common::model("qwen-1.5b"), common::model("qwen-0.5b")) else { return };
+    let (Some(t), Some(d)) = (common::model("qwen-1.5b"), common::model("qwen-0.5b")) else {
+        return;
+    };
     let Some(gpu) = common::gpu() else { return };
-    let n: usize = std::env::var("TANDEM_SLOW_TOKENS").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
-    let mut engine = Engine::new(gpu, &ModelFile::open(t).unwrap(), EngineOptions { max_ctx: 1024, max_draft: 8 }).unwrap();
+    let n: usize = std::env::var("TANDEM_SLOW_TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    let mut engine = Engine::new(
+        gpu,
+        &ModelFile::open(t).unwrap(),
+        EngineOptions {
+            max_ctx: 1024,
+            max_draft: 8,
+        },
+    )
+    .unwrap();
     engine.load_drafter(&ModelFile::open(d).unwrap()).unwrap();
     let text = std::fs::read_to_string(common::shared("specbench/questions.jsonl")).unwrap();
     let mut per_group: std::collections::BTreeMap<&str, usize> = Default::default();
-    let groups = ["translation", "summarization", "qa", "math_reasoning", "rag"];
+    let groups = [
+        "translation",
+        "summarization",
+        "qa",
+        "math_reasoning",
+        "rag",
+    ];
     for line in text.lines() {
         let q: serde_json::Value = serde_json::from_str(line).unwrap();
         let cat = q["category"].as_str().unwrap();
-        let group = groups.iter().find(|g| **g == cat).copied().unwrap_or("mt-bench");
+        let group = groups
+            .iter()
+            .find(|g| **g == cat)
+            .copied()
+            .unwrap_or("mt-bench");
         let seen = per_group.entry(group).or_default();
         if *seen == 2 {
             continue;
@@ -411,15 +434,37 @@ fn qwen_pair_speculative_equals_plain_on_specbench_questions() {
         let prompt = engine.tokenizer.apply_chat_template(&[msg], true).unwrap();
         let ids = engine.tokenizer.encode(&prompt, true).unwrap();
         let ids = &ids[..ids.len().min(700)];
-        let plain = GenerateOptions { max_tokens: n, adaptive: false, ..Default::default() };
+        let plain = GenerateOptions {
+            max_tokens: n,
+            adaptive: false,
+            ..Default::default()
+        };
         engine.reset();
         let reference = engine.generate(ids, &plain, |_| true).unwrap();
-        for method in [Method::Draft { k: 4 }, Method::DraftTree { nodes: 8, width: 4 }, lookup(6)] {
+        for method in [
+            Method::Draft { k: 4 },
+            Method::DraftTree { nodes: 8, width: 4 },
+            lookup(6),
+        ] {
             engine.reset();
-            let o = GenerateOptions { method: method.clone(), ..plain.clone() };
+            let o = GenerateOptions {
+                method: method.clone(),
+                ..plain.clone()
+            };
             let out = engine.generate(ids, &o, |_| true).unwrap();
-            assert_eq!(out.tokens, reference.tokens, "question {} ({cat}): {} differs from plain", q["question_id"], method.name());
-            eprintln!("q{} {cat} {}: τ = {:.2}", q["question_id"], method.name(), out.stats.mean_accepted_tokens);
+            assert_eq!(
+                out.tokens,
+                reference.tokens,
+                "question {} ({cat}): {} differs from plain",
+                q["question_id"],
+                method.name()
+            );
+            eprintln!(
+                "q{} {cat} {}: τ = {:.2}",
+                q["question_id"],
+                method.name(),
+                out.stats.mean_accepted_tokens
+            );
         }
     }
 }

@@ -108,6 +108,13 @@ enum Command {
         gpu: GpuArgs,
         #[command(flatten)]
         bench: crate::bench_decode::BenchDecodeArgs,
+    /// Spec-Bench-style benchmark: every method on a question set, speedup over plain
+    /// decoding, τ, losslessness (writes JSON, Markdown and an SVG chart)
+    Bench {
+        #[command(flatten)]
+        gpu: GpuArgs,
+        #[command(flatten)]
+        bench: crate::bench::BenchArgs,
     },
     /// Time the quantized matmul per weight type at the reference models' shapes (Markdown)
     BenchKernels {
@@ -153,6 +160,7 @@ fn run(cli: Cli) -> tandem::Result<()> {
         }
         Command::Chat { gen, system } => crate::chat::run(&gen, system.as_deref()),
         Command::BenchDecode { gpu, bench } => crate::bench_decode::run(&gpu.options(), &bench),
+        Command::Bench { gpu, bench } => crate::bench::run(&gpu.options(), &bench),
         Command::BenchKernels { gpu, bench } => crate::bench_kernels::run(&gpu.options(), &bench),
     }
 }

@@ -1,0 +1,303 @@
+//! `tandem bench`: the Spec-Bench-style benchmark (the harness is `tandem::bench`; this is
+//! argument parsing, model loading, the progress bar and the exit status).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use tandem::bench::{
+    self, questions, summarize, BenchMeta, BenchReport, DeviceInfo, MethodSpec, ModelInfo,
+    Progress, RunSettings, Settings, BASELINE,
+};
+use tandem::engine::{Engine, EngineOptions, Method};
+use tandem::gpu::{Gpu, GpuOptions};
+use tandem::model::files;
+use tandem::model::loader::ModelFile;
+use tandem::spec::PromptLookup;
+use tandem::{Error, Result};
+
+const METHODS: &str = "plain, sps, lookup";
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Target model: GGUF file or reference name (smollm2, qwen-0.5b, qwen-1.5b)
+    #[arg(short, long)]
+    model: String,
+    /// Drafter model (same tokenizer), needed by the sps method
+    #[arg(short, long)]
+    draft: Option<String>,
+    /// Question file in Spec-Bench's JSONL format (question_id, category, turns)
+    #[arg(long, default_value = "../shared/specbench/questions.jsonl")]
+    questions: PathBuf,
+    /// Answer at most N questions per category, evenly spread over the category
+    #[arg(long, value_name = "N")]
+    limit_per_category: Option<usize>,
+    /// Most new tokens per turn
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// Methods, comma-separated: plain (the baseline, always run), sps (drafter chain),
+    /// lookup (prompt lookup)
+    #[arg(long, value_delimiter = ',', default_value = "plain,sps,lookup")]
+    methods: Vec<String>,
+    /// Most draft tokens per step (sps: chain length; lookup: tree nodes)
+    #[arg(long, default_value_t = 6)]
+    draft_len: usize,
+    /// lookup: shortest n-gram matched
+    #[arg(long, default_value_t = 1)]
+    lookup_min_ngram: usize,
+    /// lookup: longest n-gram matched (tried first)
+    #[arg(long, default_value_t = 4)]
+    lookup_max_ngram: usize,
+    /// lookup: most continuations merged into one draft tree
+    #[arg(long, default_value_t = 3)]
+    lookup_branches: usize,
+    /// Draft exactly --draft-len tokens every step instead of adapting to measured speed
+    #[arg(long)]
+    no_adaptive: bool,
+    /// Sampling temperature; only 0 (greedy) is implemented
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// KV cache size in tokens
+    #[arg(long, default_value_t = 4096)]
+    ctx: usize,
+    /// Tokens of the untimed warm-up generation per method
+    #[arg(long, default_value_t = 4)]
+    warmup_tokens: usize,
+    /// Directory for specbench.json, specbench.md and specbench.svg
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+}
+
+impl BenchArgs {
+    fn method_specs(&self) -> Result<Vec<MethodSpec>> {
+        let mut names: Vec<String> = Vec::new();
+        for m in &self.methods {
+            let m = m.trim().to_lowercase();
+            if m.is_empty() || names.contains(&m) {
+                continue;
+            }
+            names.push(m);
+        }
+        if !names.iter().any(|m| m == BASELINE) {
+            eprintln!("note: plain decoding is always run: it is the baseline of every speedup");
+            names.insert(0, BASELINE.to_string());
+        }
+        names
+            .iter()
+            .map(|name| {
+                let method = match name.as_str() {
+                    "plain" => Method::Plain,
+                    "sps" => {
+                        if self.draft.is_none() {
+                            return Err(Error::Invalid(
+                                "method sps needs a drafter model: pass -d DRAFT (or leave sps \
+                                 out of --methods)"
+                                    .into(),
+                            ));
+                        }
+                        Method::Draft { k: self.draft_len }
+                    }
+                    "lookup" => {
+                        if self.lookup_min_ngram == 0
+                            || self.lookup_min_ngram > self.lookup_max_ngram
+                        {
+                            return Err(Error::Invalid(format!(
+                                "lookup n-gram sizes: need 1 ≤ --lookup-min-ngram ({}) ≤ \
+                                 --lookup-max-ngram ({})",
+                                self.lookup_min_ngram, self.lookup_max_ngram
+                            )));
+                        }
+                        Method::Lookup {
+                            lookup: PromptLookup {
+                                min_ngram: self.lookup_min_ngram,
+                                max_ngram: self.lookup_max_ngram,
+                                max_branches: self.lookup_branches.max(1),
+                            },
+                            budget: self.draft_len,
+                        }
+                    }
+                    other => {
+                        return Err(Error::Invalid(format!(
+                            "unknown method '{other}' in --methods (known: {METHODS})"
+                        )))
+                    }
+                };
+                Ok(MethodSpec {
+                    name: name.clone(),
+                    method,
+                })
+            })
+            .collect()
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.temperature.is_nan() || self.temperature < 0.0 {
+            return Err(Error::Invalid(format!(
+                "--temperature {} is not a temperature (0 = greedy)",
+                self.temperature
+            )));
+        }
+        if self.temperature > 0.0 {
+            return Err(Error::Unsupported(format!(
+                "--temperature {}: sampling is not implemented yet (the engine decodes \
+                 greedily); run the benchmark with --temperature 0",
+                self.temperature
+            )));
+        }
+        if self.max_new_tokens == 0 {
+            return Err(Error::Invalid("--max-new-tokens must be at least 1".into()));
+        }
+        if self.draft_len == 0 && self.methods.iter().any(|m| m.trim() != BASELINE) {
+            return Err(Error::Invalid(
+                "--draft-len must be at least 1 for sps and lookup".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub fn run(gpu_options: &GpuOptions, args: &BenchArgs) -> Result<()> {
+    args.check()?;
+    let methods = args.method_specs()?;
+    let all = questions::load_questions(&args.questions)?;
+    let qs = questions::sample_per_category(&all, args.limit_per_category)?;
+    let uses_drafter = methods
+        .iter()
+        .any(|m| matches!(m.method, Method::Draft { .. }));
+
+    let target_path = files::resolve(&args.model)?;
+    eprintln!("hashing {} …", target_path.display());
+    let target_info = ModelInfo::of_path(&target_path)?;
+    let draft_path = match (&args.draft, uses_drafter) {
+        (Some(d), true) => Some(files::resolve(d)?),
+        _ => None,
+    };
+    let draft_info = match &draft_path {
+        Some(p) if *p == target_path => Some(target_info.clone()),
+        Some(p) => Some(ModelInfo::of_path(p)?),
+        None => None,
+    };
+
+    let gpu = Gpu::new_blocking(gpu_options)?;
+    let device = DeviceInfo::of(&gpu);
+    let max_draft = if methods.iter().any(|m| m.name != BASELINE) {
+        args.draft_len
+    } else {
+        0
+    };
+    let mut engine = Engine::new(
+        gpu,
+        &ModelFile::open(&target_path)?,
+        EngineOptions {
+            max_ctx: args.ctx,
+            max_draft,
+        },
+    )?;
+    if let Some(p) = &draft_path {
+        engine.load_drafter(&ModelFile::open(p)?)?;
+    }
+
+    let settings = RunSettings {
+        max_new_tokens: args.max_new_tokens,
+        adaptive: !args.no_adaptive,
+        warmup_tokens: args.warmup_tokens,
+    };
+    let meta_settings = Settings {
+        questions_file: args.questions.display().to_string(),
+        questions: qs.len(),
+        question_turns: qs.iter().map(|q| q.turns.len()).sum(),
+        limit_per_category: args.limit_per_category,
+        max_new_tokens: args.max_new_tokens,
+        decoding: "greedy".into(),
+        adaptive: settings.adaptive,
+        ctx: engine.target.limits.max_ctx,
+        warmup_tokens: args.warmup_tokens,
+        methods: methods
+            .iter()
+            .map(|m| bench::MethodInfo::of(m, settings.adaptive))
+            .collect(),
+    };
+    eprintln!(
+        "{} questions ({} turns) × {} methods on {} ({:?})",
+        qs.len(),
+        meta_settings.question_turns,
+        methods.len(),
+        device.adapter,
+        device.backend
+    );
+
+    let names: Vec<String> = bench::run::run_order(&methods)
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    let bar = ProgressBar::new((qs.len() * methods.len()) as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:24} {pos}/{len} answers  {msg}",
+        )
+        .map_err(|e| Error::Invalid(format!("progress bar template: {e}")))?,
+    );
+    bar.enable_steady_tick(Duration::from_millis(250));
+    let mut live = String::new();
+    let mut current = String::new();
+    let records = bench::run_questions(&mut engine, &qs, &methods, &settings, |p| match p {
+        Progress::Warmup { method } => bar.set_message(format!("warm-up: {method}")),
+        Progress::Turn {
+            method,
+            question,
+            turn,
+        } => {
+            current = format!(
+                "q{} {} t{turn}/{} {method}",
+                question.id,
+                question.category,
+                question.turns.len()
+            );
+            bar.set_message(format!("{current} 0 tok{live}"));
+        }
+        Progress::Tokens { done, .. } => {
+            bar.set_message(format!("{current} {done} tok{live}"));
+        }
+        Progress::Done { records, .. } => {
+            bar.inc(1);
+            let s = summarize(records, &names, &[]);
+            live = s
+                .iter()
+                .filter(|m| m.method != BASELINE)
+                .filter_map(|m| {
+                    m.overall
+                        .speedup
+                        .map(|x| format!("{} {x:.2}x τ{:.2}", m.method, m.overall.tau))
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            if !live.is_empty() {
+                live = format!(" | speedup: {live}");
+            }
+        }
+    })?;
+    bar.finish_and_clear();
+
+    // The program's own path says nothing to a reader of the report.
+    let command = std::iter::once("tandem".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let meta = BenchMeta::new(device, target_info, draft_info, meta_settings, command);
+    let report = BenchReport::new(meta, records);
+    let paths = report.write(&args.out)?;
+    println!("{}", report.to_markdown());
+    for p in &paths {
+        eprintln!("wrote {}", p.display());
+    }
+    if !report.is_lossless() {
+        return Err(Error::Mismatch(format!(
+            "{} turns differ from plain decoding (first: {}); see {}",
+            report.mismatches.len(),
+            report.mismatches[0],
+            args.out.join("specbench.md").display()
+        )));
+    }
+    Ok(())
+}
