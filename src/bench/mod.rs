@@ -149,6 +149,9 @@ impl MethodInfo {
         let params = match &spec.method {
             Method::Plain => "one token per target pass".to_string(),
             Method::Draft { k } => format!("drafter chain of ≤ {k} tokens, {budget}"),
+            Method::DraftTree { nodes, width } => {
+                format!("drafter tree of ≤ {nodes} nodes, width {width}, {budget}")
+            }
             Method::Lookup { lookup, budget: b } => format!(
                 "≤ {b} draft nodes, n-grams {}..{}, ≤ {} branches, {budget}",
                 lookup.min_ngram, lookup.max_ngram, lookup.max_branches

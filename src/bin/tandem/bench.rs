@@ -17,7 +17,7 @@ use tandem::model::loader::ModelFile;
 use tandem::spec::PromptLookup;
 use tandem::{Error, Result};
 
-const METHODS: &str = "plain, sps, lookup";
+const METHODS: &str = "plain, sps, tree, lookup";
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -37,9 +37,12 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
     /// Methods, comma-separated: plain (the baseline, always run), sps (drafter chain),
-    /// lookup (prompt lookup)
+    /// tree (drafter dynamic tree), lookup (prompt lookup)
     #[arg(long, value_delimiter = ',', default_value = "plain,sps,lookup")]
     methods: Vec<String>,
+    /// Draft tree size for the tree method (nodes per step)
+    #[arg(long, default_value_t = 8)]
+    tree_nodes: usize,
     /// Most draft tokens per step (sps: chain length; lookup: tree nodes)
     #[arg(long, default_value_t = 6)]
     draft_len: usize,
@@ -97,6 +100,17 @@ impl BenchArgs {
                             ));
                         }
                         Method::Draft { k: self.draft_len }
+                    }
+                    "tree" => {
+                        if self.draft.is_none() {
+                            return Err(Error::Invalid(
+                                "method tree needs a drafter model: pass -d DRAFT".into(),
+                            ));
+                        }
+                        Method::DraftTree {
+                            nodes: self.tree_nodes,
+                            width: 4,
+                        }
                     }
                     "lookup" => {
                         if self.lookup_min_ngram == 0
@@ -182,7 +196,7 @@ pub fn run(gpu_options: &GpuOptions, args: &BenchArgs) -> Result<()> {
     let gpu = Gpu::new_blocking(gpu_options)?;
     let device = DeviceInfo::of(&gpu);
     let max_draft = if methods.iter().any(|m| m.name != BASELINE) {
-        args.draft_len
+        args.draft_len.max(args.tree_nodes)
     } else {
         0
     };

@@ -108,6 +108,7 @@ enum Command {
         gpu: GpuArgs,
         #[command(flatten)]
         bench: crate::bench_decode::BenchDecodeArgs,
+    },
     /// Spec-Bench-style benchmark: every method on a question set, speedup over plain
     /// decoding, τ, losslessness (writes JSON, Markdown and an SVG chart)
     Bench {

@@ -2,9 +2,9 @@
 //! build of the crate (the browser package) has no CLI.
 
 #[cfg(not(target_arch = "wasm32"))]
-mod bench_decode;
-#[cfg(not(target_arch = "wasm32"))]
 mod bench;
+#[cfg(not(target_arch = "wasm32"))]
+mod bench_decode;
 #[cfg(not(target_arch = "wasm32"))]
 mod bench_kernels;
 #[cfg(not(target_arch = "wasm32"))]
