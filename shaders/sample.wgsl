@@ -169,10 +169,15 @@ fn top_p_threshold(base: u32, lid: u32, m: f32, thr: u32) -> u32 {
     // cum[WG] holds the kept total (from scan_kept); at least 1 (the maximum weighs exp(0)).
     let goal = max(params.top_p * cum[WG], 1.0e-30);
     var prefix = 0u;
+    var acc: array<f32, 16>;
     for (var level = 0u; level < 8u; level++) {
         let shift = 28u - 4u * level;
         let hi = select(0u, 0xffffffffu << (shift + 4u), level > 0u);
-        var acc: array<f32, 16>;
+        // Zeroed by hand: Chromium's SwiftShader WebGPU kept a loop-local array's values
+        // from the previous iteration instead of re-initializing it.
+        for (var b = 0u; b < 16u; b++) {
+            acc[b] = 0.0;
+        }
         for (var i = lid; i < params.v; i += WG) {
             let xv = x[base + i];
             let k = key(xv);
