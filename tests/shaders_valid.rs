@@ -46,8 +46,10 @@ fn every_shader_validates_with_naga() {
         "kv_compact.wgsl",
         "rmsnorm.wgsl",
         "rope.wgsl",
+        "sample.wgsl",
         "silu_mul.wgsl",
         "softmax.wgsl",
+        "verify.wgsl",
     ] {
         assert!(
             checked.iter().any(|c| c == expected),

@@ -10,7 +10,9 @@
 #[path = "common/cpu.rs"]
 mod cpu;
 
-use cpu::{bits, matmul_f64, max_rel_err, rand_f32, random_tree, scaled, tree_path};
+use cpu::{
+    bits, check_probs_row, matmul_f64, max_rel_err, rand_f32, random_tree, scaled, tree_path,
+};
 use rand::{Rng, SeedableRng};
 use tandem::gpu::{Gpu, GpuOptions};
 use tandem::kernels::argmax::Argmax;
@@ -18,8 +20,11 @@ use tandem::kernels::attention::{Attention, AttentionShape};
 use tandem::kernels::embed::Embedding;
 use tandem::kernels::matmul::{Epilogue, Matmul, MatmulBinding, MatmulPath, QuantMatrix};
 use tandem::kernels::reference;
+use tandem::kernels::sample::{SampleParams, Sampler};
+use tandem::kernels::verify::{Draft, Verifier, VerifyBuffers};
 use tandem::kernels::Step;
 use tandem::model::quant::{dequantize, quantize, GgmlType};
+use tandem::spec::tree::{verify_greedy, DraftTree};
 use wasm_bindgen_test::*;
 
 use GgmlType::*;
@@ -504,4 +509,184 @@ async fn embedding_gather_equals_cpu_dequant() {
         }
     }
     log(&format!("embedding gather: {:.0} ms", ms_since(start)));
+}
+
+// ---------------------------------------------------------------------------------------
+// Sampling and tree verification
+
+/// Over V = 1000 and Qwen2.5's vocabulary width: top-k = 1 and a tiny top-p sample the
+/// argmax; top-k/top-p probabilities match the CPU reference (1e-5) and every draw is kept.
+/// (This caught SwiftShader keeping a loop-local array's values between iterations.)
+#[wasm_bindgen_test]
+async fn sampling_matches_cpu_and_top_k_1_is_the_argmax() {
+    let gpu = gpu().await;
+    let start = js_sys::Date::now();
+    for v in [1000usize, 151_936] {
+        let (t, d) = (2u32, 3u32);
+        let x = scaled(11 + v as u64, t as usize * v, 5.0);
+        let want = reference::argmax(&x, v);
+        let s = Sampler::with_draws(&gpu, v as u32, d).unwrap();
+        let xb = gpu.upload("x", &x).unwrap();
+        let ids = gpu.storage("ids", (t * d) as u64 * 4).unwrap();
+        let probs = gpu.storage("probs", (t as usize * v * 4) as u64).unwrap();
+        let st = gpu.uniform("step", &Step::new(t, 0));
+        let b = s.bind_with_probs(&gpu, &st, &xb, &ids, &probs).unwrap();
+        for (temperature, top_k, top_p) in [
+            (1.0f32, 1u32, 1.0f32),
+            (1.0, 0, 1e-6),
+            (0.8, 40, 1.0),
+            (1.0, 0, 0.9),
+            (0.7, 50, 0.8),
+        ] {
+            let sp = SampleParams {
+                temperature,
+                top_k,
+                top_p,
+                seed: 5,
+            };
+            s.set_params(&gpu, &sp).unwrap();
+            submit(&gpu, |p| s.encode(p, &b, t).unwrap());
+            let got: Vec<u32> = gpu.read_vec(&ids, (t * d) as usize).await.unwrap();
+            let pr: Vec<f32> = gpu.read_vec(&probs, t as usize * v).await.unwrap();
+            for r in 0..t as usize {
+                let what = format!("V={v} row {r} {sp:?}");
+                let row = &pr[r * v..(r + 1) * v];
+                check_probs_row(&x[r * v..(r + 1) * v], row, &sp, &what);
+                for &id in &got[r * d as usize..(r + 1) * d as usize] {
+                    assert!(row[id as usize] > 0.0, "{what}: drew {id}, not kept");
+                    if top_k == 1 || top_p < 1e-3 {
+                        assert_eq!(id, want[r], "{what}");
+                    }
+                }
+            }
+        }
+    }
+    log(&format!("sampling: {:.0} ms", ms_since(start)));
+}
+
+/// Speculative sampling with one draft token x ~ q: over 8,000 stratified trials the first
+/// emitted token's counts pass a χ² test (0.1%, df 7: 24.32) against the target's p.
+#[wasm_bindgen_test]
+async fn speculative_sampling_one_draft_token_is_lossless() {
+    let gpu = gpu().await;
+    let start = js_sys::Date::now();
+    let p = [0.05f32, 0.10, 0.30, 0.15, 0.10, 0.10, 0.15, 0.05];
+    let q = [0.4f32, 0.3, 0.2, 0.1, 0.0, 0.0, 0.0, 0.0];
+    let trials = 8000u32;
+    let (v, t) = (8u32, 2u32);
+    let ver = Verifier::new(&gpu, v, t).unwrap();
+    let st = gpu.uniform("step", &Step::new(t, 0));
+    let parents = gpu.upload("parents", &[u32::MAX, 0]).unwrap();
+    let tokens = gpu.storage("tokens", 8).unwrap();
+    let keep = gpu.storage("keep", (trials * t) as u64 * 4).unwrap();
+    let n_keep = gpu.storage("n_keep", trials as u64 * 4).unwrap();
+    let result = gpu
+        .storage("result", (trials * (2 + t)) as u64 * 4)
+        .unwrap();
+    let scratch = gpu.storage("scratch", (trials * v) as u64 * 4).unwrap();
+    let mut tp = p.to_vec();
+    tp.extend([0.125f32; 8]);
+    let mut dp = q.to_vec();
+    dp.extend([0.0f32; 8]);
+    let tp = gpu.upload("target probs", &tp).unwrap();
+    let dp = gpu.upload("draft probs", &dp).unwrap();
+    let io = VerifyBuffers {
+        step: &st,
+        tokens: &tokens,
+        parents: &parents,
+        keep: &keep,
+        n_keep: &n_keep,
+        result: &result,
+    };
+    let bound = ver
+        .bind_sampling(&gpu, &io, &tp, Draft::Probs(&dp), Some(&scratch))
+        .unwrap();
+    ver.set_seed(&gpu, 99);
+    let mut counts = [0u64; 8];
+    for x in 0..4u32 {
+        let n = (trials as f32 * q[x as usize]).round() as u32;
+        gpu.queue
+            .write_buffer(&tokens, 0, bytemuck::cast_slice(&[5u32, x]));
+        submit(&gpu, |pass| ver.encode_trials(pass, &bound, t, n).unwrap());
+        let res: Vec<u32> = gpu.read_vec(&result, (n * (2 + t)) as usize).await.unwrap();
+        for r in res.chunks(4) {
+            counts[r[2] as usize] += 1;
+        }
+    }
+    let chi2: f64 = counts
+        .iter()
+        .zip(p)
+        .map(|(&o, p)| {
+            let e = trials as f64 * p as f64;
+            (o as f64 - e).powi(2) / e
+        })
+        .sum();
+    log(&format!(
+        "speculative sampling: χ² {chi2:.1}, counts {counts:?}, {:.0} ms",
+        ms_since(start)
+    ));
+    assert!(chi2 < 24.32, "χ² {chi2:.1} >= 24.32: counts {counts:?}");
+}
+
+/// Greedy tree verification on the GPU equals `spec::tree::verify_greedy` on random trees
+/// (rows, n_keep and the `[n, bonus, emitted…]` result).
+#[wasm_bindgen_test]
+async fn greedy_verification_equals_the_host_reference() {
+    let gpu = gpu().await;
+    let max_t = 64u32;
+    let ver = Verifier::new(&gpu, 8, max_t).unwrap();
+    let st = gpu.uniform("step", &Step::new(1, 0));
+    let buf = |label| gpu.storage(label, max_t as u64 * 4).unwrap();
+    let (tokens, parents, keep, argmax) =
+        (buf("tokens"), buf("parents"), buf("keep"), buf("argmax"));
+    let n_keep = gpu.storage("n_keep", 4).unwrap();
+    let result = gpu.storage("result", (2 + max_t) as u64 * 4).unwrap();
+    let io = VerifyBuffers {
+        step: &st,
+        tokens: &tokens,
+        parents: &parents,
+        keep: &keep,
+        n_keep: &n_keep,
+        result: &result,
+    };
+    let bound = ver.bind_greedy(&gpu, &io, &argmax).unwrap();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
+    for case in 0..60u64 {
+        let t = rng.random_range(1..=max_t as usize);
+        let par = random_tree(case, t);
+        let k = rng.random_range(1..4u32);
+        let toks: Vec<u32> = (0..t).map(|_| rng.random_range(0..k)).collect();
+        let am: Vec<u32> = (0..t).map(|_| rng.random_range(0..k)).collect();
+        let gp: Vec<u32> = par
+            .iter()
+            .map(|p| p.map_or(u32::MAX, |p| p as u32))
+            .collect();
+        gpu.queue
+            .write_buffer(&st, 0, bytemuck::bytes_of(&Step::new(t as u32, 0)));
+        gpu.queue
+            .write_buffer(&tokens, 0, bytemuck::cast_slice(&toks));
+        gpu.queue
+            .write_buffer(&parents, 0, bytemuck::cast_slice(&gp));
+        gpu.queue
+            .write_buffer(&argmax, 0, bytemuck::cast_slice(&am));
+        submit(&gpu, |p| ver.encode(p, &bound, t as u32).unwrap());
+
+        let mut tree = DraftTree::empty();
+        for r in 1..t {
+            tree.push(toks[r], par[r].and_then(|p| p.checked_sub(1)), 1.0)
+                .unwrap();
+        }
+        let (rows, bonus) = verify_greedy(&tree, &am);
+        let n = rows.len();
+        let mut want = vec![n as u32, bonus];
+        want.extend(rows[1..].iter().map(|&r| toks[r]));
+        want.push(bonus);
+        let got: Vec<u32> = gpu.read_vec(&result, 2 + n).await.unwrap();
+        assert_eq!(got, want, "case {case}: result, T={t}");
+        let got_keep: Vec<u32> = gpu.read_vec(&keep, n).await.unwrap();
+        let want_keep: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        assert_eq!(got_keep, want_keep, "case {case}: keep");
+        let got_n: Vec<u32> = gpu.read_vec(&n_keep, 1).await.unwrap();
+        assert_eq!(got_n, vec![n as u32], "case {case}: n_keep");
+    }
 }

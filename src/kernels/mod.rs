@@ -43,9 +43,11 @@ pub mod matmul;
 pub mod reference;
 pub mod rmsnorm;
 pub mod rope;
+pub mod sample;
 pub mod silu_mul;
 pub mod softmax;
 pub mod topk;
+pub mod verify;
 
 use crate::{Error, Result};
 
@@ -55,6 +57,29 @@ use crate::{Error, Result};
 pub struct Bound {
     pub group: wgpu::BindGroup,
     pub max_t: u32,
+}
+
+/// A bind group for `pipeline`'s group 0 with each buffer at the binding number given, for
+/// entry points whose bindings are not `0, 1, 2, …` (several entries sharing one shader).
+pub(crate) fn bind_at(
+    gpu: &crate::gpu::Gpu,
+    label: &str,
+    pipeline: &wgpu::ComputePipeline,
+    buffers: &[(u32, &wgpu::Buffer)],
+) -> wgpu::BindGroup {
+    let layout = pipeline.get_bind_group_layout(0);
+    let entries: Vec<wgpu::BindGroupEntry> = buffers
+        .iter()
+        .map(|&(binding, b)| wgpu::BindGroupEntry {
+            binding,
+            resource: b.as_entire_binding(),
+        })
+        .collect();
+    gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(label),
+        layout: &layout,
+        entries: &entries,
+    })
 }
 
 /// How many rows of `row_elems` 4-byte elements `buffer` holds; an error if not even one.

@@ -71,6 +71,51 @@ pub fn softmax(x: &[f32], v: usize, temperature: f32) -> Vec<f32> {
     y
 }
 
+/// The final sampling distribution of `shaders/sample.wgsl` for each row of `x: [R, v]`:
+/// softmax at `temperature`; keep the logits >= the k-th largest (`top_k` 0 or >= v: all;
+/// ties kept); of those, keep the logits >= the largest value τ whose kept mass
+/// (x >= τ) reaches `top_p` of the kept total (`top_p` >= 1: all; ties kept); renormalize.
+/// NaN is never kept. Sums in f64.
+pub fn sample_probs(x: &[f32], v: usize, temperature: f32, top_k: u32, top_p: f32) -> Vec<f32> {
+    let inv_t = 1.0 / temperature as f64;
+    let mut y = Vec::with_capacity(x.len());
+    for row in x.chunks(v) {
+        let mut vals: Vec<f32> = row.iter().copied().filter(|z| !z.is_nan()).collect();
+        vals.sort_by(|a, b| b.total_cmp(a));
+        let Some(&m) = vals.first() else {
+            y.extend(std::iter::repeat_n(0.0, row.len()));
+            continue;
+        };
+        let k = top_k as usize;
+        let mut thr = if k > 0 && k < vals.len() {
+            vals[k - 1]
+        } else {
+            f32::NEG_INFINITY
+        };
+        let w = |z: f32| ((z as f64 - m as f64) * inv_t).exp();
+        if top_p < 1.0 {
+            let total: f64 = vals.iter().filter(|&&z| z >= thr).map(|&z| w(z)).sum();
+            let goal = (top_p as f64 * total).max(1e-30);
+            let mut c = 0.0;
+            for &z in vals.iter().filter(|&&z| z >= thr) {
+                c += w(z);
+                // Ties: the threshold is a value, so all equal logits go in together.
+                if c >= goal {
+                    thr = z;
+                    break;
+                }
+            }
+        }
+        let kept = |z: f32| !z.is_nan() && z >= thr;
+        let z: f64 = row.iter().filter(|&&z| kept(z)).map(|&z| w(z)).sum();
+        y.extend(
+            row.iter()
+                .map(|&v| if kept(v) { (w(v) / z) as f32 } else { 0.0 }),
+        );
+    }
+    y
+}
+
 /// Index of each row's largest value: ties → lowest index, NaN never wins (an all-NaN
 /// row gives 0), -0.0 == +0.0.
 pub fn argmax(x: &[f32], v: usize) -> Vec<u32> {

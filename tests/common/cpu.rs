@@ -70,3 +70,78 @@ pub fn tree_path(parents: &[Option<usize>], i: usize) -> Vec<usize> {
     p.reverse();
     p
 }
+
+/// One row's GPU probabilities against the rule: the kept set must be the top-k set cut at
+/// a valid top-p threshold (mass >= goal with the threshold value, < goal without it; a
+/// relative 1e-5 slack for f32 sums where the reference's exact set could differ by a near
+/// tie), and the probabilities must be the kept weights renormalized, within 1e-5 absolute.
+/// Returns whether the kept set is exactly the reference's.
+pub fn check_probs_row(
+    row: &[f32],
+    got: &[f32],
+    sp: &tandem::kernels::sample::SampleParams,
+    what: &str,
+) -> bool {
+    let v = row.len();
+    let want = tandem::kernels::reference::sample_probs(row, v, sp.temperature, sp.top_k, sp.top_p);
+    let kept: Vec<bool> = got.iter().map(|&p| p > 0.0).collect();
+    let exact = kept
+        .iter()
+        .zip(&want)
+        .all(|(&k, &w)| k == (w > 0.0) || w < 1e-30);
+    if exact {
+        let e = max_rel_err(got, &want);
+        assert!(e <= 1e-5, "{what}: probs differ from the CPU by {e}");
+        return true;
+    }
+    // The sets differ: the GPU's must still be a valid cut of the same rule.
+    let m = row.iter().copied().fold(f32::MIN, f32::max) as f64;
+    let w = |z: f32| ((z as f64 - m) / sp.temperature as f64).exp();
+    let mut sorted: Vec<f32> = row.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let kth = if sp.top_k > 0 && (sp.top_k as usize) < v {
+        sorted[sp.top_k as usize - 1]
+    } else {
+        f32::NEG_INFINITY
+    };
+    let tau = row
+        .iter()
+        .zip(&kept)
+        .filter(|(_, &k)| k)
+        .map(|(&z, _)| z)
+        .fold(f32::INFINITY, f32::min);
+    for (i, &z) in row.iter().enumerate() {
+        assert_eq!(
+            kept[i],
+            z >= tau && z >= kth,
+            "{what}: kept set is not a top set (index {i}, logit {z}, cut {tau})"
+        );
+    }
+    let zk: f64 = row.iter().filter(|&&z| z >= kth).map(|&z| w(z)).sum();
+    let goal = sp.top_p as f64 * zk;
+    let ge: f64 = row
+        .iter()
+        .filter(|&&z| z >= kth && z >= tau)
+        .map(|&z| w(z))
+        .sum();
+    let gt: f64 = row
+        .iter()
+        .filter(|&&z| z >= kth && z > tau)
+        .map(|&z| w(z))
+        .sum();
+    assert!(
+        ge >= goal * (1.0 - 1e-5) && gt < goal * (1.0 + 1e-5),
+        "{what}: cut at {tau} has mass {ge} (without it {gt}) for goal {goal}"
+    );
+    let renorm: Vec<f32> = row
+        .iter()
+        .zip(&kept)
+        .map(|(&z, &k)| if k { (w(z) / ge) as f32 } else { 0.0 })
+        .collect();
+    let e = max_rel_err(got, &renorm);
+    assert!(
+        e <= 1e-5,
+        "{what}: probs differ from the renormalized cut by {e}"
+    );
+    false
+}
