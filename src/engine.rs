@@ -13,12 +13,14 @@
 
 use crate::gpu::{seconds, Gpu};
 use crate::kernels::kv_compact::KvCompact;
+use crate::kernels::sample::{SampleBound, SampleParams, Sampler};
 use crate::kernels::topk::TopK;
+use crate::kernels::verify::{Draft, Verifier, VerifyBound, VerifyBuffers};
 use crate::kernels::{Bound, Step};
 use crate::model::loader::ModelFile;
 use crate::model::transformer::{ForwardLimits, Transformer};
 use crate::spec::budget::Budget;
-use crate::spec::tree::{verify_greedy, DraftTree};
+use crate::spec::tree::DraftTree;
 use crate::spec::{Drafter, PromptLookup};
 use crate::tokenizer::{Detokenizer, Tokenizer};
 use crate::{Error, Result};
@@ -63,6 +65,9 @@ pub struct GenerateOptions {
     /// Choose the draft size each step from measured acceptance and step times, backing off
     /// to plain decoding where drafting does not pay. On by default.
     pub adaptive: bool,
+    /// Sample with temperature / top-k / top-p and a seed (lossless speculative sampling for
+    /// every method); `None` = greedy.
+    pub sampling: Option<SampleParams>,
 }
 
 impl Default for GenerateOptions {
@@ -72,6 +77,7 @@ impl Default for GenerateOptions {
             stop: vec![],
             method: Method::Plain,
             adaptive: true,
+            sampling: None,
         }
     }
 }
@@ -139,6 +145,24 @@ pub struct Output {
     pub stats: Stats,
 }
 
+/// What one step produced: how many nodes were drafted and the emitted tokens (the accepted
+/// draft tokens, then the target's own bonus/correction token).
+struct StepOutcome {
+    drafted: usize,
+    emitted: Vec<u32>,
+}
+
+/// The emitted tokens of a verification result `[n, bonus, tokens of keep[1..n]…, bonus]`.
+fn emitted_of(result: &[u32]) -> Result<Vec<u32>> {
+    let n = result.first().copied().unwrap_or(0) as usize;
+    if n == 0 || result.len() < 2 + n {
+        return Err(Error::Gpu(format!(
+            "verification returned a malformed result (n = {n})"
+        )));
+    }
+    Ok(result[2..2 + n].to_vec())
+}
+
 /// Sizes fixed at load time.
 #[derive(Clone, Copy, Debug)]
 pub struct EngineOptions {
@@ -188,8 +212,15 @@ pub struct Engine {
     options: EngineOptions,
     compact: KvCompact,
     compact_bound: Vec<Bound>,
-    keep: wgpu::Buffer,
-    n_keep: wgpu::Buffer,
+    parents: wgpu::Buffer,
+    verifier: Verifier,
+    verify_greedy: VerifyBound,
+    verify_sampling: VerifyBound,
+    sampler: Sampler,
+    sample_bound: SampleBound,
+    /// Whether the current generation samples (else greedy).
+    sampling: bool,
+    _buffers: Vec<wgpu::Buffer>,
     /// `[2 * MAX_STEP_TOKENS]` u32: what a step reads back.
     result: wgpu::Buffer,
     /// Tokens whose KV rows are valid in the target's cache (reused by the next generation
@@ -248,7 +279,34 @@ impl Engine {
         )?;
         let keep = gpu.storage("keep", 4 * MAX_STEP_TOKENS as u64)?;
         let n_keep = gpu.storage("n_keep", 4)?;
-        let result = gpu.storage("step result", 8 * MAX_STEP_TOKENS as u64)?;
+        let parents = gpu.storage("parents", 4 * MAX_STEP_TOKENS as u64)?;
+        let result = gpu.storage("step result", 4 * (2 + 2 * MAX_STEP_TOKENS) as u64)?;
+        let v = target.config.vocab_size as u32;
+        let verifier = Verifier::new(&gpu, v, MAX_STEP_TOKENS as u32)?;
+        let bufs = VerifyBuffers {
+            step: target.step_buffer(),
+            tokens: target.tokens_buffer(),
+            parents: &parents,
+            keep: &keep,
+            n_keep: &n_keep,
+            result: &result,
+        };
+        let verify_greedy = verifier.bind_greedy(&gpu, &bufs, &target.argmax_ids)?;
+        let rows = (max_draft + 1) as u64;
+        let target_probs = gpu.storage("target probs", rows * v as u64 * 4)?;
+        let sample_ids = gpu.storage("sample ids", rows * 4)?;
+        let sampler = Sampler::with_draws(&gpu, v, 0)?;
+        let sample_bound = sampler.bind_with_probs(
+            &gpu,
+            target.head_step_buffer(),
+            &target.logits,
+            &sample_ids,
+            &target_probs,
+        )?;
+        // Drafts are deterministic proposals (prompt lookup, greedy drafter chains and
+        // top-K trees), so speculative sampling verifies them with point-mass q (lossless).
+        let verify_sampling =
+            verifier.bind_sampling(&gpu, &bufs, &target_probs, Draft::OneHot, None)?;
         let compact_bound = target
             .kv_caches()
             .map(|(k, v)| compact.bind(&gpu, target.step_buffer(), &keep, &n_keep, k, v))
@@ -261,8 +319,14 @@ impl Engine {
             options,
             compact,
             compact_bound,
-            keep,
-            n_keep,
+            parents,
+            verifier,
+            verify_greedy,
+            verify_sampling,
+            sampler,
+            sample_bound,
+            sampling: false,
+            _buffers: vec![keep, n_keep, target_probs, sample_ids],
             result,
             cache: Vec::new(),
         })
@@ -402,7 +466,7 @@ impl Engine {
             let want = want.min(left.saturating_sub(1));
             let step_start = seconds();
             let n_past = self.cache.len();
-            let (tree, argmax) = match &opts.method {
+            let outcome = match &opts.method {
                 Method::Plain => self.verify_tree(DraftTree::empty(), root, n_past).await?,
                 Method::Lookup { lookup, .. } => {
                     let tree = lookup.propose(&history, want);
@@ -428,17 +492,14 @@ impl Engine {
                 t_decode = Some(seconds());
             }
             stats.target_passes += 1;
-            let (keep, bonus) = verify_greedy(&tree, &argmax);
-            let tokens = tree.batch_tokens(root);
-            stats.drafted += tree.len();
-            stats.accepted += keep.len() - 1;
-            budget.record(tree.len(), keep.len() - 1, seconds() - step_start);
-            if keep.iter().enumerate().any(|(j, &r)| r != j) {
-                self.compact_kv(&keep)?;
-            }
-            self.cache.extend(keep.iter().map(|&r| tokens[r]));
-            let mut emitted: Vec<u32> = keep[1..].iter().map(|&r| tokens[r]).collect();
-            emitted.push(bonus);
+            let emitted = outcome.emitted;
+            let accepted = emitted.len() - 1;
+            stats.drafted += outcome.drafted;
+            stats.accepted += accepted;
+            budget.record(outcome.drafted, accepted, seconds() - step_start);
+            // The root and the accepted rows are in the KV cache now (compacted on the GPU).
+            self.cache.push(root);
+            self.cache.extend_from_slice(&emitted[..accepted]);
             let drafted = emitted.len() - 1;
             let mut new_ids = Vec::new();
             let mut delta = String::new();
@@ -493,118 +554,157 @@ impl Engine {
         })
     }
 
-    /// One target pass over `[root, tree…]`; returns the tree and the target's argmax per row.
-    async fn verify_tree(
-        &self,
-        tree: DraftTree,
-        root: u32,
-        n_past: usize,
-    ) -> Result<(DraftTree, Vec<u32>)> {
+    /// One target pass over `[root, tree…]`, then verification and KV compaction on the
+    /// GPU in the same submit; one readback.
+    async fn verify_tree(&self, tree: DraftTree, root: u32, n_past: usize) -> Result<StepOutcome> {
         let tokens = tree.batch_tokens(root);
         let t = tokens.len();
         let mask = tree.batch_mask(self.target.mask_words());
-        self.target.forward(
-            &self.gpu,
-            &tokens,
-            &tree.batch_positions(n_past as u32),
-            &mask,
-            n_past,
-            0..t,
-        )?;
-        let argmax = self.target.read_argmax(&self.gpu, t).await?;
-        Ok((tree, argmax))
+        let positions = tree.batch_positions(n_past as u32);
+        self.target
+            .write_inputs(&self.gpu, &tokens, &positions, &mask, n_past, t);
+        self.write_parents(&tree.batch_parents());
+        let mut enc = self.gpu.encoder("verify tree");
+        self.target.encode(&mut enc, t, 0..t)?;
+        self.encode_verify(&mut enc, t)?;
+        self.gpu.submit(enc);
+        let got: Vec<u32> = self.gpu.read_vec(&self.result, 2 + t).await?;
+        Ok(StepOutcome {
+            drafted: tree.len(),
+            emitted: emitted_of(&got)?,
+        })
+    }
+
+    fn write_parents(&self, parents: &[Option<usize>]) {
+        let p: Vec<u32> = parents
+            .iter()
+            .map(|p| p.map_or(u32::MAX, |p| p as u32))
+            .collect();
+        self.gpu
+            .queue
+            .write_buffer(&self.parents, 0, bytemuck::cast_slice(&p));
+    }
+
+    /// Record, after the target's forward of `t` rows: sampling probabilities (when
+    /// sampling), verification (writing keep / n_keep / result) and KV compaction.
+    fn encode_verify(&self, enc: &mut wgpu::CommandEncoder, t: usize) -> Result<()> {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        let t32 = t as u32;
+        if self.sampling {
+            self.sampler.encode(&mut pass, &self.sample_bound, t32)?;
+            self.verifier
+                .encode(&mut pass, &self.verify_sampling, t32)?;
+        } else {
+            self.verifier.encode(&mut pass, &self.verify_greedy, t32)?;
+        }
+        for b in &self.compact_bound {
+            self.compact.encode(&mut pass, b);
+        }
+        Ok(())
     }
 
     /// The drafter drafts a greedy chain of `k` tokens and the target verifies it, all in one
     /// command buffer: each drafter pass's argmax is copied into the next pass's input and
     /// into the target's batch on the GPU. One readback: the chain and the target's argmax.
-    async fn draft_and_verify_chain(
-        &mut self,
-        root: u32,
-        k: usize,
-    ) -> Result<(DraftTree, Vec<u32>)> {
-        let gpu = &self.gpu;
-        let d = self
-            .drafter
-            .as_mut()
-            .ok_or_else(|| Error::Invalid("no drafter".into()))?;
+    async fn draft_and_verify_chain(&mut self, root: u32, k: usize) -> Result<StepOutcome> {
         let n_past = self.cache.len();
-        // Bring the drafter's cache up to the target's committed tokens.
-        let c = common_prefix(&d.cache, &self.cache);
-        let mut feed: Vec<u32> = self.cache[c..].to_vec();
-        // Long gaps (the first step after a prompt) are prefilled in chunks first.
-        let max_t = d.model.limits.max_t;
-        if feed.len() + 1 > max_t {
-            let pre = feed.len() + 1 - max_t;
-            d.model.prefill(gpu, &feed[..pre], c)?;
-            feed.drain(..pre);
-        }
-        let start = n_past - feed.len();
-        feed.push(root);
-        let t0 = feed.len();
-        let positions: Vec<u32> = (start..start + t0).map(|p| p as u32).collect();
-        d.model
-            .write_inputs(gpu, &feed, &positions, &d.model.causal_mask(t0), start, 1);
-        let chain_steps: Vec<Step> = (0..k).map(|i| Step::new(1, (n_past + i) as u32)).collect();
-        let chain_pos: Vec<u32> = (0..k).map(|i| (n_past + i) as u32).collect();
-        gpu.queue
-            .write_buffer(&d.steps, 0, bytemuck::cast_slice(&chain_steps));
-        gpu.queue
-            .write_buffer(&d.positions, 0, bytemuck::cast_slice(&chain_pos));
-        // The target's batch: root, then the chain (filled in by copies below).
+        let mut enc = self.gpu.encoder("draft chain + verify");
+        let c = {
+            let gpu = &self.gpu;
+            let d = self
+                .drafter
+                .as_mut()
+                .ok_or_else(|| Error::Invalid("no drafter".into()))?;
+            // Bring the drafter's cache up to the target's committed tokens.
+            let c = common_prefix(&d.cache, &self.cache);
+            let mut feed: Vec<u32> = self.cache[c..].to_vec();
+            // Long gaps (the first step after a prompt) are prefilled in chunks first.
+            let max_t = d.model.limits.max_t;
+            if feed.len() + 1 > max_t {
+                let pre = feed.len() + 1 - max_t;
+                d.model.prefill(gpu, &feed[..pre], c)?;
+                feed.drain(..pre);
+            }
+            let start = n_past - feed.len();
+            feed.push(root);
+            let t0 = feed.len();
+            let positions: Vec<u32> = (start..start + t0).map(|p| p as u32).collect();
+            d.model
+                .write_inputs(gpu, &feed, &positions, &d.model.causal_mask(t0), start, 1);
+            let chain_steps: Vec<Step> =
+                (0..k).map(|i| Step::new(1, (n_past + i) as u32)).collect();
+            let chain_pos: Vec<u32> = (0..k).map(|i| (n_past + i) as u32).collect();
+            gpu.queue
+                .write_buffer(&d.steps, 0, bytemuck::cast_slice(&chain_steps));
+            gpu.queue
+                .write_buffer(&d.positions, 0, bytemuck::cast_slice(&chain_pos));
+            d.model.encode(&mut enc, t0, t0 - 1..t0)?;
+            let am = &d.model.argmax_ids;
+            for i in 0..k {
+                enc.copy_buffer_to_buffer(am, 0, &d.out, 4 * i as u64, 4);
+                enc.copy_buffer_to_buffer(
+                    am,
+                    0,
+                    self.target.tokens_buffer(),
+                    4 * (i + 1) as u64,
+                    4,
+                );
+                if i + 1 < k {
+                    enc.copy_buffer_to_buffer(
+                        &d.steps,
+                        16 * (i + 1) as u64,
+                        d.model.step_buffer(),
+                        0,
+                        16,
+                    );
+                    enc.copy_buffer_to_buffer(
+                        &d.positions,
+                        4 * (i + 1) as u64,
+                        d.model.positions_buffer(),
+                        0,
+                        4,
+                    );
+                    enc.copy_buffer_to_buffer(am, 0, d.model.tokens_buffer(), 0, 4);
+                    d.model.encode(&mut enc, 1, 0..1)?;
+                }
+            }
+            // The step's readback: [n, bonus, emitted…], then the drafted chain.
+            let tail = 4 * (2 + MAX_STEP_TOKENS) as u64;
+            enc.copy_buffer_to_buffer(&d.out, 0, &self.result, tail, 4 * k as u64);
+            c
+        };
+        // The target's batch: the root, then the chain (filled in by the copies above).
         let mut batch = vec![0u32; k + 1];
         batch[0] = root;
         let tpos: Vec<u32> = (0..=k).map(|i| (n_past + i) as u32).collect();
         self.target.write_inputs(
-            gpu,
+            &self.gpu,
             &batch,
             &tpos,
             &self.target.causal_mask(k + 1),
             n_past,
             k + 1,
         );
-        let mut enc = gpu.encoder("draft chain + verify");
-        d.model.encode(&mut enc, t0, t0 - 1..t0)?;
-        let am = &d.model.argmax_ids;
-        for i in 0..k {
-            enc.copy_buffer_to_buffer(am, 0, &d.out, 4 * i as u64, 4);
-            enc.copy_buffer_to_buffer(am, 0, self.target.tokens_buffer(), 4 * (i + 1) as u64, 4);
-            if i + 1 < k {
-                enc.copy_buffer_to_buffer(
-                    &d.steps,
-                    16 * (i + 1) as u64,
-                    d.model.step_buffer(),
-                    0,
-                    16,
-                );
-                enc.copy_buffer_to_buffer(
-                    &d.positions,
-                    4 * (i + 1) as u64,
-                    d.model.positions_buffer(),
-                    0,
-                    4,
-                );
-                enc.copy_buffer_to_buffer(am, 0, d.model.tokens_buffer(), 0, 4);
-                d.model.encode(&mut enc, 1, 0..1)?;
-            }
-        }
+        self.write_parents(&DraftTree::chain(&vec![0; k]).batch_parents());
         self.target.encode(&mut enc, k + 1, 0..k + 1)?;
-        enc.copy_buffer_to_buffer(&d.out, 0, &self.result, 0, 4 * k as u64);
-        enc.copy_buffer_to_buffer(
-            &self.target.argmax_ids,
-            0,
-            &self.result,
-            4 * k as u64,
-            4 * (k + 1) as u64,
-        );
-        gpu.submit(enc);
-        let got: Vec<u32> = gpu.read_vec(&self.result, 2 * k + 1).await?;
+        self.encode_verify(&mut enc, k + 1)?;
+        self.gpu.submit(enc);
+        let all: Vec<u32> = self
+            .gpu
+            .read_vec(&self.result, 2 + MAX_STEP_TOKENS + k)
+            .await?;
+        let drafted = &all[2 + MAX_STEP_TOKENS..];
         // The drafter's cache now holds the committed tokens, the root and d1..d(k-1).
-        d.cache.truncate(c);
-        d.cache.extend_from_slice(&self.cache[c..]);
-        d.cache.push(root);
-        d.cache.extend_from_slice(&got[..k - 1]);
-        Ok((DraftTree::chain(&got[..k]), got[k..].to_vec()))
+        if let Some(d) = self.drafter.as_mut() {
+            d.cache.truncate(c);
+            d.cache.extend_from_slice(&self.cache[c..]);
+            d.cache.push(root);
+            d.cache.extend_from_slice(&drafted[..k - 1]);
+        }
+        Ok(StepOutcome {
+            drafted: k,
+            emitted: emitted_of(&all)?,
+        })
     }
 
     /// Grow a draft tree of at most `nodes` nodes with the drafter model (EAGLE-2 style):
@@ -703,27 +803,6 @@ impl Engine {
                 .collect();
         }
         Ok((tree, passes))
-    }
-
-    /// Move the accepted batch rows `keep` of the last step to follow the prefix, in every
-    /// layer's KV cache (the step uniform still holds that step's `n_past` and `t`).
-    fn compact_kv(&self, keep: &[usize]) -> Result<()> {
-        let keep32: Vec<u32> = keep.iter().map(|&r| r as u32).collect();
-        self.gpu
-            .queue
-            .write_buffer(&self.keep, 0, bytemuck::cast_slice(&keep32));
-        self.gpu
-            .queue
-            .write_buffer(&self.n_keep, 0, bytemuck::bytes_of(&(keep32.len() as u32)));
-        let mut enc = self.gpu.encoder("kv compact");
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for b in &self.compact_bound {
-                self.compact.encode(&mut pass, b);
-            }
-        }
-        self.gpu.submit(enc);
-        Ok(())
     }
 }
 

@@ -125,6 +125,7 @@ fn answer_turn(
         stop: vec![],
         method: spec.method.clone(),
         adaptive: settings.adaptive,
+        sampling: None,
     };
     let mut first_step = None;
     let mut done = 0;

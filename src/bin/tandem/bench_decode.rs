@@ -157,6 +157,7 @@ fn bench_one(gpu: Gpu, path: &Path, args: &BenchDecodeArgs) -> Result<Row> {
     let plain = |n| GenerateOptions {
         max_tokens: n,
         stop: vec![],
+        sampling: None,
         method: Method::Plain,
         adaptive: false,
     };

@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use tandem::engine::{Engine, EngineOptions, Event, GenerateOptions, Method};
 use tandem::gpu::{self, GpuOptions};
+use tandem::kernels::sample::SampleParams;
 use tandem::model::loader::ModelFile;
 use tandem::model::{files, gguf::GgufFile};
 use tandem::spec::PromptLookup;
@@ -219,6 +220,18 @@ pub(crate) struct GenArgs {
     /// Draft exactly --draft-len tokens every step instead of adapting to measured speed
     #[arg(long)]
     no_adaptive: bool,
+    /// Sampling temperature; 0 (the default) decodes greedily
+    #[arg(long, default_value_t = 0.0)]
+    temp: f32,
+    /// With --temp: keep only the K most likely tokens (0 = off)
+    #[arg(long, default_value_t = 0)]
+    top_k: u32,
+    /// With --temp: keep the smallest set of tokens whose probability reaches P (1 = off)
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// With --temp: random seed (the same seed repeats a run exactly)
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Most new tokens
     #[arg(short = 'n', long, default_value_t = 128)]
     max_tokens: usize,
@@ -270,6 +283,12 @@ impl GenArgs {
             stop: vec![],
             method,
             adaptive: !self.no_adaptive,
+            sampling: (self.temp > 0.0).then_some(SampleParams {
+                temperature: self.temp,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                seed: self.seed,
+            }),
         }
     }
 }
