@@ -427,6 +427,11 @@ impl Engine {
                 "the draft-model method needs a drafter (load_drafter)".into(),
             ));
         }
+        self.sampling = opts.sampling.is_some();
+        if let Some(p) = &opts.sampling {
+            self.sampler.set_params(&self.gpu, p)?;
+            self.verifier.set_seed(&self.gpu, p.seed);
+        }
         let mut stats = Stats {
             prompt_tokens: prompt.len(),
             ..Default::default()

@@ -468,3 +468,121 @@ fn qwen_pair_speculative_equals_plain_on_specbench_questions() {
         }
     }
 }
+
+fn sampling(seed: u64) -> Option<tandem::kernels::sample::SampleParams> {
+    Some(tandem::kernels::sample::SampleParams {
+        temperature: 1.5,
+        top_k: 0,
+        top_p: 1.0,
+        seed,
+    })
+}
+
+#[test]
+fn sampling_is_repeatable_for_a_seed_and_varies_across_seeds() {
+    let file = tiny(Arch::Llama, GgmlType::Q8_0, 7);
+    let Some(mut engine) = engine_with_drafter(&file, &file) else {
+        return;
+    };
+    let prompt = engine.tokenizer.encode("the world and the", false).unwrap();
+    for method in [Method::Plain, Method::Draft { k: 3 }, lookup(4)] {
+        let o = |seed| GenerateOptions {
+            max_tokens: 16,
+            adaptive: false,
+            method: method.clone(),
+            sampling: sampling(seed),
+            ..Default::default()
+        };
+        let a = engine.generate(&prompt, &o(1), |_| true).unwrap();
+        let b = engine.generate(&prompt, &o(1), |_| true).unwrap();
+        let c = engine.generate(&prompt, &o(2), |_| true).unwrap();
+        assert_eq!(
+            a.tokens,
+            b.tokens,
+            "{}: same seed, different output",
+            method.name()
+        );
+        assert_ne!(
+            a.tokens,
+            c.tokens,
+            "{}: different seeds, same output",
+            method.name()
+        );
+    }
+}
+
+/// Speculative sampling is lossless: the first token emitted with a (self-)drafted chain is
+/// distributed as the target's softmax at that temperature (χ² at the 0.1% level over 800
+/// seeds). A rule that accepted every draft would put all mass on the greedy token and fail.
+#[test]
+fn speculative_sampling_first_token_follows_the_target_distribution() {
+    let file = tiny(Arch::Llama, GgmlType::Q8_0, 9);
+    let Some(mut engine) = engine_with_drafter(&file, &file) else {
+        return;
+    };
+    let prompt = engine.tokenizer.encode("the world", false).unwrap();
+    // The target's distribution after the prompt, from its logits.
+    let temp = 1.5f64;
+    let n_past = prompt.len() - 1;
+    engine.target.prefill(&engine.gpu, &prompt, 0).unwrap();
+    let logits = engine.target.read_logits_blocking(&engine.gpu, 1);
+    let _ = n_past;
+    let m = logits.iter().copied().fold(f32::MIN, f32::max) as f64;
+    let w: Vec<f64> = logits
+        .iter()
+        .map(|&l| ((l as f64 - m) / temp).exp())
+        .collect();
+    let z: f64 = w.iter().sum();
+    let p: Vec<f64> = w.iter().map(|x| x / z).collect();
+    let trials = 800;
+    let mut counts = vec![0usize; p.len()];
+    let mut accepted = 0;
+    for seed in 0..trials {
+        engine.reset();
+        let o = GenerateOptions {
+            max_tokens: 3,
+            adaptive: false,
+            method: Method::Draft { k: 2 },
+            sampling: sampling(seed as u64 + 100),
+            ..Default::default()
+        };
+        let out = engine.generate(&prompt, &o, |_| true).unwrap();
+        counts[out.tokens[0] as usize] += 1;
+        accepted += out.stats.accepted;
+    }
+    // Bins with expected count ≥ 5; the rest merged into one.
+    let (mut chi2, mut df, mut rest_e, mut rest_o) = (0.0, 0usize, 0.0, 0.0);
+    for (i, &pi) in p.iter().enumerate() {
+        let e = pi * trials as f64;
+        if e >= 5.0 {
+            chi2 += (counts[i] as f64 - e).powi(2) / e;
+            df += 1;
+        } else {
+            rest_e += e;
+            rest_o += counts[i] as f64;
+        }
+    }
+    if rest_e > 0.0 {
+        chi2 += (rest_o - rest_e).powi(2) / rest_e.max(1e-9);
+        df += 1;
+    }
+    // 0.1% critical value of χ²(df - 1) by the Wilson–Hilferty approximation.
+    let k = (df - 1) as f64;
+    let crit = k * (1.0 - 2.0 / (9.0 * k) + 3.09 * (2.0 / (9.0 * k)).sqrt()).powi(3);
+    eprintln!(
+        "χ² = {chi2:.1}, df = {}, critical {crit:.1}, drafts accepted {accepted}",
+        df - 1
+    );
+    assert!(
+        df >= 3,
+        "the distribution is too peaked for a useful test (df = {df})"
+    );
+    assert!(
+        accepted > 0 && accepted < trials,
+        "drafts accepted {accepted} of {trials}"
+    );
+    assert!(
+        chi2 < crit,
+        "first-token distribution differs from the target's: χ² = {chi2:.1} ≥ {crit:.1}"
+    );
+}
