@@ -447,6 +447,18 @@ impl Engine {
         }
         self.cache.truncate(reuse);
         self.cache.extend_from_slice(head);
+        // The drafter prefills the prompt here too (DESIGN.md's loop), so its cost counts as
+        // prefill rather than landing on the first drafting step of the decode phase.
+        if matches!(opts.method, Method::Draft { .. }) {
+            if let Some(d) = &mut self.drafter {
+                let c = common_prefix(&d.cache, &self.cache);
+                if c < self.cache.len() {
+                    d.model.prefill(&self.gpu, &self.cache[c..], c)?;
+                }
+                d.cache.truncate(c);
+                d.cache.extend_from_slice(&self.cache[c..]);
+            }
+        }
         let mut root = prompt[prompt.len() - 1];
         let mut history: Vec<u32> = prompt.to_vec();
         let mut out: Vec<u32> = Vec::new();

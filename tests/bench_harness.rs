@@ -493,6 +493,12 @@ fn end_to_end_on_a_tiny_model_is_lossless_and_writes_every_output() {
         for t in &r.turns {
             assert!(!t.tokens.is_empty() && t.tokens.len() <= 8);
             assert!(t.wall_seconds > 0.0 && t.target_passes > 0);
+            // One entry per step; the steps' tokens add up to the turn's.
+            assert_eq!(t.accept_lengths.len(), t.target_passes);
+            assert_eq!(t.step_seconds.len(), t.target_passes);
+            assert_eq!(t.accept_lengths.iter().sum::<usize>(), t.tokens.len());
+            assert_eq!(t.first_step_tokens, t.accept_lengths[0]);
+            assert!(t.step_seconds.iter().sum::<f64>() <= t.wall_seconds);
         }
     }
     // The second turn's prompt holds the first answer (so it is longer than turn 1's

@@ -35,6 +35,12 @@ pub struct TurnRecord {
     pub drafter_passes: usize,
     pub drafted: usize,
     pub accepted: usize,
+    /// Tokens emitted by each step (accepted drafts + the target's own token; Spec-Bench's
+    /// `accept_lengths`).
+    pub accept_lengths: Vec<usize>,
+    /// Seconds of each step, from the previous step's end (the first from the call's start,
+    /// so it holds the prefill).
+    pub step_seconds: Vec<f64>,
     pub stop_reason: Option<StopReason>,
     /// The answer's text (it goes into the next turn's prompt).
     pub text: String,

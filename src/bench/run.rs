@@ -127,12 +127,17 @@ fn answer_turn(
         adaptive: settings.adaptive,
         sampling: None,
     };
-    let mut first_step = None;
+    let mut accept_lengths = Vec::new();
+    let mut step_seconds = Vec::new();
     let mut done = 0;
     let t0 = seconds();
+    let mut last = t0;
     let out = engine.generate(&ids, &opts, |ev| {
         let Event::Tokens { ids, .. } = ev;
-        first_step.get_or_insert(ids.len());
+        let now = seconds();
+        step_seconds.push(now - last);
+        last = now;
+        accept_lengths.push(ids.len());
         done += ids.len();
         progress(Progress::Tokens { n: ids.len(), done });
         true
@@ -142,7 +147,7 @@ fn answer_turn(
     Ok(TurnRecord {
         prompt_tokens: s.prompt_tokens,
         reused_prompt_tokens: s.reused_prompt_tokens,
-        first_step_tokens: first_step.unwrap_or(0),
+        first_step_tokens: accept_lengths.first().copied().unwrap_or(0),
         wall_seconds: wall,
         prefill_seconds: s.prefill_seconds,
         decode_seconds: s.decode_seconds,
@@ -150,6 +155,8 @@ fn answer_turn(
         drafter_passes: s.drafter_passes,
         drafted: s.drafted,
         accepted: s.accepted,
+        accept_lengths,
+        step_seconds,
         stop_reason: out.stop_reason,
         text: out.text,
         tokens: out.tokens,

@@ -1,6 +1,7 @@
 //! `tandem bench`: the Spec-Bench-style benchmark (the harness is `tandem::bench`; this is
 //! argument parsing, model loading, the progress bar and the exit status).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -67,7 +68,8 @@ pub struct BenchArgs {
     /// Tokens of the untimed warm-up generation per method
     #[arg(long, default_value_t = 4)]
     warmup_tokens: usize,
-    /// Directory for specbench.json, specbench.md and specbench.svg
+    /// Directory for specbench.json, specbench.md, specbench.svg (and specbench.records.jsonl,
+    /// written as the run goes)
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
 }
@@ -253,6 +255,13 @@ pub fn run(gpu_options: &GpuOptions, args: &BenchArgs) -> Result<()> {
         .map_err(|e| Error::Invalid(format!("progress bar template: {e}")))?,
     );
     bar.enable_steady_tick(Duration::from_millis(250));
+    // Records also go out one line at a time, so an interrupted hours-long run keeps what
+    // it measured.
+    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(args.out.display().to_string(), e))?;
+    let partial_path = args.out.join("specbench.records.jsonl");
+    let mut partial = std::fs::File::create(&partial_path)
+        .map_err(|e| Error::io(partial_path.display().to_string(), e))?;
+    let mut partial_err: Option<std::io::Error> = None;
     let mut live = String::new();
     let mut current = String::new();
     let records = bench::run_questions(&mut engine, &qs, &methods, &settings, |p| match p {
@@ -273,8 +282,14 @@ pub fn run(gpu_options: &GpuOptions, args: &BenchArgs) -> Result<()> {
         Progress::Tokens { done, .. } => {
             bar.set_message(format!("{current} {done} tok{live}"));
         }
-        Progress::Done { records, .. } => {
+        Progress::Done { record, records } => {
             bar.inc(1);
+            if partial_err.is_none() {
+                let line = serde_json::to_string(record).unwrap_or_default();
+                if let Err(e) = writeln!(partial, "{line}") {
+                    partial_err = Some(e);
+                }
+            }
             let s = summarize(records, &names, &[]);
             live = s
                 .iter()
@@ -292,6 +307,9 @@ pub fn run(gpu_options: &GpuOptions, args: &BenchArgs) -> Result<()> {
         }
     })?;
     bar.finish_and_clear();
+    if let Some(e) = partial_err {
+        eprintln!("warning: writing {}: {e}", partial_path.display());
+    }
 
     // The program's own path says nothing to a reader of the report.
     let command = std::iter::once("tandem".to_string())
