@@ -449,7 +449,7 @@ impl Engine {
         self.cache.extend_from_slice(head);
         // The drafter prefills the prompt here too (DESIGN.md's loop), so its cost counts as
         // prefill rather than landing on the first drafting step of the decode phase.
-        if matches!(opts.method, Method::Draft { .. }) {
+        if matches!(opts.method, Method::Draft { .. } | Method::DraftTree { .. }) {
             if let Some(d) = &mut self.drafter {
                 let c = common_prefix(&d.cache, &self.cache);
                 if c < self.cache.len() {
