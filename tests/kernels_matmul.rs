@@ -4,7 +4,9 @@ mod common;
 
 use tandem::gpu::{Gpu, GpuOptions};
 use tandem::kernels::embed::Embedding;
-use tandem::kernels::matmul::{Epilogue, Matmul, MatmulBinding, MatmulPath, QuantMatrix};
+use tandem::kernels::matmul::{
+    Epilogue, Matmul, MatmulBinding, MatmulPath, QuantMatrix, SMALL_ROWS,
+};
 use tandem::kernels::Step;
 use tandem::model::quant::{dequantize, quantize, GgmlType};
 use tandem::Error;
@@ -192,8 +194,9 @@ fn bias_and_accumulate_epilogues() {
 
 #[test]
 fn small_path_is_batch_invariant() {
-    // Each row of a T = 17 (and T = 64) batch must equal, bit for bit, the same token
-    // multiplied alone (T = 1): verification and plain decoding then see identical logits.
+    // Each row of a T = 5, 17 and 64 batch (a partial tile, several tiles, all full tiles)
+    // must equal, bit for bit, the same token multiplied alone (T = 1): verification and
+    // plain decoding then see identical logits.
     let Some(gpu) = common::gpu() else { return };
     let n = 29;
     for (i, ty) in TYPES.into_iter().enumerate() {
@@ -213,6 +216,7 @@ fn small_path_is_batch_invariant() {
                 Epilogue::default(),
             )
             .unwrap();
+        let y5 = run(&gpu, &mm, &batch, &bb, 5, MatmulPath::Auto, false);
         let y17 = run(&gpu, &mm, &batch, &bb, 17, MatmulPath::Auto, false);
         let y64 = run(&gpu, &mm, &batch, &bb, 64, MatmulPath::Auto, false);
         let one = Setup::new(&gpu, &x[..k], n, 1);
@@ -223,6 +227,14 @@ fn small_path_is_batch_invariant() {
             gpu.queue
                 .write_buffer(&one.x, 0, bytemuck::cast_slice(&x[t * k..(t + 1) * k]));
             let alone = run(&gpu, &mm, &one, &b1, 1, MatmulPath::Auto, false);
+            if t < 5 {
+                assert_eq!(
+                    common::bits(&alone),
+                    common::bits(&y5[t * n..(t + 1) * n]),
+                    "{}: row {t} of T=5 differs from T=1",
+                    ty.name()
+                );
+            }
             if t < 17 {
                 assert_eq!(
                     common::bits(&alone),
@@ -248,9 +260,10 @@ fn matrices_over_the_binding_limit_are_split_by_rows() {
     for ty in [Q6_K, Q5_0, F32, Q4_1] {
         let k = awkward_k(ty);
         let row_bytes = ty.bytes_for(k as u64).unwrap();
-        // 7 rows (plus change) per binding: 37 rows become parts of 7,7,7,7,7,2.
+        // 7 rows (plus change) per binding: 37 rows become parts of 7,7,7,7,7,2. The limit
+        // counts whole 16-byte words (weights are read as vec4<u32>).
         let options = GpuOptions {
-            max_binding_override: Some(row_bytes * 7 + 5),
+            max_binding_override: Some((row_bytes * 7).next_multiple_of(16) + 5),
             ..GpuOptions::from_env()
         };
         let Some(gpu) = common::gpu_with(&options) else {
@@ -313,9 +326,11 @@ fn matrices_over_the_binding_limit_are_split_by_rows() {
 
 #[test]
 fn more_than_65535_workgroups_use_a_2d_dispatch() {
-    // 140,000 rows at 2 rows per workgroup is 70,000 workgroups (the vocabulary head case).
+    // More than 65,535 workgroups of SMALL_ROWS rows each: over a million rows, kept to
+    // ~36 MB by K = 32.
     let Some(gpu) = common::gpu() else { return };
-    let (n, k, t) = (140_000usize, 32usize, 2usize);
+    let n = 65_536 * SMALL_ROWS as usize + 77;
+    let (k, t) = (32usize, 2usize);
     let (bytes, w) = weights(Q8_0, n, k, 11);
     let x = common::rand_f32(12, t * k);
     let want = common::matmul_f64(&x, &w, t, n, k);
@@ -326,7 +341,7 @@ fn more_than_65535_workgroups_use_a_2d_dispatch() {
         .bind(&gpu, &s.step, &m, &s.x, &s.y, Epilogue::default())
         .unwrap();
     let got = run(&gpu, &mm, &s, &b, t, MatmulPath::Auto, false);
-    assert_close(&got, &want, "140,000-row head");
+    assert_close(&got, &want, &format!("{n}-row head"));
 }
 
 /// Gather `ids` from `table` on the GPU.
@@ -403,10 +418,10 @@ fn embedding_gather_equals_cpu_dequant_for_every_type() {
         let m = QuantMatrix::upload(&full, "emb", ty, n, k, &bytes).unwrap();
         check(gather(&full, &m, &ids), &want, "T=17");
         check(gather(&full, &m, &ids[..1]), &want[..k], "T=1");
-        // Split into parts of 5 rows (the limit counts whole 4-byte words).
+        // Split into parts of 5 rows (the limit counts whole 16-byte words).
         let row_bytes = ty.bytes_for(k as u64).unwrap();
         let options = GpuOptions {
-            max_binding_override: Some((row_bytes * 5).next_multiple_of(4)),
+            max_binding_override: Some((row_bytes * 5).next_multiple_of(16)),
             ..GpuOptions::from_env()
         };
         let Some(gpu) = common::gpu_with(&options) else {

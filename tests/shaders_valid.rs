@@ -68,8 +68,11 @@ fn a_broken_shader_fails_validation() {
 fn quantized_kernels_validate_for_every_type() {
     use tandem::model::quant::GgmlType::*;
     for ty in [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K] {
+        let name = "matmul.q.wgsl";
+        let body = include_str!("../shaders/matmul.q.wgsl");
+        let src = tandem::kernels::dequant::chunk_shader_source(ty, body).unwrap();
+        tandem::gpu::validate_wgsl(&format!("{name} for {}", ty.name()), &src).unwrap();
         for (name, body) in [
-            ("matmul.q.wgsl", include_str!("../shaders/matmul.q.wgsl")),
             (
                 "matmul_tiled.q.wgsl",
                 include_str!("../shaders/matmul_tiled.q.wgsl"),

@@ -15,8 +15,8 @@ const TILED_WGSL: &str = include_str!("../../shaders/matmul_tiled.q.wgsl");
 /// Largest T the small-T kernel takes on the automatic path. Decode and tree verification
 /// stay at or below it, so they share one kernel and are batch invariant.
 pub const SMALL_T_MAX: u32 = 64;
-/// Weight rows per workgroup of the small-T kernel (`ROWS` in matmul.wgsl).
-const SMALL_ROWS: u32 = 2;
+/// Weight rows per workgroup of the small-T kernel (`ROWS` in matmul.q.wgsl).
+pub const SMALL_ROWS: u32 = 16;
 /// Output tile of the tiled kernel (`BT`, `BN` in matmul_tiled.wgsl).
 const TILE: u32 = 64;
 
@@ -79,7 +79,7 @@ impl Matmul {
         let name = ty.name();
         let small = gpu.pipeline(
             &format!("matmul-small-{name}"),
-            &super::dequant::shader_source(ty, SMALL_WGSL)?,
+            &super::dequant::chunk_shader_source(ty, SMALL_WGSL)?,
             "main",
             &[],
         )?;
