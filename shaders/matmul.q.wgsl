@@ -7,21 +7,32 @@
 //   y:      [T, N] f32
 //   bias:   [N] f32 (a dummy when p.has_bias == 0)
 //
-// Shape. A workgroup of 64 threads is RG row groups × TPR lanes; a row group owns RPT = 4
-// consecutive rows (the four components of its vec4 accumulators). Lane `l` walks the
-// 32-element chunks l, l + TPR, l + 2·TPR, ... of its rows: it dequantizes each chunk of
-// the 4 rows once and applies it to every token of the tile (up to TT = 8 tokens), keeping
-// one running vec4 per token. So each weight byte is read once per tile of 8 tokens, each
-// x value once per 4 rows, and neighbouring lanes read neighbouring chunks of a row
-// (coalesced on GPUs). At the end of a tile the TPR partial sums of each (token, row) go
-// through workgroup memory and one thread adds them up in lane order: one barrier and TPR
-// adds per token, for the tokens the tile really has.
+// Two shapes, chosen per adapter when the pipeline is built (src/kernels/matmul.rs,
+// `SmallShape`), which prepends `const WG` and `const TPR` to this file:
+//
+// * lanes (GPUs): WG = 64 threads = RG = WG / TPR row groups × TPR = 16 lanes. A row group
+//   owns RPT = 4 consecutive rows. Lane `l` walks the 32-element chunks l, l + TPR, ... of
+//   its rows, so neighbouring threads read neighbouring bytes of a row (coalesced), and the
+//   TPR partial sums of each (token, row) are added through workgroup memory at the end.
+// * rows (CPU adapters: llvmpipe, SwiftShader): TPR = 1, every thread owns 4 whole rows and
+//   walks all their chunks: no reduction, no barrier. A CPU runs a workgroup's threads as
+//   the lanes of SIMD registers, pays for each load instruction one lane at a time and for
+//   each barrier with a coroutine switch per SIMD group, and has only a few cores to keep
+//   busy; 4 whole rows per thread make the fewest loads and no barrier (4-5x faster there
+//   than the lanes shape), while on a GPU it would read 64 rows in 64 places and leave most
+//   of the machine idle for the narrow matrices of small models.
+//
+// Both: a thread dequantizes each chunk of its 4 rows once per tile of up to TT = 16 tokens
+// and applies it to every token of the tile; x is read once per 4 rows. The running sums
+// (4 rows of one token = one vec4) live in workgroup memory indexed by token slot, so the
+// token loop runs exactly T times: no work for slots past T and no private array indexed
+// at run time.
 //
 // Batch invariance. A token's result is: for each lane, the chunks in walk order, each
 // chunk's 8 vec4 dot products summed in order; then the lanes' sums added in lane order.
-// That depends on K and this shape only, never on T or on the tile slot a token lands in
-// (every slot runs the same code), so a row is bit-identical for T = 1 and T = 64 (tested).
-// Slots past T are skipped by branches that are uniform across the workgroup.
+// That depends on K and the shape only, never on T or on the tile slot a token lands in
+// (every slot runs the same code), so a row is bit-identical for T = 1 and T = 64 (tested
+// for both shapes).
 
 struct Step {
     t: u32,
@@ -48,14 +59,13 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> bias: array<f32>;
 
-const WG = 64u;
-const TPR = 16u;         // lanes per row group (along K)
 const RG = WG / TPR;     // row groups per workgroup
 const RPT = 4u;          // rows per row group
-const ROWS = RG * RPT;   // rows per workgroup (SMALL_ROWS in src/kernels/matmul.rs)
-const TT = 8u;           // tokens per tile
+const ROWS = RG * RPT;   // rows per workgroup (SmallShape::rows in src/kernels/matmul.rs)
+const TT = 16u;          // tokens per tile
 
-var<workgroup> red: array<vec4<f32>, 512>; // [TT][WG]
+// Per thread and token slot, the running sums of its 4 rows; then the reduction's input.
+var<workgroup> red: array<vec4<f32>, TT * WG>;
 
 alias Chunk = array<vec4<f32>, 8>;
 
@@ -85,7 +95,7 @@ fn emit(t: u32, r: u32, v: f32) {
     y[yi] = o;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let group = wg.x + wg.y * nwg.x;
@@ -101,56 +111,76 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let k4 = p.k / 4u;
     let t_total = step.t;
 
-    for (var t0 = 0u; t0 < t_total; t0 += TT) {
+    // Loops test their condition at the bottom (`break if`): CPU implementations run a
+    // loop's body once more, masked, when a top test fails, which costs as much as a pass.
+    var t0 = 0u;
+    loop {
         let nt = min(TT, t_total - t0);
-        var a0 = vec4<f32>(0.0);
-        var a1 = vec4<f32>(0.0);
-        var a2 = vec4<f32>(0.0);
-        var a3 = vec4<f32>(0.0);
-        var a4 = vec4<f32>(0.0);
-        var a5 = vec4<f32>(0.0);
-        var a6 = vec4<f32>(0.0);
-        var a7 = vec4<f32>(0.0);
-        for (var c = lane; c < chunks; c += TPR) {
-            let w0 = dequant_chunk(o0, c);
-            let w1 = dequant_chunk(o1, c);
-            let w2 = dequant_chunk(o2, c);
-            let w3 = dequant_chunk(o3, c);
-            let xi = t0 * k4 + 8u * c;
-            a0 += dot_chunk(w0, w1, w2, w3, xi);
-            if (nt > 1u) { a1 += dot_chunk(w0, w1, w2, w3, xi + k4); }
-            if (nt > 2u) { a2 += dot_chunk(w0, w1, w2, w3, xi + 2u * k4); }
-            if (nt > 3u) { a3 += dot_chunk(w0, w1, w2, w3, xi + 3u * k4); }
-            if (nt > 4u) { a4 += dot_chunk(w0, w1, w2, w3, xi + 4u * k4); }
-            if (nt > 5u) { a5 += dot_chunk(w0, w1, w2, w3, xi + 5u * k4); }
-            if (nt > 6u) { a6 += dot_chunk(w0, w1, w2, w3, xi + 6u * k4); }
-            if (nt > 7u) { a7 += dot_chunk(w0, w1, w2, w3, xi + 7u * k4); }
-        }
-        red[lid] = a0;
-        if (nt > 1u) { red[WG + lid] = a1; }
-        if (nt > 2u) { red[2u * WG + lid] = a2; }
-        if (nt > 3u) { red[3u * WG + lid] = a3; }
-        if (nt > 4u) { red[4u * WG + lid] = a4; }
-        if (nt > 5u) { red[5u * WG + lid] = a5; }
-        if (nt > 6u) { red[6u * WG + lid] = a6; }
-        if (nt > 7u) { red[7u * WG + lid] = a7; }
-        workgroupBarrier();
-        // Thread j·RG + g sums token slot j of row group g over its TPR lanes, in lane order.
-        if (lid < nt * RG) {
-            let j = lid / RG;
-            let g = lid % RG;
-            let base = j * WG + g * TPR;
-            var s = red[base];
-            for (var l = 1u; l < TPR; l++) {
-                s += red[base + l];
+        var j = 0u;
+        loop {
+            red[j * WG + lid] = vec4<f32>(0.0);
+            continuing {
+                j += 1u;
+                break if j >= nt;
             }
-            let t = t0 + j;
-            let r = group * ROWS + g * RPT;
-            emit(t, r, s.x);
-            emit(t, r + 1u, s.y);
-            emit(t, r + 2u, s.z);
-            emit(t, r + 3u, s.w);
         }
-        workgroupBarrier();
+        var c = lane;
+        if (c < chunks) {
+            loop {
+                let w0 = dequant_chunk(o0, c);
+                let w1 = dequant_chunk(o1, c);
+                let w2 = dequant_chunk(o2, c);
+                let w3 = dequant_chunk(o3, c);
+                let xi = t0 * k4 + 8u * c;
+                var j = 0u;
+                loop {
+                    let a = j * WG + lid;
+                    red[a] += dot_chunk(w0, w1, w2, w3, xi + j * k4);
+                    continuing {
+                        j += 1u;
+                        break if j >= nt;
+                    }
+                }
+                continuing {
+                    c += TPR;
+                    break if c >= chunks;
+                }
+            }
+        }
+        // Job q = j·RG + g: token slot j of row group g, its TPR lane sums added in lane
+        // order (in the rows shape, a thread's own slots).
+        if (TPR > 1u) {
+            workgroupBarrier();
+        }
+        let jobs = nt * RG;
+        var q = lid;
+        if (q < jobs) {
+            loop {
+                let j = q / RG;
+                let g = q % RG;
+                let base = j * WG + g * TPR;
+                var s = red[base];
+                for (var l = 1u; l < TPR; l++) {
+                    s += red[base + l];
+                }
+                let t = t0 + j;
+                let r = group * ROWS + g * RPT;
+                emit(t, r, s.x);
+                emit(t, r + 1u, s.y);
+                emit(t, r + 2u, s.z);
+                emit(t, r + 3u, s.w);
+                continuing {
+                    q += WG;
+                    break if q >= jobs;
+                }
+            }
+        }
+        if (TPR > 1u) {
+            workgroupBarrier();
+        }
+        continuing {
+            t0 += TT;
+            break if t0 >= t_total;
+        }
     }
 }
