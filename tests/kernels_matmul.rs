@@ -4,7 +4,9 @@ mod common;
 
 use tandem::gpu::{Gpu, GpuOptions};
 use tandem::kernels::embed::Embedding;
-use tandem::kernels::matmul::{Epilogue, Matmul, MatmulBinding, MatmulPath, QuantMatrix};
+use tandem::kernels::matmul::{
+    Epilogue, Matmul, MatmulBinding, MatmulPath, QuantMatrix, SmallShape,
+};
 use tandem::kernels::Step;
 use tandem::model::quant::{dequantize, quantize, GgmlType};
 use tandem::Error;
@@ -12,6 +14,9 @@ use tandem::Error;
 use GgmlType::*;
 
 const TYPES: [GgmlType; 9] = [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K];
+/// Both shapes of the small-T kernel are checked on whatever adapter runs the tests (a
+/// device uses one of them: `SmallShape::for_gpu`).
+const SHAPES: [SmallShape; 2] = [SmallShape::Lanes, SmallShape::Rows];
 
 /// The GPU's result is compared with an f64 matmul over the *dequantized* weights, so only
 /// f32 rounding separates them: relative error ≤ 1e-3 (|a - b| / max(1, |b|)) is loose
@@ -101,27 +106,27 @@ fn matmul_matches_cpu_reference_for_every_type() {
         let x = common::rand_f32(100 + i as u64, max_t * k);
         let want = common::matmul_f64(&x, &w, max_t, n, k);
         let m = QuantMatrix::upload(&gpu, "w", ty, n, k, &bytes).unwrap();
-        let mm = Matmul::new(&gpu, ty).unwrap();
         let s = Setup::new(&gpu, &x, n, max_t);
-        let b = mm
-            .bind(&gpu, &s.step, &m, &s.x, &s.y, Epilogue::default())
-            .unwrap();
-        for t in ts {
-            let got = run(&gpu, &mm, &s, &b, t, MatmulPath::Auto, false);
-            assert_close(&got, &want[..t * n], &format!("{} T={t}", ty.name()));
-        }
-        // Each kernel also outside its usual range: tiled for tiny T, small for T > 64.
-        for (t, path) in [
-            (1, MatmulPath::Tiled),
-            (17, MatmulPath::Tiled),
-            (100, MatmulPath::Small),
-        ] {
-            let got = run(&gpu, &mm, &s, &b, t, path, false);
-            assert_close(
-                &got,
-                &want[..t * n],
-                &format!("{} T={t} {path:?}", ty.name()),
-            );
+        for shape in SHAPES {
+            let mm = Matmul::with_shape(&gpu, ty, shape).unwrap();
+            let b = mm
+                .bind(&gpu, &s.step, &m, &s.x, &s.y, Epilogue::default())
+                .unwrap();
+            for t in ts {
+                let got = run(&gpu, &mm, &s, &b, t, MatmulPath::Auto, false);
+                let what = format!("{} {shape:?} T={t}", ty.name());
+                assert_close(&got, &want[..t * n], &what);
+            }
+            // Each kernel also outside its usual range: tiled for tiny T, small for T > 64.
+            for (t, path) in [
+                (1, MatmulPath::Tiled),
+                (17, MatmulPath::Tiled),
+                (100, MatmulPath::Small),
+            ] {
+                let got = run(&gpu, &mm, &s, &b, t, path, false);
+                let what = format!("{} {shape:?} T={t} {path:?}", ty.name());
+                assert_close(&got, &want[..t * n], &what);
+            }
         }
     }
 }
@@ -139,7 +144,6 @@ fn bias_and_accumulate_epilogues() {
         let y0 = common::rand_f32(6, max_t * n);
         let xw = common::matmul_f64(&x, &w, max_t, n, k);
         let m = QuantMatrix::upload(&gpu, "w", ty, n, k, &bytes).unwrap();
-        let mm = Matmul::new(&gpu, ty).unwrap();
         let s = Setup::new(&gpu, &x, n, max_t);
         let bias_buf = gpu.upload("bias", &bias).unwrap();
         let cases = [
@@ -147,7 +151,10 @@ fn bias_and_accumulate_epilogues() {
             (None, true),
             (Some(&bias_buf), true),
         ];
-        for (bias_opt, accumulate) in cases {
+        for ((bias_opt, accumulate), shape) in
+            cases.into_iter().flat_map(|c| SHAPES.map(|sh| (c, sh)))
+        {
+            let mm = Matmul::with_shape(&gpu, ty, shape).unwrap();
             let b = mm
                 .bind(
                     &gpu,
@@ -177,7 +184,7 @@ fn bias_and_accumulate_epilogues() {
                     })
                     .collect();
                 let what = format!(
-                    "{} T={t} {path:?} bias={} accumulate={accumulate}",
+                    "{} {shape:?} T={t} {path:?} bias={} accumulate={accumulate}",
                     ty.name(),
                     bias_opt.is_some()
                 );
@@ -192,51 +199,61 @@ fn bias_and_accumulate_epilogues() {
 
 #[test]
 fn small_path_is_batch_invariant() {
-    // Each row of a T = 17 (and T = 64) batch must equal, bit for bit, the same token
-    // multiplied alone (T = 1): verification and plain decoding then see identical logits.
+    // Each row of a T = 5, 17 and 64 batch (a partial tile, several tiles, all full tiles)
+    // must equal, bit for bit, the same token multiplied alone (T = 1): verification and
+    // plain decoding then see identical logits.
     let Some(gpu) = common::gpu() else { return };
     let n = 29;
     for (i, ty) in TYPES.into_iter().enumerate() {
         let k = awkward_k(ty);
         let (bytes, _) = weights(ty, n, k, 20 + i as u64);
         let m = QuantMatrix::upload(&gpu, "w", ty, n, k, &bytes).unwrap();
-        let mm = Matmul::new(&gpu, ty).unwrap();
         let x = common::rand_f32(200 + i as u64, 64 * k);
-        let batch = Setup::new(&gpu, &x, n, 64);
-        let bb = mm
-            .bind(
-                &gpu,
-                &batch.step,
-                &m,
-                &batch.x,
-                &batch.y,
-                Epilogue::default(),
-            )
-            .unwrap();
-        let y17 = run(&gpu, &mm, &batch, &bb, 17, MatmulPath::Auto, false);
-        let y64 = run(&gpu, &mm, &batch, &bb, 64, MatmulPath::Auto, false);
-        let one = Setup::new(&gpu, &x[..k], n, 1);
-        let b1 = mm
-            .bind(&gpu, &one.step, &m, &one.x, &one.y, Epilogue::default())
-            .unwrap();
-        for t in (0..17).chain([31, 47, 63]) {
-            gpu.queue
-                .write_buffer(&one.x, 0, bytemuck::cast_slice(&x[t * k..(t + 1) * k]));
-            let alone = run(&gpu, &mm, &one, &b1, 1, MatmulPath::Auto, false);
-            if t < 17 {
+        for shape in SHAPES {
+            let mm = Matmul::with_shape(&gpu, ty, shape).unwrap();
+            let name = format!("{} {shape:?}", ty.name());
+            let batch = Setup::new(&gpu, &x, n, 64);
+            let bb = mm
+                .bind(
+                    &gpu,
+                    &batch.step,
+                    &m,
+                    &batch.x,
+                    &batch.y,
+                    Epilogue::default(),
+                )
+                .unwrap();
+            let y5 = run(&gpu, &mm, &batch, &bb, 5, MatmulPath::Auto, false);
+            let y17 = run(&gpu, &mm, &batch, &bb, 17, MatmulPath::Auto, false);
+            let y64 = run(&gpu, &mm, &batch, &bb, 64, MatmulPath::Auto, false);
+            let one = Setup::new(&gpu, &x[..k], n, 1);
+            let b1 = mm
+                .bind(&gpu, &one.step, &m, &one.x, &one.y, Epilogue::default())
+                .unwrap();
+            for t in (0..17).chain([31, 47, 63]) {
+                gpu.queue
+                    .write_buffer(&one.x, 0, bytemuck::cast_slice(&x[t * k..(t + 1) * k]));
+                let alone = run(&gpu, &mm, &one, &b1, 1, MatmulPath::Auto, false);
+                if t < 5 {
+                    assert_eq!(
+                        common::bits(&alone),
+                        common::bits(&y5[t * n..(t + 1) * n]),
+                        "{name}: row {t} of T=5 differs from T=1"
+                    );
+                }
+                if t < 17 {
+                    assert_eq!(
+                        common::bits(&alone),
+                        common::bits(&y17[t * n..(t + 1) * n]),
+                        "{name}: row {t} of T=17 differs from T=1"
+                    );
+                }
                 assert_eq!(
                     common::bits(&alone),
-                    common::bits(&y17[t * n..(t + 1) * n]),
-                    "{}: row {t} of T=17 differs from T=1",
-                    ty.name()
+                    common::bits(&y64[t * n..(t + 1) * n]),
+                    "{name}: row {t} of T=64 differs from T=1"
                 );
             }
-            assert_eq!(
-                common::bits(&alone),
-                common::bits(&y64[t * n..(t + 1) * n]),
-                "{}: row {t} of T=64 differs from T=1",
-                ty.name()
-            );
         }
     }
 }
@@ -245,12 +262,18 @@ fn small_path_is_batch_invariant() {
 fn matrices_over_the_binding_limit_are_split_by_rows() {
     let Some(full) = common::gpu() else { return };
     let n = 37;
-    for ty in [Q6_K, Q5_0, F32, Q4_1] {
+    for (ty, shape) in [
+        (Q6_K, SmallShape::Lanes),
+        (Q5_0, SmallShape::Rows),
+        (F32, SmallShape::Lanes),
+        (Q4_1, SmallShape::Rows),
+    ] {
         let k = awkward_k(ty);
         let row_bytes = ty.bytes_for(k as u64).unwrap();
-        // 7 rows (plus change) per binding: 37 rows become parts of 7,7,7,7,7,2.
+        // 7 rows (plus change) per binding: 37 rows become parts of 7,7,7,7,7,2. The limit
+        // counts whole 16-byte words (weights are read as vec4<u32>).
         let options = GpuOptions {
-            max_binding_override: Some(row_bytes * 7 + 5),
+            max_binding_override: Some((row_bytes * 7).next_multiple_of(16) + 5),
             ..GpuOptions::from_env()
         };
         let Some(gpu) = common::gpu_with(&options) else {
@@ -268,7 +291,7 @@ fn matrices_over_the_binding_limit_are_split_by_rows() {
         // The same matmul on an unsplit matrix, for a bitwise comparison.
         let m_full = QuantMatrix::upload(&full, "w", ty, n, k, &bytes).unwrap();
         assert_eq!(m_full.parts.len(), 1);
-        let mm_full = Matmul::new(&full, ty).unwrap();
+        let mm_full = Matmul::with_shape(&full, ty, shape).unwrap();
         let s_full = Setup::new(&full, &x, n, max_t);
         let bias_full = full.upload("bias", &bias).unwrap();
         let ep_full = Epilogue {
@@ -279,7 +302,7 @@ fn matrices_over_the_binding_limit_are_split_by_rows() {
             .bind(&full, &s_full.step, &m_full, &s_full.x, &s_full.y, ep_full)
             .unwrap();
 
-        let mm = Matmul::new(&gpu, ty).unwrap();
+        let mm = Matmul::with_shape(&gpu, ty, shape).unwrap();
         let s = Setup::new(&gpu, &x, n, max_t);
         let bias_buf = gpu.upload("bias", &bias).unwrap();
         let ep = Epilogue {
@@ -313,20 +336,23 @@ fn matrices_over_the_binding_limit_are_split_by_rows() {
 
 #[test]
 fn more_than_65535_workgroups_use_a_2d_dispatch() {
-    // 140,000 rows at 2 rows per workgroup is 70,000 workgroups (the vocabulary head case).
+    // More than 65,535 workgroups of the lanes shape's 16 rows: over a million rows, kept
+    // to ~36 MB by K = 32.
     let Some(gpu) = common::gpu() else { return };
-    let (n, k, t) = (140_000usize, 32usize, 2usize);
+    let shape = SmallShape::Lanes;
+    let n = 65_536 * shape.rows() as usize + 77;
+    let (k, t) = (32usize, 2usize);
     let (bytes, w) = weights(Q8_0, n, k, 11);
     let x = common::rand_f32(12, t * k);
     let want = common::matmul_f64(&x, &w, t, n, k);
     let m = QuantMatrix::upload(&gpu, "head", Q8_0, n, k, &bytes).unwrap();
-    let mm = Matmul::new(&gpu, Q8_0).unwrap();
+    let mm = Matmul::with_shape(&gpu, Q8_0, shape).unwrap();
     let s = Setup::new(&gpu, &x, n, t);
     let b = mm
         .bind(&gpu, &s.step, &m, &s.x, &s.y, Epilogue::default())
         .unwrap();
     let got = run(&gpu, &mm, &s, &b, t, MatmulPath::Auto, false);
-    assert_close(&got, &want, "140,000-row head");
+    assert_close(&got, &want, &format!("{n}-row head"));
 }
 
 /// Gather `ids` from `table` on the GPU.
@@ -403,10 +429,10 @@ fn embedding_gather_equals_cpu_dequant_for_every_type() {
         let m = QuantMatrix::upload(&full, "emb", ty, n, k, &bytes).unwrap();
         check(gather(&full, &m, &ids), &want, "T=17");
         check(gather(&full, &m, &ids[..1]), &want[..k], "T=1");
-        // Split into parts of 5 rows (the limit counts whole 4-byte words).
+        // Split into parts of 5 rows (the limit counts whole 16-byte words).
         let row_bytes = ty.bytes_for(k as u64).unwrap();
         let options = GpuOptions {
-            max_binding_override: Some((row_bytes * 5).next_multiple_of(4)),
+            max_binding_override: Some((row_bytes * 5).next_multiple_of(16)),
             ..GpuOptions::from_env()
         };
         let Some(gpu) = common::gpu_with(&options) else {

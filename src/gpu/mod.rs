@@ -348,7 +348,19 @@ impl Gpu {
 
     /// A storage buffer holding `bytes` (padded with zeros to a multiple of 4).
     pub fn upload_bytes(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
-        let size = (bytes.len() as u64).max(4).next_multiple_of(4);
+        self.upload_bytes_aligned(label, bytes, 4)
+    }
+
+    /// A storage buffer holding `bytes`, padded with zeros to a multiple of `align` (a
+    /// multiple of 4), e.g. 16 for shaders that read it as `array<vec4<u32>>`.
+    pub fn upload_bytes_aligned(
+        &self,
+        label: &str,
+        bytes: &[u8],
+        align: u64,
+    ) -> Result<wgpu::Buffer> {
+        let align = align.max(4).next_multiple_of(4);
+        let size = (bytes.len() as u64).max(4).next_multiple_of(align);
         self.check_size(label, size)?;
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),

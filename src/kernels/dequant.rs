@@ -1,12 +1,18 @@
 //! Quantized weights on the GPU: GGUF block bytes uploaded as they are, split by rows when
-//! a tensor exceeds the storage binding limit, plus the WGSL dequant helpers
-//! (`shaders/dequant.inc.wgsl`) that kernels reading such weights include.
+//! a tensor exceeds the storage binding limit, plus the WGSL dequant helpers that kernels
+//! reading such weights include: `shaders/dequant.inc.wgsl` (16-element units, word reads)
+//! and `shaders/dequant_chunk.inc.wgsl` (32-element chunks, 16-byte reads).
 
 use crate::gpu::Gpu;
 use crate::model::quant::GgmlType;
 use crate::{Error, Result};
 
 const DEQUANT_WGSL: &str = include_str!("../../shaders/dequant.inc.wgsl");
+const DEQUANT_CHUNK_WGSL: &str = include_str!("../../shaders/dequant_chunk.inc.wgsl");
+
+/// Weight buffers are padded to this many bytes so shaders can read them as
+/// `array<vec4<u32>>` (`dequant_chunk.inc.wgsl`).
+pub const WEIGHT_ALIGN: usize = 16;
 
 /// Weight types the GPU kernels dequantize.
 pub fn gpu_supported(ty: GgmlType) -> bool {
@@ -34,6 +40,18 @@ pub fn shader_source(ty: GgmlType, kernel: &str) -> Result<String> {
     let f = format!("dq_{}", ty.name().to_ascii_lowercase());
     Ok(format!(
         "{DEQUANT_WGSL}\nfn dequant_unit(row: u32, u: u32) -> array<vec4<f32>, 4> {{ return {f}(row, u); }}\n\n{kernel}"
+    ))
+}
+
+/// WGSL source for `kernel` with the chunk dequant helpers in front and `dequant_chunk`
+/// bound to the helper for `ty`. `kernel` must declare `wq: array<vec4<u32>>`.
+pub fn chunk_shader_source(ty: GgmlType, kernel: &str) -> Result<String> {
+    if !gpu_supported(ty) {
+        return Err(unsupported(ty, "building a kernel"));
+    }
+    let f = format!("dc_{}", ty.name().to_ascii_lowercase());
+    Ok(format!(
+        "{DEQUANT_CHUNK_WGSL}\nfn dequant_chunk(row: u32, c: u32) -> array<vec4<f32>, 8> {{ return {f}(row, c); }}\n\n{kernel}"
     ))
 }
 
@@ -79,7 +97,8 @@ impl QuantMatrix {
                 bytes.len()
             )));
         }
-        let limit = (gpu.max_binding_size() / 4 * 4).min(usize::MAX as u64) as usize;
+        let align = WEIGHT_ALIGN as u64;
+        let limit = (gpu.max_binding_size() / align * align).min(usize::MAX as u64) as usize;
         if row_bytes > limit {
             return Err(Error::Gpu(format!(
                 "tensor '{label}': one row is {row_bytes} bytes, more than this device's \
@@ -96,8 +115,11 @@ impl QuantMatrix {
             } else {
                 format!("{label}[{row0}..{}]", row0 + rows)
             };
-            let buffer =
-                gpu.upload_bytes(&name, &bytes[row0 * row_bytes..(row0 + rows) * row_bytes])?;
+            let buffer = gpu.upload_bytes_aligned(
+                &name,
+                &bytes[row0 * row_bytes..(row0 + rows) * row_bytes],
+                align,
+            )?;
             parts.push(MatrixPart { buffer, row0, rows });
             row0 += rows;
         }
@@ -121,8 +143,8 @@ impl QuantMatrix {
                 "tensor '{label}': empty shape {n} × {k}"
             )));
         }
-        // Kernels work in units of 16 elements; every block type is a whole number of them.
-        let unit = ty.block_size().max(16);
+        // Kernels work in chunks of 32 elements; every block type is a whole number of them.
+        let unit = ty.block_size().max(32);
         if !k.is_multiple_of(unit) {
             return Err(Error::Unsupported(format!(
                 "tensor '{label}': rows of {k} elements of {} (the GPU kernels need a multiple \

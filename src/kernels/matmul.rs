@@ -15,8 +15,61 @@ const TILED_WGSL: &str = include_str!("../../shaders/matmul_tiled.q.wgsl");
 /// Largest T the small-T kernel takes on the automatic path. Decode and tree verification
 /// stay at or below it, so they share one kernel and are batch invariant.
 pub const SMALL_T_MAX: u32 = 64;
-/// Weight rows per workgroup of the small-T kernel (`ROWS` in matmul.wgsl).
-const SMALL_ROWS: u32 = 2;
+
+/// How the small-T kernel spreads a workgroup over weight rows (the header of
+/// `shaders/matmul.q.wgsl` explains both). Each shape is batch invariant on its own; a
+/// device always uses one, so decoding and verification agree bit for bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SmallShape {
+    /// 16 threads per group of 4 rows read neighbouring chunks of those rows (coalesced);
+    /// their sums meet in workgroup memory. 16 rows per workgroup. For GPUs.
+    Lanes,
+    /// Each thread owns 4 whole rows: no reduction, no barrier. 256 rows per workgroup.
+    /// For CPU adapters (llvmpipe, SwiftShader), where threads are SIMD lanes.
+    Rows,
+}
+
+impl SmallShape {
+    /// The shape for `gpu`: [`SmallShape::Rows`] on CPU adapters, [`SmallShape::Lanes`]
+    /// elsewhere (including the web, where the adapter type is not known).
+    pub fn for_gpu(gpu: &Gpu) -> SmallShape {
+        if gpu.info.device_type == wgpu::DeviceType::Cpu {
+            SmallShape::Rows
+        } else {
+            SmallShape::Lanes
+        }
+    }
+
+    /// (threads per workgroup, threads per row group).
+    fn threads(self) -> (u32, u32) {
+        match self {
+            SmallShape::Lanes => (64, 16),
+            SmallShape::Rows => (64, 1),
+        }
+    }
+
+    /// Weight rows per workgroup (`ROWS` in matmul.q.wgsl).
+    pub fn rows(self) -> u32 {
+        let (wg, tpr) = self.threads();
+        wg / tpr * 4
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SmallShape::Lanes => "lanes",
+            SmallShape::Rows => "rows",
+        }
+    }
+}
+
+/// The small-T kernel's WGSL for weights of type `ty` in `shape`.
+pub fn small_source(ty: GgmlType, shape: SmallShape) -> Result<String> {
+    let (wg, tpr) = shape.threads();
+    super::dequant::chunk_shader_source(
+        ty,
+        &format!("const WG = {wg}u;\nconst TPR = {tpr}u;\n\n{SMALL_WGSL}"),
+    )
+}
 /// Output tile of the tiled kernel (`BT`, `BN` in matmul_tiled.wgsl).
 const TILE: u32 = 64;
 
@@ -54,6 +107,7 @@ struct Params {
 /// The pipelines for one weight type.
 pub struct Matmul {
     pub ty: GgmlType,
+    pub shape: SmallShape,
     small: Arc<wgpu::ComputePipeline>,
     tiled: Arc<wgpu::ComputePipeline>,
 }
@@ -82,11 +136,18 @@ impl MatmulBinding {
 }
 
 impl Matmul {
+    /// The pipelines for `ty`, with the small-T shape suited to `gpu`.
     pub fn new(gpu: &Gpu, ty: GgmlType) -> Result<Matmul> {
+        Self::with_shape(gpu, ty, SmallShape::for_gpu(gpu))
+    }
+
+    /// [`Matmul::new`] with the small-T kernel's shape chosen by the caller (tests run
+    /// both shapes on one device).
+    pub fn with_shape(gpu: &Gpu, ty: GgmlType, shape: SmallShape) -> Result<Matmul> {
         let name = ty.name();
         let small = gpu.pipeline(
-            &format!("matmul-small-{name}"),
-            &super::dequant::shader_source(ty, SMALL_WGSL)?,
+            &format!("matmul-small-{}-{name}", shape.name()),
+            &small_source(ty, shape)?,
             "main",
             &[],
         )?;
@@ -96,7 +157,12 @@ impl Matmul {
             "main",
             &[],
         )?;
-        Ok(Matmul { ty, small, tiled })
+        Ok(Matmul {
+            ty,
+            shape,
+            small,
+            tiled,
+        })
     }
 
     /// Bind `m` with `x: [T, K] f32`, `y: [T, N] f32` and the step uniform (done at load
@@ -225,7 +291,7 @@ impl Matmul {
             if small {
                 pass.set_pipeline(&self.small);
                 pass.set_bind_group(0, &part.small, &[]);
-                let (gx, gy) = groups_2d(part.rows, SMALL_ROWS);
+                let (gx, gy) = groups_2d(part.rows, self.shape.rows());
                 pass.dispatch_workgroups(gx, gy, 1);
             } else {
                 pass.set_pipeline(&self.tiled);
