@@ -465,7 +465,9 @@ impl Engine {
         let mut detok = Detokenizer::new(&self.tokenizer, true);
         let mut text = String::new();
         let mut stop_reason = None;
-        let mut t_decode = None;
+        // Prefill ends here; decoding (every step, the first one included) starts.
+        stats.prefill_seconds = seconds() - t0;
+        let t_decode = seconds();
         let max_draft = self.options.max_draft;
         let mut budget = Budget::new(match &opts.method {
             Method::Plain => 0,
@@ -504,10 +506,6 @@ impl Engine {
                     self.draft_and_verify_chain(root, want).await?
                 }
             };
-            if t_decode.is_none() {
-                stats.prefill_seconds = seconds() - t0;
-                t_decode = Some(seconds());
-            }
             stats.target_passes += 1;
             let emitted = outcome.emitted;
             let accepted = emitted.len() - 1;
@@ -561,7 +559,7 @@ impl Engine {
             text.push_str(&detok.finish()?);
         }
         stats.generated_tokens = out.len();
-        stats.decode_seconds = t_decode.map(|t| seconds() - t).unwrap_or(0.0);
+        stats.decode_seconds = seconds() - t_decode;
         stats.finish();
         Ok(Output {
             text,
