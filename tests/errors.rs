@@ -56,7 +56,10 @@ fn a_kv_cache_over_the_binding_limit_names_the_buffer() {
     let Some(gpu) = common::gpu() else { return };
     // One KV cache row of the tiny model: 2 kv heads × 16 dims × 4 bytes.
     let row = 2 * 16 * 4;
-    let limit = (gpu.limits.max_storage_buffer_binding_size as u64).min(gpu.limits.max_buffer_size);
+    let limit = gpu
+        .limits
+        .max_storage_buffer_binding_size
+        .min(gpu.limits.max_buffer_size);
     let ctx = limit / row + 1;
     let Ok(ctx32) = u32::try_from(ctx) else {
         eprintln!("SKIP: this adapter binds {limit} bytes; no u32 context can exceed that");

@@ -312,16 +312,16 @@ impl Gpu {
     /// validation error of some bind group. The adapter's real binding limit is used:
     /// `max_binding_override` narrows only how weight matrices are split.
     fn check_size(&self, label: &str, size: u64) -> Result<()> {
-        let binding = self.limits.max_storage_buffer_binding_size as u64;
-        let (limit, name) = if binding < self.limits.max_buffer_size {
-            (binding, "max_storage_buffer_binding_size")
-        } else {
-            (self.limits.max_buffer_size, "max_buffer_size")
-        };
-        if size > limit {
+        let (buffer, binding) = (
+            self.limits.max_buffer_size,
+            self.limits.max_storage_buffer_binding_size,
+        );
+        if size > buffer.min(binding) {
             return Err(Error::Gpu(format!(
-                "buffer '{label}' needs {size} bytes but the adapter's {name} is {limit} \
-                 (a shorter context makes the KV cache smaller)"
+                "buffer '{label}' needs {size} bytes but the adapter allows at most {} \
+                 (max_buffer_size {buffer}, max_storage_buffer_binding_size {binding}; \
+                 a shorter context makes the KV cache smaller)",
+                buffer.min(binding)
             )));
         }
         Ok(())

@@ -557,6 +557,7 @@ impl Transformer {
     /// Compute dispatches one [`Transformer::encode`] records with `logit_rows` head rows
     /// (a decode step: 1). It follows `encode` kernel by kernel: a matrix split over several
     /// buffers (the binding limit) costs one dispatch per part. Copies are not counted.
+    /// Keep it in step with `encode`: `tests/cli.rs` pins the tiny model's count (22).
     pub fn dispatches(&self, logit_rows: usize) -> usize {
         let mm = |p: &Proj| p.binding.dispatches();
         // norm1, rope + KV append, attention, norm2, SiLU·mul: one dispatch each.
