@@ -185,13 +185,13 @@ pub struct Engine {
 fn tokenizer_of(file: &ModelFile) -> Result<Tokenizer> {
     match file.gguf() {
         Some(g) => Tokenizer::from_gguf_metadata(&g.header().metadata),
+        #[cfg(not(target_arch = "wasm32"))]
         None => {
             let path = match &file.source {
                 crate::model::loader::ModelSource::Safetensors(s) => s.tokenizer_json_path(),
                 _ => None,
             };
             match path {
-                #[cfg(not(target_arch = "wasm32"))]
                 Some(p) => {
                     let bytes =
                         std::fs::read(&p).map_err(|e| Error::io(p.display().to_string(), e))?;
@@ -202,6 +202,13 @@ fn tokenizer_of(file: &ModelFile) -> Result<Tokenizer> {
                 )),
             }
         }
+        // In the browser models arrive as GGUF bytes; a safetensors directory (with its
+        // tokenizer.json beside it) exists only on disk.
+        #[cfg(target_arch = "wasm32")]
+        None => Err(Error::Unsupported(
+            "in the browser tandem loads GGUF files (safetensors needs a tokenizer.json from disk)"
+                .into(),
+        )),
     }
 }
 
