@@ -74,11 +74,13 @@ impl Default for GenerateOptions {
 #[derive(Clone, Debug)]
 pub enum Event {
     /// Tokens emitted by one step: the first `drafted` were drafted and accepted, the rest
-    /// (the last one) is the target's own correction or bonus token. `text` is the new text.
+    /// (the last one) is the target's own correction or bonus token. `text` is the new text;
+    /// its first `drafted_text` bytes (a char boundary) came from the drafted tokens.
     Tokens {
         ids: Vec<u32>,
         drafted: usize,
         text: String,
+        drafted_text: usize,
     },
 }
 
@@ -408,6 +410,7 @@ impl Engine {
             let drafted = emitted.len() - 1;
             let mut new_ids = Vec::new();
             let mut delta = String::new();
+            let mut drafted_text = 0;
             for id in emitted {
                 if out.len() >= opts.max_tokens {
                     break;
@@ -420,6 +423,9 @@ impl Engine {
                     break;
                 }
                 delta.push_str(&detok.push(id)?);
+                if new_ids.len() <= drafted {
+                    drafted_text = delta.len();
+                }
                 let full = format!("{text}{delta}");
                 if let Some(s) = opts
                     .stop
@@ -439,6 +445,7 @@ impl Engine {
             let ev = Event::Tokens {
                 drafted: drafted.min(new_ids.len()),
                 ids: new_ids,
+                drafted_text: drafted_text.min(delta.len()),
                 text: delta,
             };
             if !on_event(&ev) && stop_reason.is_none() {
