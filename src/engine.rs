@@ -76,11 +76,13 @@ pub enum Event {
     /// Tokens emitted by one step: the first `drafted` were drafted and accepted, the rest
     /// (the last one) is the target's own correction or bonus token. `text` is the new text;
     /// its first `drafted_text` bytes (a char boundary) came from the drafted tokens.
+    /// `proposed` draft tokens (tree nodes) were verified in the step.
     Tokens {
         ids: Vec<u32>,
         drafted: usize,
         text: String,
         drafted_text: usize,
+        proposed: usize,
     },
 }
 
@@ -447,6 +449,7 @@ impl Engine {
                 ids: new_ids,
                 drafted_text: drafted_text.min(delta.len()),
                 text: delta,
+                proposed: tree.len(),
             };
             if !on_event(&ev) && stop_reason.is_none() {
                 stop_reason = Some(StopReason::Cancelled);
