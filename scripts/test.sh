@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tandem's test suite: native tests on the first Vulkan adapter (lavapipe in CI), then the
-# browser tests in headless Chromium's WebGPU (SwiftShader) through wasm-bindgen-test.
+# browser tests in headless Chromium's WebGPU (SwiftShader): the kernels through
+# wasm-bindgen-test, then the npm package and demo page through playwright-core.
 #   scripts/test.sh            # everything CI runs
 #   TANDEM_SLOW=1 scripts/test.sh   # plus the slower set (the Qwen models on lavapipe)
 set -euo pipefail
@@ -15,3 +16,6 @@ cargo test --locked
 
 echo "== browser tests (headless Chromium, WebGPU on SwiftShader)"
 scripts/test-browser.sh
+
+echo "== npm package and demo page (headless Chromium)"
+scripts/test-web.sh

@@ -86,11 +86,15 @@ impl Default for GenerateOptions {
 #[derive(Clone, Debug)]
 pub enum Event {
     /// Tokens emitted by one step: the first `drafted` were drafted and accepted, the rest
-    /// (the last one) is the target's own correction or bonus token. `text` is the new text.
+    /// (the last one) is the target's own correction or bonus token. `text` is the new text;
+    /// its first `drafted_text` bytes (a char boundary) came from the drafted tokens.
+    /// `proposed` draft tokens (tree nodes) were verified in the step.
     Tokens {
         ids: Vec<u32>,
         drafted: usize,
         text: String,
+        drafted_text: usize,
+        proposed: usize,
     },
 }
 
@@ -231,13 +235,13 @@ pub struct Engine {
 fn tokenizer_of(file: &ModelFile) -> Result<Tokenizer> {
     match file.gguf() {
         Some(g) => Tokenizer::from_gguf_metadata(&g.header().metadata),
+        #[cfg(not(target_arch = "wasm32"))]
         None => {
             let path = match &file.source {
                 crate::model::loader::ModelSource::Safetensors(s) => s.tokenizer_json_path(),
                 _ => None,
             };
             match path {
-                #[cfg(not(target_arch = "wasm32"))]
                 Some(p) => {
                     let bytes =
                         std::fs::read(&p).map_err(|e| Error::io(p.display().to_string(), e))?;
@@ -248,6 +252,13 @@ fn tokenizer_of(file: &ModelFile) -> Result<Tokenizer> {
                 )),
             }
         }
+        // In the browser models arrive as GGUF bytes; a safetensors directory (with its
+        // tokenizer.json beside it) exists only on disk.
+        #[cfg(target_arch = "wasm32")]
+        None => Err(Error::Unsupported(
+            "in the browser tandem loads GGUF files (safetensors needs a tokenizer.json from disk)"
+                .into(),
+        )),
     }
 }
 
@@ -509,6 +520,7 @@ impl Engine {
             stats.target_passes += 1;
             let emitted = outcome.emitted;
             let accepted = emitted.len() - 1;
+            let outcome_drafted = outcome.drafted;
             stats.drafted += outcome.drafted;
             stats.accepted += accepted;
             budget.record(outcome.drafted, accepted, seconds() - step_start);
@@ -518,6 +530,7 @@ impl Engine {
             let drafted = emitted.len() - 1;
             let mut new_ids = Vec::new();
             let mut delta = String::new();
+            let mut drafted_text = 0;
             for id in emitted {
                 if out.len() >= opts.max_tokens {
                     break;
@@ -530,6 +543,9 @@ impl Engine {
                     break;
                 }
                 delta.push_str(&detok.push(id)?);
+                if new_ids.len() <= drafted {
+                    drafted_text = delta.len();
+                }
                 let full = format!("{text}{delta}");
                 if let Some(s) = opts
                     .stop
@@ -549,7 +565,9 @@ impl Engine {
             let ev = Event::Tokens {
                 drafted: drafted.min(new_ids.len()),
                 ids: new_ids,
+                drafted_text: drafted_text.min(delta.len()),
                 text: delta,
+                proposed: outcome_drafted,
             };
             if !on_event(&ev) && stop_reason.is_none() {
                 stop_reason = Some(StopReason::Cancelled);

@@ -8,5 +8,7 @@ pub mod kernels;
 pub mod model;
 pub mod spec;
 pub mod tokenizer;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use error::{Error, Result};

@@ -50,7 +50,41 @@ fn greedy_prompt_lookup_equals_plain_on_tiny_models() {
             method: lookup(6),
             ..plain.clone()
         };
-        let b = engine.generate(&prompt, &spec, |_| true).unwrap();
+        // The events split each step's text into the drafted tokens' part and the rest.
+        let (mut drafted_text, mut events_text) = (String::new(), String::new());
+        let (mut proposed_sum, mut drafted_sum) = (0, 0);
+        let b = engine
+            .generate(&prompt, &spec, |ev| {
+                let tandem::engine::Event::Tokens {
+                    text,
+                    drafted,
+                    drafted_text: n,
+                    proposed,
+                    ..
+                } = ev;
+                proposed_sum += proposed;
+                drafted_sum += drafted;
+                if *drafted == 0 {
+                    assert_eq!(*n, 0, "no drafted tokens, yet drafted text");
+                }
+                drafted_text.push_str(&text[..*n]);
+                events_text.push_str(text);
+                true
+            })
+            .unwrap();
+        assert!(
+            b.text.starts_with(&events_text),
+            "{arch:?}: the events' text is not the output's"
+        );
+        assert_eq!(
+            (proposed_sum, drafted_sum),
+            (b.stats.drafted, b.stats.accepted),
+            "{arch:?}: the events' proposed/drafted counts disagree with the stats"
+        );
+        assert!(
+            !drafted_text.is_empty(),
+            "{arch:?}: accepted drafts but no drafted text"
+        );
         assert_eq!(
             a.tokens, b.tokens,
             "{arch:?}/{ty:?}: prompt lookup changed the greedy output"

@@ -1,0 +1,339 @@
+//! wasm-bindgen bindings over [`Engine`] for the npm package (`web/`).
+//!
+//! Thin on purpose: model bytes in, the engine's events and statistics out. Everything the
+//! engine does natively happens the same way here; the OpenAI-shaped API, downloads, the
+//! Cache API and the Web Worker live in JavaScript (`web/src/`).
+//!
+//! Errors reach JavaScript as `Error` objects whose message is tandem's own and whose `kind`
+//! property names the [`Error`] variant (`"gpu"`, `"context"`, …).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use js_sys::{Function, Object, Promise, Reflect, Uint32Array};
+use serde::Deserialize;
+use wasm_bindgen::prelude::*;
+
+use crate::engine::{Engine, EngineOptions, Event, GenerateOptions, Method};
+use crate::gpu::{Gpu, GpuOptions};
+use crate::model::gguf::GgufFile;
+use crate::model::loader::ModelFile;
+use crate::spec::PromptLookup;
+use crate::tokenizer::ChatMessage;
+use crate::Error;
+
+fn kind(e: &Error) -> &'static str {
+    match e {
+        Error::Io { .. } => "io",
+        Error::Format { .. } => "format",
+        Error::Unsupported(_) => "unsupported",
+        Error::Gpu(_) => "gpu",
+        Error::Tokenizer(_) => "tokenizer",
+        Error::Context(_) => "context",
+        Error::Mismatch(_) => "mismatch",
+        Error::Invalid(_) => "invalid",
+    }
+}
+
+/// A JS `Error` carrying tandem's message and the variant as `kind`.
+fn js_error(e: Error) -> JsValue {
+    let err = js_sys::Error::new(&e.to_string());
+    let _ = Reflect::set(&err, &"kind".into(), &kind(&e).into());
+    err.into()
+}
+
+fn invalid(msg: impl Into<String>) -> JsValue {
+    js_error(Error::Invalid(msg.into()))
+}
+
+/// Panics abort the wasm instance; say why on the console instead of "unreachable".
+#[wasm_bindgen(start)]
+pub fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        web_sys::console::error_1(&format!("tandem panicked: {info}").into());
+    }));
+}
+
+/// A model file being received in chunks (straight from a download or the Cache API into
+/// wasm memory, so the page never holds a second copy of the whole file).
+#[wasm_bindgen]
+pub struct ModelBytes {
+    bytes: Vec<u8>,
+}
+
+#[wasm_bindgen]
+impl ModelBytes {
+    /// `expected` is the file size when known (0 otherwise); it reserves memory up front.
+    #[wasm_bindgen(constructor)]
+    pub fn new(expected: f64) -> Result<ModelBytes, JsValue> {
+        let mut bytes = Vec::new();
+        reserve(&mut bytes, expected.max(0.0) as usize)?;
+        Ok(ModelBytes { bytes })
+    }
+
+    /// Append one chunk.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), JsValue> {
+        reserve(&mut self.bytes, chunk.len())?;
+        self.bytes.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// Bytes received so far.
+    #[wasm_bindgen(getter)]
+    pub fn length(&self) -> f64 {
+        self.bytes.len() as f64
+    }
+}
+
+fn reserve(bytes: &mut Vec<u8>, more: usize) -> Result<(), JsValue> {
+    bytes.try_reserve(more).map_err(|_| {
+        js_error(Error::Gpu(format!(
+            "out of WebAssembly memory holding a model file of {} MB (+{} MB): wasm32 pages \
+             can address at most 4 GiB and the browser may allow less; pick a smaller model",
+            bytes.len() >> 20,
+            more >> 20
+        )))
+    })
+}
+
+fn model_file(bytes: ModelBytes) -> crate::Result<ModelFile> {
+    ModelFile::from_gguf(GgufFile::from_bytes(bytes.bytes)?)
+}
+
+/// Generation options as JSON (`snake_case`, all optional).
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct GenerateJson {
+    max_tokens: Option<usize>,
+    stop: Vec<String>,
+    /// `"plain"`, `"lookup"` or `"draft"` (the drafter model); default: the drafter when one
+    /// is loaded, else plain.
+    method: Option<String>,
+    /// Most draft tokens per step (default: the engine's `max_draft`).
+    draft_len: Option<usize>,
+    adaptive: Option<bool>,
+    temperature: Option<f64>,
+    top_k: Option<u32>,
+    top_p: Option<f64>,
+    seed: Option<u64>,
+}
+
+impl GenerateJson {
+    fn parse(json: &str, engine: &Engine, max_draft: usize) -> crate::Result<GenerateOptions> {
+        let o: GenerateJson = serde_json::from_str(json)
+            .map_err(|e| Error::Invalid(format!("generation options: {e}")))?;
+        let sampling = match o.temperature {
+            Some(t) if t > 0.0 => Some(crate::kernels::sample::SampleParams {
+                temperature: t as f32,
+                top_k: o.top_k.unwrap_or(0),
+                top_p: o.top_p.unwrap_or(1.0) as f32,
+                seed: o.seed.unwrap_or(0),
+            }),
+            _ => None,
+        };
+        let k = o.draft_len.unwrap_or(max_draft);
+        let method = match o.method.as_deref() {
+            None if engine.has_drafter() => Method::Draft { k },
+            None | Some("plain") => Method::Plain,
+            Some("lookup") => Method::Lookup {
+                lookup: PromptLookup::default(),
+                budget: k,
+            },
+            Some("draft") => Method::Draft { k },
+            Some("tree") => Method::DraftTree { nodes: k, width: 4 },
+            Some(m) => {
+                return Err(Error::Invalid(format!(
+                    "unknown method '{m}' (expected plain, lookup, draft or tree)"
+                )))
+            }
+        };
+        Ok(GenerateOptions {
+            max_tokens: o.max_tokens.unwrap_or(256),
+            stop: o.stop,
+            method,
+            adaptive: o.adaptive.unwrap_or(true),
+            sampling,
+        })
+    }
+}
+
+/// The engine for JavaScript. One generation at a time; [`WebEngine::interrupt`] may be
+/// called while one runs (the worker handles messages while a step awaits the GPU).
+#[wasm_bindgen]
+pub struct WebEngine {
+    engine: Rc<RefCell<Engine>>,
+    cancel: Rc<Cell<bool>>,
+    max_draft: usize,
+}
+
+fn busy() -> JsValue {
+    invalid("the engine is busy with another generation (interrupt it and wait for it to end)")
+}
+
+#[wasm_bindgen]
+impl WebEngine {
+    /// Load a target model onto the browser's WebGPU adapter. `max_ctx` is the KV cache size
+    /// in tokens, `max_draft` the most draft tokens per step any method may use.
+    pub async fn create(
+        target: ModelBytes,
+        max_ctx: usize,
+        max_draft: usize,
+    ) -> Result<WebEngine, JsValue> {
+        let gpu = Gpu::new(&GpuOptions::default()).await.map_err(js_error)?;
+        let file = model_file(target).map_err(js_error)?;
+        let engine =
+            Engine::new(gpu, &file, EngineOptions { max_ctx, max_draft }).map_err(js_error)?;
+        // Errors wgpu reports asynchronously (out of memory, limits) surface here, not at
+        // the first token.
+        engine.gpu.check_errors().map_err(js_error)?;
+        Ok(WebEngine {
+            engine: Rc::new(RefCell::new(engine)),
+            cancel: Rc::new(Cell::new(false)),
+            max_draft,
+        })
+    }
+
+    /// Load a drafter model (same tokenizer as the target) for the `"draft"` method.
+    #[wasm_bindgen(js_name = loadDrafter)]
+    pub fn load_drafter(&self, draft: ModelBytes) -> Result<(), JsValue> {
+        let mut engine = self.engine.try_borrow_mut().map_err(|_| busy())?;
+        let file = model_file(draft).map_err(js_error)?;
+        engine.load_drafter(&file).map_err(js_error)?;
+        engine.gpu.check_errors().map_err(js_error)
+    }
+
+    #[wasm_bindgen(js_name = hasDrafter)]
+    pub fn has_drafter(&self) -> bool {
+        self.engine.try_borrow().is_ok_and(|e| e.has_drafter())
+    }
+
+    /// The adapter (name, features, limits) as JSON.
+    #[wasm_bindgen(js_name = adapterJson)]
+    pub fn adapter_json(&self) -> Result<String, JsValue> {
+        let engine = self.engine.try_borrow().map_err(|_| busy())?;
+        serde_json::to_string(&engine.gpu.summary()).map_err(|e| invalid(e.to_string()))
+    }
+
+    /// Token ids of `text` (`special`: parse special tokens such as `<|im_start|>`).
+    pub fn tokenize(&self, text: &str, special: bool) -> Result<Vec<u32>, JsValue> {
+        let engine = self.engine.try_borrow().map_err(|_| busy())?;
+        engine.tokenizer.encode(text, special).map_err(js_error)
+    }
+
+    /// Generate a chat answer: `messages` is JSON `[{"role", "content"}, …]`, rendered with
+    /// the target's own chat template. See [`WebEngine::complete`] for the rest.
+    pub fn chat(
+        &self,
+        messages: &str,
+        options: &str,
+        on_step: Function,
+    ) -> Result<Promise, JsValue> {
+        let msgs: Vec<ChatMessage> = serde_json::from_str::<Vec<ChatJson>>(messages)
+            .map_err(|e| invalid(format!("chat messages: {e}")))?
+            .into_iter()
+            .map(|m| ChatMessage::new(m.role, m.content))
+            .collect();
+        let ids = {
+            let engine = self.engine.try_borrow().map_err(|_| busy())?;
+            let text = engine
+                .tokenizer
+                .apply_chat_template(&msgs, true)
+                .map_err(js_error)?;
+            engine.tokenizer.encode(&text, true).map_err(js_error)?
+        };
+        self.run(ids, options, on_step)
+    }
+
+    /// Continue raw `prompt` text (no chat template; special tokens in it are plain text, as
+    /// `tandem run` without `--chat`). `options` is JSON (`max_tokens`, `stop`, `method`,
+    /// `draft_len`, `adaptive`, `temperature`); `on_step({ids, drafted, proposed, text, draftedText})`
+    /// is called after every step. Resolves to the output as JSON: text, tokens,
+    /// stop_reason, stats.
+    pub fn complete(
+        &self,
+        prompt: &str,
+        options: &str,
+        on_step: Function,
+    ) -> Result<Promise, JsValue> {
+        let ids = {
+            let engine = self.engine.try_borrow().map_err(|_| busy())?;
+            engine.tokenizer.encode(prompt, false).map_err(js_error)?
+        };
+        self.run(ids, options, on_step)
+    }
+
+    /// Like [`WebEngine::complete`] with the prompt given as token ids.
+    #[wasm_bindgen(js_name = completeIds)]
+    pub fn complete_ids(
+        &self,
+        ids: Vec<u32>,
+        options: &str,
+        on_step: Function,
+    ) -> Result<Promise, JsValue> {
+        self.run(ids, options, on_step)
+    }
+
+    /// Stop the running generation after its current step.
+    pub fn interrupt(&self) {
+        self.cancel.set(true);
+    }
+
+    /// Forget the KV caches (the next generation prefills its whole prompt).
+    pub fn reset(&self) -> Result<(), JsValue> {
+        self.engine.try_borrow_mut().map_err(|_| busy())?.reset();
+        Ok(())
+    }
+
+    fn run(&self, prompt: Vec<u32>, options: &str, on_step: Function) -> Result<Promise, JsValue> {
+        let opts = {
+            let engine = self.engine.try_borrow().map_err(|_| busy())?;
+            GenerateJson::parse(options, &engine, self.max_draft).map_err(js_error)?
+        };
+        let engine = self.engine.clone();
+        let cancel = self.cancel.clone();
+        cancel.set(false);
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let mut engine = engine.try_borrow_mut().map_err(|_| busy())?;
+            let mut callback_error = None;
+            let out = engine
+                .generate_async(&prompt, &opts, |ev| {
+                    let Event::Tokens {
+                        ids,
+                        drafted,
+                        text,
+                        drafted_text,
+                        proposed,
+                    } = ev;
+                    let step = Object::new();
+                    let _ = Reflect::set(&step, &"ids".into(), &Uint32Array::from(&ids[..]));
+                    let _ = Reflect::set(&step, &"drafted".into(), &(*drafted as u32).into());
+                    let _ = Reflect::set(&step, &"proposed".into(), &(*proposed as u32).into());
+                    let _ = Reflect::set(&step, &"text".into(), &text.as_str().into());
+                    let _ = Reflect::set(
+                        &step,
+                        &"draftedText".into(),
+                        &text.get(..*drafted_text).unwrap_or("").into(),
+                    );
+                    if let Err(e) = on_step.call1(&JsValue::NULL, &step) {
+                        callback_error = Some(e);
+                        return false;
+                    }
+                    !cancel.get()
+                })
+                .await
+                .map_err(js_error)?;
+            drop(engine);
+            if let Some(e) = callback_error {
+                return Err(e);
+            }
+            let json = serde_json::to_string(&out).map_err(|e| invalid(e.to_string()))?;
+            js_sys::JSON::parse(&json)
+        }))
+    }
+}
+
+#[derive(Deserialize)]
+struct ChatJson {
+    role: String,
+    content: String,
+}

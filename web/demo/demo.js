@@ -1,0 +1,310 @@
+// The demo page: one engine at a time from the npm package (../dist/), a streaming chat whose
+// drafted-and-accepted tokens are highlighted, live statistics and a stop button.
+//
+// Query parameters preset the controls (the browser tests use them): pair, method,
+// max_tokens, chat=0|1, adaptive=0|1, prompt, ctx (KV cache tokens), models (base URL of the
+// model files).
+import { checkWebGPU, createEngine, deleteModelInCache } from '../dist/index.js';
+
+const FILES = {
+  smollm2: 'SmolLM2-135M-Instruct.Q4_1.gguf',
+  'qwen-0.5b': 'qwen2.5-coder-0.5b-instruct-q4_k_m.gguf',
+  'qwen-1.5b': 'qwen2.5-coder-1.5b-instruct-q4_k_m.gguf',
+};
+const PAIRS = {
+  smollm2: { target: 'smollm2' },
+  'qwen-0.5b': { target: 'qwen-0.5b' },
+  'qwen-1.5b': { target: 'qwen-1.5b' },
+  'qwen-1.5b+0.5b': { target: 'qwen-1.5b', draft: 'qwen-0.5b' },
+};
+
+const params = new URLSearchParams(location.search);
+const MODELS = new URL(params.get('models') ?? '../models/', location.href).href;
+const CTX = Number(params.get('ctx')) || 2048;
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  alert: $('alert'),
+  pair: $('pair'),
+  method: $('method'),
+  maxTokens: $('max-tokens'),
+  chatTemplate: $('chat-template'),
+  adaptive: $('adaptive'),
+  load: $('load'),
+  progress: $('progress'),
+  chat: $('chat'),
+  composer: $('composer'),
+  prompt: $('prompt'),
+  send: $('send'),
+  stop: $('stop'),
+  clear: $('clear'),
+  forget: $('forget'),
+  tps: $('stat-tps'),
+  tau: $('stat-tau'),
+  acc: $('stat-acc'),
+  speedup: $('stat-speedup'),
+  adapter: $('stat-adapter'),
+};
+
+let engine = null;
+/** The adapter as the page sees it (the browser may hide its name from the worker's wgpu). */
+let adapterName = 'WebGPU';
+let engineKey = null;
+let history = [];
+/** Decode tokens/s of the last plain run, per model pair. */
+const plainSpeed = new Map();
+
+function setState(state) {
+  document.body.dataset.state = state;
+  const busy = state === 'loading' || state === 'generating';
+  const off = state === 'unsupported';
+  ui.load.disabled = busy || off;
+  ui.send.disabled = busy || off;
+  ui.pair.disabled = busy || off;
+  ui.stop.disabled = state !== 'generating';
+}
+
+function showAlert(message, kind = 'error') {
+  ui.alert.textContent = message;
+  ui.alert.dataset.kind = kind;
+  ui.alert.hidden = false;
+}
+
+function explain(e) {
+  if (e?.kind === 'no-webgpu' || e?.kind === 'no-adapter') return e.message;
+  if (e?.kind === 'gpu') {
+    return `This model does not fit this browser's GPU (or the GPU failed): ${e.message}. Try a smaller model.`;
+  }
+  return e?.message ?? String(e);
+}
+
+function updateMethods() {
+  const pair = PAIRS[ui.pair.value];
+  const draft = ui.method.querySelector('option[value="draft"]');
+  draft.disabled = !pair.draft;
+  draft.textContent = pair.draft ? 'Draft model chain (0.5B drafts for 1.5B)' : 'Draft model chain (needs a drafter pair)';
+  if (draft.disabled && ui.method.value === 'draft') ui.method.value = 'plain';
+}
+
+function progressRow(file) {
+  let row = ui.progress.querySelector(`[data-file="${file}"]`);
+  if (!row) {
+    row = document.createElement('div');
+    row.className = 'file';
+    row.dataset.file = file;
+    row.innerHTML = '<span class="name"></span><progress max="1" value="0"></progress><span class="bytes"></span>';
+    ui.progress.append(row);
+  }
+  return row;
+}
+
+function onProgress(r) {
+  if (!r.file) return;
+  const row = progressRow(r.file);
+  const mb = (n) => (n / 1048576).toFixed(1);
+  row.querySelector('.name').textContent = `${r.file === 'draft' ? 'drafter' : 'model'}: ${r.name}`;
+  if (r.phase === 'download') {
+    row.dataset.fromCache = String(r.fromCache);
+    row.querySelector('progress').value = r.total ? r.loaded / r.total : 0;
+    row.querySelector('.bytes').textContent =
+      `${mb(r.loaded)}${r.total ? ` / ${mb(r.total)}` : ''} MB${r.fromCache ? ' (from cache)' : ''}`;
+  } else if (r.phase === 'gpu') {
+    row.querySelector('progress').value = 1;
+    row.querySelector('.bytes').textContent += ' — on the GPU';
+    row.dataset.done = 'true';
+  } else if (r.phase === 'warning') {
+    row.querySelector('.bytes').textContent += ` (${r.text})`;
+  }
+}
+
+async function ensureEngine() {
+  const key = ui.pair.value;
+  if (engine && engineKey === key) return engine;
+  if (engine) {
+    await engine.unload();
+    engine = null;
+    engineKey = null;
+  }
+  const pair = PAIRS[key];
+  ui.progress.replaceChildren();
+  ui.alert.hidden = true;
+  setState('loading');
+  try {
+    engine = await createEngine({
+      target: MODELS + FILES[pair.target],
+      draft: pair.draft ? MODELS + FILES[pair.draft] : null,
+      onProgress,
+      contextLength: CTX,
+      maxDraft: 6,
+    });
+  } catch (e) {
+    setState('error');
+    showAlert(explain(e));
+    throw e;
+  }
+  engineKey = key;
+  const a = engine.adapter;
+  ui.adapter.textContent = `${a.name || adapterName} (${a.shader_f16 ? 'f16' : 'f32'} kernels${a.subgroups ? ', subgroups' : ''})`;
+  setState('ready');
+  return engine;
+}
+
+function message(role, text) {
+  const div = document.createElement('div');
+  div.className = `msg ${role}`;
+  const body = document.createElement('div');
+  body.className = 'text';
+  body.textContent = text;
+  div.append(body);
+  ui.chat.append(div);
+  div.scrollIntoView({ block: 'end' });
+  return body;
+}
+
+function tokenSpan(parent, kind, text, ids) {
+  const span = document.createElement('span');
+  span.className = `tok ${kind}`;
+  span.dataset.ids = ids.join(' ');
+  span.textContent = text;
+  parent.append(span);
+}
+
+function fmt(x, digits = 2) {
+  return x == null || !Number.isFinite(x) ? '–' : x.toFixed(digits);
+}
+
+function showSpeedup(method, tps) {
+  const base = plainSpeed.get(engineKey);
+  if (method === 'plain') ui.speedup.textContent = 'this is the plain run';
+  else if (!base) ui.speedup.textContent = 'run plain first';
+  else ui.speedup.textContent = tps ? `${(tps / base).toFixed(2)}×` : '…';
+}
+
+async function send(text) {
+  const eng = await ensureEngine();
+  const method = ui.method.value;
+  const chat = ui.chatTemplate.checked;
+  const request = {
+    stream: true,
+    max_tokens: Number(ui.maxTokens.value) || 128,
+    temperature: 0,
+    method,
+    adaptive: ui.adaptive.checked,
+  };
+  message('user', text);
+  const out = message('assistant', '');
+  out.parentElement.dataset.method = method;
+  setState('generating');
+  ui.tps.textContent = ui.tau.textContent = ui.acc.textContent = '…';
+  let proposed = 0;
+  let accepted = 0;
+  let answer = '';
+  try {
+    const stream = chat
+      ? await eng.chat.completions.create({ ...request, messages: [...history, { role: 'user', content: text }] })
+      : await eng.completions.create({ ...request, prompt: text });
+    for await (const chunk of stream) {
+      const choice = chunk.choices[0];
+      const content = (chat ? choice.delta.content : choice.text) ?? '';
+      answer += content;
+      const t = chunk.tandem;
+      if (!choice.finish_reason) {
+        const drafted = t.drafted_text;
+        if (t.drafted > 0) tokenSpan(out, 'drafted', drafted, t.token_ids.slice(0, t.drafted));
+        tokenSpan(out, 'target', content.slice(drafted.length), t.token_ids.slice(t.drafted));
+        proposed += t.proposed;
+        accepted += t.drafted;
+        // The first step carries the prefill: the rate needs a second step.
+        ui.tps.textContent = t.tokens_per_s == null ? '…' : fmt(t.tokens_per_s);
+        ui.tau.textContent = fmt(t.tau);
+        ui.acc.textContent = proposed ? `${((100 * accepted) / proposed).toFixed(0)}%` : '–';
+        showSpeedup(method, t.tokens_per_s);
+      } else {
+        if (content) tokenSpan(out, 'target', content, []);
+        const s = t.stats;
+        out.parentElement.dataset.done = choice.finish_reason;
+        ui.tps.textContent = fmt(s.decode_tokens_per_s);
+        ui.tau.textContent = fmt(s.mean_accepted_tokens);
+        ui.acc.textContent = s.drafted ? `${(100 * s.acceptance_rate).toFixed(0)}%` : '–';
+        if (method === 'plain' && choice.finish_reason !== 'abort') plainSpeed.set(engineKey, s.decode_tokens_per_s);
+        showSpeedup(method, s.decode_tokens_per_s);
+        const note = document.createElement('div');
+        note.className = 'note';
+        const prefilled = s.prompt_tokens - s.reused_prompt_tokens;
+        note.textContent =
+          `${method}: ${s.generated_tokens} tokens in ${s.target_passes} passes (τ ${fmt(s.mean_accepted_tokens)}), ` +
+          `${fmt(s.decode_tokens_per_s)} tok/s; prompt ${s.prompt_tokens} tokens (${prefilled} prefilled in ` +
+          `${fmt(s.prefill_seconds, 1)} s)${choice.finish_reason === 'abort' ? '; stopped' : ''}`;
+        out.parentElement.append(note);
+      }
+      out.parentElement.scrollIntoView({ block: 'end' });
+    }
+    if (chat) history.push({ role: 'user', content: text }, { role: 'assistant', content: answer });
+    setState('ready');
+  } catch (e) {
+    setState('ready');
+    showAlert(explain(e));
+  }
+}
+
+ui.pair.addEventListener('change', updateMethods);
+ui.load.addEventListener('click', () => ensureEngine().catch(() => null));
+ui.composer.addEventListener('submit', (e) => {
+  e.preventDefault();
+  const text = ui.prompt.value.trim();
+  if (text && document.body.dataset.state !== 'generating') send(text);
+});
+ui.prompt.addEventListener('keydown', (e) => {
+  if (e.key === 'Enter' && !e.shiftKey) {
+    e.preventDefault();
+    ui.composer.requestSubmit();
+  }
+});
+ui.stop.addEventListener('click', () => engine?.interruptGenerate());
+ui.clear.addEventListener('click', async () => {
+  history = [];
+  ui.chat.replaceChildren();
+  if (engine && document.body.dataset.state !== 'generating') await engine.resetChat();
+});
+ui.forget.addEventListener('click', async () => {
+  let n = 0;
+  for (const file of Object.values(FILES)) if (await deleteModelInCache(MODELS + file)) n++;
+  showAlert(`Deleted ${n} stored model file${n === 1 ? '' : 's'} from the Cache API.`, 'info');
+});
+
+// Presets from the query string.
+if (params.has('pair') && PAIRS[params.get('pair')]) ui.pair.value = params.get('pair');
+updateMethods();
+if (params.has('method')) ui.method.value = params.get('method');
+if (params.has('max_tokens')) ui.maxTokens.value = params.get('max_tokens');
+if (params.has('chat')) ui.chatTemplate.checked = params.get('chat') !== '0';
+if (params.has('adaptive')) ui.adaptive.checked = params.get('adaptive') !== '0';
+if (params.has('prompt')) ui.prompt.value = params.get('prompt');
+
+// Which model files the server has (the demo server lists them; elsewhere this is skipped).
+fetch(`${MODELS}index.json`)
+  .then((r) => (r.ok ? r.json() : null))
+  .then((list) => {
+    if (!Array.isArray(list)) return;
+    const have = new Set(list.map((m) => m.name));
+    for (const opt of ui.pair.options) {
+      const p = PAIRS[opt.value];
+      const missing = [p.target, p.draft].filter((m) => m && !have.has(FILES[m]));
+      if (missing.length) {
+        opt.disabled = true;
+        opt.textContent += ' — not on this server (scripts/fetch-models.sh)';
+      }
+    }
+  })
+  .catch(() => null);
+
+const support = await checkWebGPU();
+if (!support.ok) {
+  setState('unsupported');
+  showAlert(support.message, support.kind);
+} else {
+  setState('idle');
+  const info = support.adapter;
+  adapterName = info.description || [info.vendor, info.architecture].filter(Boolean).join(' ') || 'WebGPU';
+  ui.adapter.textContent = adapterName;
+}

@@ -1,0 +1,281 @@
+// Types for tandem-webgpu: an OpenAI-style engine on WebGPU in a module Web Worker.
+
+/** A model: a URL (downloaded with progress and kept in the Cache API) or a File/Blob. */
+export type ModelSource = string | URL | Blob;
+
+/** How drafts are made: none, prompt lookup, or the drafter model's greedy chain. */
+export type Method = 'plain' | 'lookup' | 'draft' | 'tree';
+
+export interface ProgressReport {
+  /** 0…1 over all files of this engine. */
+  progress: number;
+  /** A line to show the user. */
+  text: string;
+  /** `download`: bytes arriving (from the network or the Cache API); `gpu`: uploading the
+   * weights; `warning`: e.g. the file could not be stored in the Cache API. */
+  phase: 'download' | 'gpu' | 'warning';
+  file: 'target' | 'draft';
+  /** The file name. */
+  name: string;
+  /** Bytes received of this file (phase `download`). */
+  loaded?: number;
+  /** The file's size in bytes (0 when the server does not say). */
+  total?: number;
+  /** Whether the bytes come from the Cache API rather than the network. */
+  fromCache?: boolean;
+}
+
+export interface CreateEngineOptions {
+  /** The model that writes the answer (GGUF). */
+  target: ModelSource;
+  /** A smaller model with the same tokenizer that drafts for the target, `"lookup"` to draft
+   * by prompt lookup, or none (plain decoding; `method: "lookup"` still works per request). */
+  draft?: ModelSource | 'lookup' | null;
+  onProgress?: (report: ProgressReport) => void;
+  /** WebLLM's name for `onProgress`. */
+  initProgressCallback?: (report: ProgressReport) => void;
+  /** KV cache size in tokens (prompt + answer). Default 2048. */
+  contextLength?: number;
+  /** Most draft tokens one step verifies. Default 6. */
+  maxDraft?: number;
+}
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | string;
+  content: string | Array<{ type: 'text'; text: string }>;
+}
+
+interface RequestBase {
+  stream?: boolean;
+  max_tokens?: number;
+  max_completion_tokens?: number;
+  stop?: string | string[] | null;
+  /** Sampling temperature; 0 or absent decodes greedily. Speculative methods stay lossless
+   * (the output is distributed as the target's). */
+  temperature?: number | null;
+  /** With temperature > 0: keep the K most likely tokens (0 = off). */
+  top_k?: number | null;
+  /** With temperature > 0: nucleus sampling mass (1 = off). */
+  top_p?: number | null;
+  /** With temperature > 0: random seed (the same seed repeats a run). */
+  seed?: number | null;
+  n?: number | null;
+  /** tandem: how to draft (default: the engine's — see `createEngine`'s `draft`). */
+  method?: Method;
+  /** tandem: most draft tokens per step (default `maxDraft`). */
+  draft_len?: number;
+  /** tandem: pick the draft size from measured acceptance and speed (default true). */
+  adaptive?: boolean;
+}
+
+export interface ChatCompletionRequest extends RequestBase {
+  messages: ChatMessage[];
+}
+
+export interface CompletionRequest extends RequestBase {
+  /** Raw text continued as is (no chat template). */
+  prompt: string;
+}
+
+/** The engine's statistics of one generation. */
+export interface Stats {
+  prompt_tokens: number;
+  /** Prompt tokens whose KV cache was reused from the previous request (multi-turn). */
+  reused_prompt_tokens: number;
+  generated_tokens: number;
+  prefill_seconds: number;
+  decode_seconds: number;
+  prefill_tokens_per_s: number;
+  decode_tokens_per_s: number;
+  /** Forward passes of the target while decoding. */
+  target_passes: number;
+  drafter_passes: number;
+  /** Draft tokens proposed, and how many of them the target accepted. */
+  drafted: number;
+  accepted: number;
+  /** τ: generated tokens per target pass. */
+  mean_accepted_tokens: number;
+  acceptance_rate: number;
+}
+
+/** tandem's extra field on each streamed chunk but the last. */
+export interface StepExtras {
+  /** The tokens of this chunk; the first `drafted` were drafted and accepted. */
+  token_ids: number[];
+  drafted: number;
+  /** The part of this chunk's text that the drafted tokens made. */
+  drafted_text: string;
+  /** Draft tokens the target verified in this step. */
+  proposed: number;
+  /** Totals so far. */
+  tokens: number;
+  steps: number;
+  drafted_accepted: number;
+  acceptance: number | null;
+  /** τ so far: tokens per target pass. */
+  tau: number;
+  /** Decode speed so far (null until the second step). */
+  tokens_per_s: number | null;
+  elapsed_s: number;
+}
+
+/** tandem's extra field on the last chunk and on non-streaming results. */
+export interface FinalExtras {
+  stats: Stats;
+  stop_reason: 'eos' | 'stop' | 'length' | 'cancelled' | null;
+  output_token_ids: number[];
+}
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  extra: Stats;
+}
+
+/** `abort`: interrupted with `interruptGenerate()`. */
+export type FinishReason = 'stop' | 'length' | 'abort';
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: 'chat.completion.chunk';
+  created: number;
+  model: string;
+  choices: Array<{
+    index: 0;
+    delta: { role?: 'assistant'; content?: string };
+    logprobs: null;
+    finish_reason: FinishReason | null;
+  }>;
+  /** Only on the last chunk. */
+  usage?: Usage;
+  tandem: StepExtras | FinalExtras;
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  model: string;
+  choices: Array<{
+    index: 0;
+    message: { role: 'assistant'; content: string };
+    logprobs: null;
+    finish_reason: FinishReason;
+  }>;
+  usage: Usage;
+  tandem: FinalExtras;
+}
+
+export interface CompletionChunk {
+  id: string;
+  object: 'text_completion';
+  created: number;
+  model: string;
+  choices: Array<{ index: 0; text: string; logprobs: null; finish_reason: FinishReason | null }>;
+  usage?: Usage;
+  tandem: StepExtras | FinalExtras;
+}
+
+export interface Completion {
+  id: string;
+  object: 'text_completion';
+  created: number;
+  model: string;
+  choices: Array<{ index: 0; text: string; logprobs: null; finish_reason: FinishReason }>;
+  usage: Usage;
+  tandem: FinalExtras;
+}
+
+/** The WebGPU adapter the engine runs on. */
+export interface AdapterSummary {
+  name: string;
+  backend: string;
+  device_type: string;
+  driver: string;
+  driver_info: string;
+  shader_f16: boolean;
+  subgroups: boolean;
+  timestamp_query: boolean;
+  max_buffer_size: number;
+  max_storage_buffer_binding_size: number;
+  max_storage_buffers_per_shader_stage: number;
+  max_compute_workgroup_storage_size: number;
+  max_compute_invocations_per_workgroup: number;
+}
+
+export declare class TandemEngine {
+  readonly chat: {
+    completions: {
+      create(request: ChatCompletionRequest & { stream: true }): Promise<AsyncIterable<ChatCompletionChunk>>;
+      create(request: ChatCompletionRequest & { stream?: false | null }): Promise<ChatCompletion>;
+      create(request: ChatCompletionRequest): Promise<AsyncIterable<ChatCompletionChunk> | ChatCompletion>;
+    };
+  };
+  readonly completions: {
+    create(request: CompletionRequest & { stream: true }): Promise<AsyncIterable<CompletionChunk>>;
+    create(request: CompletionRequest & { stream?: false | null }): Promise<Completion>;
+    create(request: CompletionRequest): Promise<AsyncIterable<CompletionChunk> | Completion>;
+  };
+  /** The target model's file name. */
+  model: string;
+  /** The drafter model's file name, when one is loaded. */
+  drafter: string | null;
+  /** The method used when a request names none. */
+  defaultMethod: Method;
+  adapter: AdapterSummary | null;
+  /** Statistics of the last finished generation. */
+  lastStats: Stats | null;
+  /** Stop the running generation after its current step; its stream ends with
+   * finish_reason `"abort"`. */
+  interruptGenerate(): void;
+  /** Forget the conversation's KV cache. */
+  resetChat(): Promise<void>;
+  runtimeStatsText(): Promise<string>;
+  /** Free the GPU memory and end the worker. */
+  unload(): Promise<void>;
+}
+
+/** An error from tandem. `message` is tandem's own; `kind` says what went wrong. */
+export declare class TandemError extends Error {
+  name: 'TandemError';
+  kind:
+    | 'no-webgpu'
+    | 'no-adapter'
+    | 'io'
+    | 'format'
+    | 'unsupported'
+    | 'gpu'
+    | 'tokenizer'
+    | 'context'
+    | 'mismatch'
+    | 'invalid'
+    | 'worker'
+    | 'unloaded'
+    | 'error';
+}
+
+/** Download (or read from the Cache API) and load the models in a new module Web Worker. */
+export declare function createEngine(options: CreateEngineOptions): Promise<TandemEngine>;
+
+export type WebGPUSupport =
+  | {
+      ok: true;
+      adapter: {
+        vendor: string;
+        architecture: string;
+        description: string;
+        features: string[];
+        maxBufferSize: number;
+        maxStorageBufferBindingSize: number;
+      };
+    }
+  | { ok: false; kind: 'no-webgpu' | 'no-adapter'; message: string };
+
+/** Whether this browser can run tandem, with a message for the user when it cannot. */
+export declare function checkWebGPU(): Promise<WebGPUSupport>;
+
+/** The Cache API cache that holds model files. */
+export declare const CACHE_NAME: string;
+export declare function hasModelInCache(url: string | URL): Promise<boolean>;
+export declare function deleteModelInCache(url: string | URL): Promise<boolean>;

@@ -1,0 +1,354 @@
+// The npm package and the demo page in headless Chromium (Debian's, WebGPU on SwiftShader).
+//
+//   npm test        (after `node scripts/build.mjs --dev`; scripts/test-web.sh does both)
+//
+// SwiftShader runs SmolLM2-135M at seconds per token, so the runs are a handful of tokens.
+// Environment: TANDEM_MODELS (model directory), CHROMIUM (browser binary),
+// TANDEM_NATIVE_JSON (a file with `tandem run --json` output to use instead of running it).
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, relative, resolve } from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { defaultModelsDir, startServer } from '../demo/server.mjs';
+
+const WEB = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const REPO = resolve(WEB, '..');
+const MODEL = 'SmolLM2-135M-Instruct.Q4_1.gguf';
+const MODELS_DIR = defaultModelsDir();
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+// A prompt whose continuation repeats it, so prompt lookup's drafts get accepted.
+const PROMPT = 'red, green, blue, red, green, blue, red, green,';
+const N_PLAIN = 6;
+const N_LOOKUP = 8;
+const LONG = 15 * 60 * 1000;
+const FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+const missing = [];
+if (!existsSync(join(MODELS_DIR, MODEL))) missing.push(`${MODEL} is not in ${MODELS_DIR} (scripts/fetch-models.sh smollm2)`);
+if (!existsSync(CHROMIUM)) missing.push(`no Chromium at ${CHROMIUM} (apt-get install chromium)`);
+if (!existsSync(join(WEB, 'dist', 'tandem_bg.wasm'))) missing.push('web/dist/ is not built (node scripts/build.mjs --dev)');
+const skip = missing.length ? `SKIP: ${missing.join('; ')}` : false;
+if (skip) console.log(skip);
+
+const tmp = mkdtempSync(join(tmpdir(), 'tandem-web-test-'));
+let server;
+let context;
+let demo; // the demo page shared by the first tests
+let native; // native greedy token ids for PROMPT
+let plainIds; // what the demo's plain run showed
+
+function launch(args) {
+  return chromium.launchPersistentContext(mkdtempSync(join(tmp, 'profile-')), {
+    executablePath: CHROMIUM,
+    headless: true,
+    args,
+    viewport: { width: 960, height: 860 },
+  });
+}
+
+function log(msg) {
+  console.log(`# ${msg}`);
+}
+
+/** Native greedy ids for PROMPT: `tandem run --json` on the portable f32 kernels (the path
+ * SwiftShader takes: it has no shader-f16). */
+function nativeTokens() {
+  let out;
+  if (process.env.TANDEM_NATIVE_JSON) {
+    out = readFileSync(process.env.TANDEM_NATIVE_JSON, 'utf8');
+  } else {
+    const args = ['run', '--quiet', '--bin', 'tandem', '--', 'run', '-m', join(MODELS_DIR, MODEL), '-p', PROMPT];
+    args.push('-n', String(N_LOOKUP), '--json', '--no-f16', '--no-subgroups');
+    log(`native: cargo ${args.join(' ')}`);
+    out = execFileSync('cargo', args, { cwd: REPO, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  }
+  const last = out.trim().split('\n').pop();
+  return JSON.parse(last).tokens;
+}
+
+/** Token ids shown in the demo's last answer, with the class of the span showing each. */
+async function shownTokens(page) {
+  return page.evaluate(() => {
+    const spans = document.querySelectorAll('#chat .msg.assistant:last-child .tok');
+    return [...spans].flatMap((s) =>
+      s.dataset.ids ? s.dataset.ids.split(' ').map((id) => ({ id: Number(id), drafted: s.classList.contains('drafted') })) : [],
+    );
+  });
+}
+
+async function sendAndWait(page, { method, maxTokens, onFirstDrafted }) {
+  await page.selectOption('#method', method);
+  await page.fill('#max-tokens', String(maxTokens));
+  await page.fill('#prompt', PROMPT);
+  const before = await page.locator('#chat .msg.assistant').count();
+  await page.click('#send');
+  await page.waitForFunction((n) => document.querySelectorAll('#chat .msg.assistant').length > n, before);
+  if (onFirstDrafted) {
+    await page.waitForSelector('#chat .msg.assistant:last-child .tok.drafted', { timeout: LONG });
+    await onFirstDrafted();
+  }
+  await page.waitForSelector('#chat .msg.assistant:last-child[data-done]', { timeout: LONG });
+  const alert = await page.locator('#alert').isVisible();
+  assert.ok(!alert, `the demo shows an error: ${await page.textContent('#alert')}`);
+  return {
+    tokens: await shownTokens(page),
+    note: await page.textContent('#chat .msg.assistant:last-child .note'),
+  };
+}
+
+function modelRequests() {
+  return server.requests.filter((r) => r.path === `/models/${MODEL}` && r.method === 'GET').length;
+}
+
+before(async () => {
+  if (skip) return;
+  native = nativeTokens();
+  log(`native greedy ids: ${JSON.stringify(native)}`);
+  server = await startServer({ port: 0 });
+  context = await launch([...FLAGS, '--enable-unsafe-webgpu']);
+  context.setDefaultTimeout(LONG);
+});
+
+after(async () => {
+  await context?.close();
+  await server?.close();
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+test('demo: greedy tokens in Chromium equal the native greedy tokens', { skip }, async () => {
+  demo = await context.newPage();
+  demo.on('pageerror', (e) => log(`page error: ${e.message}`));
+  await demo.goto(`${server.url}/demo/?pair=smollm2&chat=0&adaptive=0&ctx=256`);
+  await demo.click('#load');
+  await demo.waitForFunction(() => ['ready', 'error'].includes(document.body.dataset.state), null, { timeout: LONG });
+  assert.equal(await demo.evaluate(() => document.body.dataset.state), 'ready', await demo.textContent('#alert'));
+  assert.equal(await demo.getAttribute('.file[data-file="target"]', 'data-from-cache'), 'false');
+  assert.equal(modelRequests(), 1, 'the first load downloads the model once');
+
+  const { tokens, note } = await sendAndWait(demo, { method: 'plain', maxTokens: N_PLAIN });
+  log(`plain: ${note}`);
+  assert.deepEqual(
+    tokens.map((t) => t.id),
+    native.slice(0, N_PLAIN),
+  );
+  assert.ok(tokens.every((t) => !t.drafted), 'plain decoding drafts nothing');
+  plainIds = tokens.map((t) => t.id);
+});
+
+test('demo: prompt lookup gives the same tokens, drafted ones highlighted (screenshot)', { skip }, async () => {
+  assert.ok(demo, 'the previous test loaded the demo');
+  const shot = join(WEB, 'screenshots', 'demo.png');
+  mkdirSync(dirname(shot), { recursive: true });
+  let midAnswer = false;
+  const { tokens, note } = await sendAndWait(demo, {
+    method: 'lookup',
+    maxTokens: N_LOOKUP,
+    onFirstDrafted: async () => {
+      midAnswer = (await demo.locator('#chat .msg.assistant:last-child[data-done]').count()) === 0;
+      await demo.screenshot({ path: shot });
+    },
+  });
+  log(`lookup: ${note}; screenshot ${relative(REPO, shot)} taken ${midAnswer ? 'mid-answer' : 'after the answer'}`);
+  assert.deepEqual(
+    tokens.map((t) => t.id),
+    native.slice(0, N_LOOKUP),
+    'prompt lookup changed the greedy output',
+  );
+  assert.deepEqual(tokens.slice(0, N_PLAIN).map((t) => t.id), plainIds, 'lookup and plain differ on the page');
+  const drafted = tokens.filter((t) => t.drafted).length;
+  assert.ok(drafted > 0, 'no drafted token was accepted and highlighted');
+  const style = await demo.evaluate(() => {
+    const d = getComputedStyle(document.querySelector('#chat .tok.drafted')).backgroundColor;
+    const t = getComputedStyle(document.querySelector('#chat .tok.target')).backgroundColor;
+    return { d, t, legend: document.querySelector('.legend').textContent };
+  });
+  assert.notEqual(style.d, style.t, 'drafted and target tokens look the same');
+  assert.match(style.legend, /drafted and accepted/);
+  const tau = Number(await demo.textContent('#stat-tau'));
+  assert.ok(tau > 1, `τ should exceed 1 with accepted drafts, got ${tau}`);
+  assert.match(await demo.textContent('#stat-speedup'), /×$/);
+});
+
+test('demo: the stop button interrupts a generation', { skip }, async () => {
+  assert.ok(demo, 'the first test loaded the demo');
+  await demo.selectOption('#method', 'plain');
+  await demo.fill('#max-tokens', '64');
+  await demo.fill('#prompt', PROMPT);
+  const before = await demo.locator('#chat .msg.assistant').count();
+  await demo.click('#send');
+  await demo.waitForFunction((n) => document.querySelectorAll('#chat .msg.assistant').length > n, before);
+  await demo.waitForSelector('#chat .msg.assistant:last-child .tok', { timeout: LONG });
+  await demo.click('#stop');
+  await demo.waitForSelector('#chat .msg.assistant:last-child[data-done]', { timeout: LONG });
+  assert.equal(await demo.getAttribute('#chat .msg.assistant:last-child', 'data-done'), 'abort');
+  const ids = (await shownTokens(demo)).map((t) => t.id);
+  assert.ok(ids.length >= 1 && ids.length < 64, `stopped after ${ids.length} tokens`);
+  assert.deepEqual(ids.slice(0, N_LOOKUP), native.slice(0, Math.min(ids.length, N_LOOKUP)));
+  assert.match(await demo.textContent('#chat .msg.assistant:last-child .note'), /stopped/);
+  assert.equal(await demo.evaluate(() => document.body.dataset.state), 'ready');
+});
+
+test('a reload reads the model from the Cache API, not the network', { skip }, async () => {
+  const page = await context.newPage();
+  await page.goto(`${server.url}/demo/?pair=smollm2&chat=0&ctx=256`);
+  await page.click('#load');
+  await page.waitForFunction(() => ['ready', 'error'].includes(document.body.dataset.state), null, { timeout: LONG });
+  assert.equal(await page.evaluate(() => document.body.dataset.state), 'ready', await page.textContent('#alert'));
+  assert.equal(await page.getAttribute('.file[data-file="target"]', 'data-from-cache'), 'true');
+  assert.match(await page.textContent('.file[data-file="target"] .bytes'), /from cache/);
+  assert.equal(modelRequests(), 1, 'the model was downloaded again');
+  const cached = await page.evaluate(async (m) => {
+    const pkg = await import('/dist/index.js');
+    return pkg.hasModelInCache(`/models/${m}`);
+  }, MODEL);
+  assert.equal(cached, true);
+  await page.close();
+});
+
+test('a page built from the npm pack tarball imports the package and streams tokens', { skip }, async () => {
+  const packDir = mkdtempSync(join(tmp, 'pack-'));
+  const packed = JSON.parse(execFileSync('npm', ['pack', '--json', '--pack-destination', packDir], { cwd: WEB, encoding: 'utf8' }));
+  const files = packed[0].files.map((f) => f.path);
+  for (const f of ['package.json', 'README.md', 'dist/index.js', 'dist/index.d.ts', 'dist/worker.js', 'dist/tandem_bg.wasm']) {
+    assert.ok(files.includes(f), `the tarball lacks ${f}`);
+  }
+  const app = mkdtempSync(join(tmp, 'app-'));
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'tandem-consumer', private: true, type: 'module' }));
+  execFileSync('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', join(packDir, packed[0].filename)], { cwd: app, stdio: 'ignore' });
+  // Resolve the package the way bundlers and Node do (package.json "exports").
+  writeFileSync(join(app, 'resolve.mjs'), "console.log(import.meta.resolve('tandem-webgpu'));");
+  const entry = fileURLToPath(execFileSync('node', ['resolve.mjs'], { cwd: app, encoding: 'utf8' }).trim());
+  const pkg = JSON.parse(readFileSync(join(app, 'node_modules', 'tandem-webgpu', 'package.json'), 'utf8'));
+  assert.ok(existsSync(join(app, 'node_modules', 'tandem-webgpu', pkg.types)), 'the types file is missing');
+  writeFileSync(
+    join(app, 'index.html'),
+    `<!doctype html><meta charset="utf-8"><title>consumer</title>
+<script type="importmap">{"imports": {"tandem-webgpu": "/${relative(app, entry)}"}}</script>
+<pre id="out"></pre>
+<script type="module">
+import { createEngine, hasModelInCache } from 'tandem-webgpu';
+const url = '/models/${MODEL}';
+window.result = (async () => {
+  const progress = [];
+  const engine = await createEngine({ target: url, draft: 'lookup', contextLength: 128, onProgress: (p) => progress.push(p) });
+  const stream = await engine.chat.completions.create({
+    messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi' }],
+    stream: true, max_tokens: 2, temperature: 0, seed: 1,
+  });
+  const chunks = [];
+  for await (const chunk of stream) {
+    chunks.push(chunk);
+    document.getElementById('out').textContent += chunk.choices[0].delta.content ?? '';
+  }
+  // Not streaming: an OpenAI ChatCompletion with usage (the prompt's KV cache is reused).
+  const whole = await engine.chat.completions.create({
+    messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi' }],
+    max_tokens: 1,
+  });
+  // Sampling on the GPU: the same seed repeats a run.
+  const sample = () => engine.chat.completions.create({
+    messages: [{ role: 'user', content: 'Hi' }], temperature: 0.7, seed: 1, max_tokens: 2,
+  });
+  const s1 = await sample();
+  const s2 = await sample();
+  const sampling = { a: s1.tandem.output_token_ids, b: s2.tandem.output_token_ids };
+  const cached = await hasModelInCache(url);
+  await engine.unload();
+  return { chunks, whole, last: progress.at(-1), sampling, cached };
+})().catch((e) => ({ error: String(e?.message ?? e) }));
+</script>`,
+  );
+  const appServer = await startServer({ port: 0, root: app });
+  try {
+    const page = await context.newPage();
+    page.on('pageerror', (e) => log(`consumer page error: ${e.message}`));
+    await page.goto(`${appServer.url}/index.html`);
+    const r = await page.evaluate(() => window.result);
+    assert.equal(r.error, undefined, r.error);
+    const steps = r.chunks.filter((c) => !c.choices[0].finish_reason);
+    const last = r.chunks.at(-1);
+    assert.ok(steps.length >= 1, 'no streamed chunk');
+    for (const c of r.chunks) {
+      assert.equal(c.object, 'chat.completion.chunk');
+      assert.equal(typeof c.id, 'string');
+    }
+    assert.equal(steps[0].choices[0].delta.role, 'assistant');
+    assert.ok(steps.every((c) => typeof c.choices[0].delta.content === 'string' && c.tandem.token_ids.length > 0));
+    assert.equal(last.choices[0].finish_reason, 'length');
+    assert.equal(last.usage.completion_tokens, 2);
+    assert.equal(last.tandem.output_token_ids.length, 2);
+    assert.deepEqual(
+      steps.flatMap((c) => c.tandem.token_ids),
+      last.tandem.output_token_ids,
+    );
+    assert.equal(r.whole.object, 'chat.completion');
+    assert.equal(r.whole.choices[0].message.role, 'assistant');
+    assert.equal(r.whole.choices[0].finish_reason, 'length');
+    assert.equal(r.whole.usage.completion_tokens, 1);
+    assert.equal(r.whole.usage.total_tokens, r.whole.usage.prompt_tokens + 1);
+    assert.deepEqual(r.whole.tandem.output_token_ids, last.tandem.output_token_ids.slice(0, 1), 'greedy is deterministic');
+    assert.ok(r.whole.usage.extra.reused_prompt_tokens > 0, 'the KV cache of the same prompt was not reused');
+    assert.equal(r.last.progress, 1);
+    assert.equal(r.cached, true, 'the model was not stored in the Cache API');
+    assert.equal(r.sampling.a.length, 2, 'sampling produced no tokens');
+    assert.deepEqual(r.sampling.a, r.sampling.b, 'the same seed gave different samples');
+    log(`consumer page streamed ${JSON.stringify(steps.map((c) => c.choices[0].delta.content).join(''))}`);
+    await page.close();
+  } finally {
+    await appServer.close();
+  }
+});
+
+test('without WebGPU the demo says so clearly', { skip }, async () => {
+  // Chromium without --enable-unsafe-webgpu: no WebGPU on Linux.
+  const plain = await launch(FLAGS);
+  try {
+    const page = await plain.newPage();
+    await page.goto(`${server.url}/demo/`);
+    await page.waitForFunction(() => document.body.dataset.state !== 'idle' || !document.getElementById('alert').hidden);
+    assert.equal(await page.evaluate(() => document.body.dataset.state), 'unsupported');
+    assert.ok(await page.locator('#alert').isVisible());
+    assert.match(await page.textContent('#alert'), /WebGPU/);
+    assert.ok(await page.locator('#load').isDisabled());
+    assert.ok(await page.locator('#send').isDisabled());
+    const err = await page.evaluate(async () => {
+      const pkg = await import('/dist/index.js');
+      return pkg.createEngine({ target: '/models/x.gguf' }).then(
+        () => null,
+        (e) => ({ name: e.name, kind: e.kind, message: e.message }),
+      );
+    });
+    assert.ok(err, 'createEngine succeeded without WebGPU');
+    assert.ok(['no-webgpu', 'no-adapter'].includes(err.kind), err.kind);
+    assert.match(err.message, /WebGPU/);
+  } finally {
+    await plain.close();
+  }
+});
+
+test('the demo fits a phone screen', { skip }, async () => {
+  const page = await context.newPage();
+  await page.setViewportSize({ width: 360, height: 740 });
+  await page.goto(`${server.url}/demo/`);
+  const widths = await page.evaluate(() => ({
+    page: document.documentElement.scrollWidth,
+    send: document.getElementById('send').getBoundingClientRect().right,
+    stats: document.getElementById('stats').getBoundingClientRect().right,
+  }));
+  assert.ok(widths.page <= 360, `the page is ${widths.page}px wide on a 360px screen`);
+  assert.ok(widths.send <= 360 && widths.stats <= 360, JSON.stringify(widths));
+  await page.close();
+});
