@@ -203,6 +203,31 @@ struct DraftModel {
     topk_probs: wgpu::Buffer,
 }
 
+impl DraftModel {
+    /// Bring the drafter's cache up to the target's `committed` tokens and write the inputs of
+    /// a pass over the tokens it lacks plus `root` (logits of its last row). Long gaps (the
+    /// first step after a prompt) are prefilled in chunks first. Returns the length of the
+    /// drafter's still-valid cache prefix and the pass's token count.
+    fn feed(&mut self, gpu: &Gpu, committed: &[u32], root: u32) -> Result<(usize, usize)> {
+        let c = common_prefix(&self.cache, committed);
+        let mut feed: Vec<u32> = committed[c..].to_vec();
+        let max_t = self.model.limits.max_t;
+        if feed.len() + 1 > max_t {
+            let pre = feed.len() + 1 - max_t;
+            self.model.prefill(gpu, &feed[..pre], c)?;
+            feed.drain(..pre);
+        }
+        let start = committed.len() - feed.len();
+        feed.push(root);
+        let t0 = feed.len();
+        let positions: Vec<u32> = (start..start + t0).map(|p| p as u32).collect();
+        let mask = self.model.causal_mask(t0);
+        self.model
+            .write_inputs(gpu, &feed, &positions, &mask, start, 1);
+        Ok((c, t0))
+    }
+}
+
 /// Most rows a tree-drafting pass expands, and the children considered per row.
 const TREE_WIDTH: usize = 8;
 const TREE_BRANCH: u32 = 4;
@@ -648,22 +673,7 @@ impl Engine {
                 .drafter
                 .as_mut()
                 .ok_or_else(|| Error::Invalid("no drafter".into()))?;
-            // Bring the drafter's cache up to the target's committed tokens.
-            let c = common_prefix(&d.cache, &self.cache);
-            let mut feed: Vec<u32> = self.cache[c..].to_vec();
-            // Long gaps (the first step after a prompt) are prefilled in chunks first.
-            let max_t = d.model.limits.max_t;
-            if feed.len() + 1 > max_t {
-                let pre = feed.len() + 1 - max_t;
-                d.model.prefill(gpu, &feed[..pre], c)?;
-                feed.drain(..pre);
-            }
-            let start = n_past - feed.len();
-            feed.push(root);
-            let t0 = feed.len();
-            let positions: Vec<u32> = (start..start + t0).map(|p| p as u32).collect();
-            d.model
-                .write_inputs(gpu, &feed, &positions, &d.model.causal_mask(t0), start, 1);
+            let (c, t0) = d.feed(gpu, &self.cache, root)?;
             let chain_steps: Vec<Step> =
                 (0..k).map(|i| Step::new(1, (n_past + i) as u32)).collect();
             let chain_pos: Vec<u32> = (0..k).map(|i| (n_past + i) as u32).collect();
@@ -759,20 +769,8 @@ impl Engine {
             .as_mut()
             .ok_or_else(|| Error::Invalid("no drafter".into()))?;
         let n_past = self.cache.len();
-        let c = common_prefix(&d.cache, &self.cache);
-        let mut feed: Vec<u32> = self.cache[c..].to_vec();
         let max_t = d.model.limits.max_t;
-        if feed.len() + 1 > max_t {
-            let pre = feed.len() + 1 - max_t;
-            d.model.prefill(gpu, &feed[..pre], c)?;
-            feed.drain(..pre);
-        }
-        let start = n_past - feed.len();
-        feed.push(root);
-        let t0 = feed.len();
-        let positions: Vec<u32> = (start..start + t0).map(|p| p as u32).collect();
-        d.model
-            .write_inputs(gpu, &feed, &positions, &d.model.causal_mask(t0), start, 1);
+        let (c, t0) = d.feed(gpu, &self.cache, root)?;
         d.cache.truncate(c);
         d.cache.extend_from_slice(&self.cache[c..]);
         d.cache.push(root);
