@@ -19,12 +19,13 @@ pub const SMALL_T_MAX: u32 = 64;
 /// How the small-T kernel spreads a workgroup over weight rows (the header of
 /// `shaders/matmul.q.wgsl` explains both). Each shape is batch invariant on its own; a
 /// device always uses one, so decoding and verification agree bit for bit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SmallShape {
     /// 16 threads per group of 4 rows read neighbouring chunks of those rows (coalesced);
     /// their sums meet in workgroup memory. 16 rows per workgroup. For GPUs.
     Lanes,
-    /// Each thread owns 4 whole rows: no reduction, no barrier. 256 rows per workgroup.
+    /// Each thread owns 8 whole rows: no reduction, no barrier. 256 rows per workgroup.
     /// For CPU adapters (llvmpipe, SwiftShader), where threads are SIMD lanes.
     Rows,
 }
@@ -40,18 +41,18 @@ impl SmallShape {
         }
     }
 
-    /// (threads per workgroup, threads per row group).
-    fn threads(self) -> (u32, u32) {
+    /// (threads per workgroup, threads per row group, vec4s of rows per row group).
+    fn threads(self) -> (u32, u32, u32) {
         match self {
-            SmallShape::Lanes => (64, 16),
-            SmallShape::Rows => (64, 1),
+            SmallShape::Lanes => (64, 16, 1),
+            SmallShape::Rows => (32, 1, 2),
         }
     }
 
     /// Weight rows per workgroup (`ROWS` in matmul.q.wgsl).
     pub fn rows(self) -> u32 {
-        let (wg, tpr) = self.threads();
-        wg / tpr * 4
+        let (wg, tpr, h) = self.threads();
+        wg / tpr * 4 * h
     }
 
     pub fn name(self) -> &'static str {
@@ -64,10 +65,10 @@ impl SmallShape {
 
 /// The small-T kernel's WGSL for weights of type `ty` in `shape`.
 pub fn small_source(ty: GgmlType, shape: SmallShape) -> Result<String> {
-    let (wg, tpr) = shape.threads();
+    let (wg, tpr, h) = shape.threads();
     super::dequant::chunk_shader_source(
         ty,
-        &format!("const WG = {wg}u;\nconst TPR = {tpr}u;\n\n{SMALL_WGSL}"),
+        &format!("const WG = {wg}u;\nconst TPR = {tpr}u;\nconst H = {h}u;\n\n{SMALL_WGSL}"),
     )
 }
 /// Output tile of the tiled kernel (`BT`, `BN` in matmul_tiled.wgsl).
