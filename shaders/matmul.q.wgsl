@@ -7,22 +7,23 @@
 //   y:      [T, N] f32
 //   bias:   [N] f32 (a dummy when p.has_bias == 0)
 //
-// Two shapes, chosen per adapter when the pipeline is built (src/kernels/matmul.rs,
-// `SmallShape`, which prepends `const WG`, `const TPR` and `const H` to this file). A row
-// group of TPR threads owns RPT = 4·H consecutive rows, held as H vec4s of 4 rows.
+// Two layouts, chosen per adapter when the pipeline is built (`Layout` in
+// src/kernels/mod.rs; src/kernels/matmul.rs prepends `const WG`, `const TPR` and `const H` to
+// this file). A row group of TPR threads owns RPT = 4·H consecutive rows, held as H vec4s
+// of 4 rows.
 //
-// * lanes (GPUs): WG = 64 threads = 4 row groups of TPR = 16 lanes, H = 1: 16 rows per
+// * gpu layout: WG = 64 threads = 4 row groups of TPR = 16 lanes, H = 1: 16 rows per
 //   workgroup. Lane `l` walks the 32-element chunks l, l + TPR, ... of its 4 rows, so
 //   neighbouring threads read neighbouring bytes of a row (coalesced), and the TPR partial
 //   sums of each (token, row) are added through workgroup memory at the end.
-// * rows (CPU adapters: llvmpipe, SwiftShader): WG = 32, TPR = 1, H = 2: every thread owns
-//   8 whole rows and walks all their chunks; no reduction, no barrier; 256 rows per
-//   workgroup. A CPU runs a workgroup's threads as the lanes of SIMD registers, executes
+// * cpu layout (CPU adapters: llvmpipe, SwiftShader): WG = 32, TPR = 1, H = 2: every
+//   thread owns 8 whole rows and walks all their chunks; no reduction, no barrier; 256
+//   rows per workgroup. A CPU runs a workgroup's threads as the lanes of SIMD registers, executes
 //   every branch and loop of the lanes masked rather than skipping it, pays for each load
 //   instruction one lane at a time and for each barrier with a coroutine switch per SIMD
 //   group. Whole rows per thread make the fewest loads (x is read once per 8 rows) and need
-//   no barrier: on llvmpipe 2-4x less CPU time than the lanes shape. On a GPU the same
-//   shape would read 8 rows per thread in as many places and leave most of the machine idle
+//   no barrier: on llvmpipe 2-4x less CPU time than the gpu layout. On a GPU the same
+//   layout would read 8 rows per thread in as many places and leave most of the machine idle
 //   on the narrow matrices of small models.
 //
 // Both: a thread dequantizes each chunk of its rows once per tile of up to TT = 16 tokens
@@ -36,9 +37,9 @@
 //
 // Batch invariance. A token's result is: for each lane, the chunks in walk order, each
 // chunk's 8 vec4 dot products summed in order; then the lanes' sums added in lane order.
-// That depends on K and the shape only, never on T or on the tile slot a token lands in
-// (every slot runs the same code), so a row is bit-identical for T = 1 and T = 64 (tested
-// for both shapes).
+// That depends on K and the layout only, never on T or on the tile slot a token lands
+// in (every slot runs the same code), so a row is bit-identical for T = 1 and T = 64
+// (tested for both layouts).
 
 struct Step {
     t: u32,
@@ -67,7 +68,7 @@ struct Params {
 
 const RG = WG / TPR;     // row groups per workgroup
 const RPT = 4u * H;      // rows per row group: H vec4s of 4
-const ROWS = RG * RPT;   // rows per workgroup (SmallShape::rows in src/kernels/matmul.rs)
+const ROWS = RG * RPT;   // rows per workgroup (small_rows in src/kernels/matmul.rs)
 const TT = 16u;          // tokens per tile
 
 // Per token slot, vec4 half and thread: the running sums of 4 of its rows; then the
@@ -194,7 +195,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             }
         }
         // Job q = j·RG + g: token slot j of row group g, its TPR lane sums added in lane
-        // order (in the rows shape, a thread's own slots).
+        // order (in the cpu layout, a thread's own slots).
         if (TPR > 1u) {
             workgroupBarrier();
         }

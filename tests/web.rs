@@ -16,10 +16,9 @@ use tandem::gpu::{Gpu, GpuOptions};
 use tandem::kernels::argmax::Argmax;
 use tandem::kernels::attention::{Attention, AttentionShape};
 use tandem::kernels::embed::Embedding;
-use tandem::kernels::matmul::{
-    Epilogue, Matmul, MatmulBinding, MatmulPath, QuantMatrix, SmallShape,
-};
+use tandem::kernels::matmul::{Epilogue, Matmul, MatmulBinding, MatmulPath, QuantMatrix};
 use tandem::kernels::reference;
+use tandem::kernels::Layout;
 use tandem::kernels::Step;
 use tandem::model::quant::{dequantize, quantize, GgmlType};
 use wasm_bindgen_test::*;
@@ -159,30 +158,30 @@ fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
 /// (tiled kernel, two row tiles, on the automatic path), and each kernel outside its usual
 /// range (T = 17 tiled, T = 100 small). Then batch invariance: rows 0, 8, 16, 40 and 63
 /// multiplied alone (T = 1) equal their rows of the T = 17 and T = 64 batches bit for bit.
-/// Both shapes of the small-T kernel (the adapter's own first).
+/// Both layouts of the small-T kernel (the adapter's own first).
 #[wasm_bindgen_test]
 async fn matmul_matches_cpu_and_is_batch_invariant_for_every_type() {
     let gpu = gpu().await;
-    let own = SmallShape::for_gpu(&gpu);
+    let own = Layout::for_gpu(&gpu);
     let other = match own {
-        SmallShape::Lanes => SmallShape::Rows,
-        SmallShape::Rows => SmallShape::Lanes,
+        Layout::Gpu => Layout::Cpu,
+        Layout::Cpu => Layout::Gpu,
     };
-    log(&format!("small-T shape for this adapter: {own:?}"));
+    log(&format!("layout for this adapter: {own:?}"));
     let (n, max_t) = (37usize, 100usize);
     let cases = TYPES
         .into_iter()
         .enumerate()
         .flat_map(|c| [(c, own), (c, other)]);
-    for ((i, ty), shape) in cases {
+    for ((i, ty), layout) in cases {
         let start = js_sys::Date::now();
-        let name = format!("{} {shape:?}", ty.name());
+        let name = format!("{} {layout:?}", ty.name());
         let k = awkward_k(ty);
         let (bytes, w) = weights(ty, n, k, 10 + i as u64);
         let x = rand_f32(100 + i as u64, max_t * k);
         let want = matmul_f64(&x, &w, max_t, n, k);
         let m = QuantMatrix::upload(&gpu, "w", ty, n, k, &bytes).unwrap();
-        let mm = Matmul::with_shape(&gpu, ty, shape).unwrap();
+        let mm = Matmul::with_layout(&gpu, ty, layout).unwrap();
         let batch = MatmulCase::new(&gpu, &mm, &m, &x, max_t);
         let (mut y17, mut y64) = (Vec::new(), Vec::new());
         for (t, path) in [

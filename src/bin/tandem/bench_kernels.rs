@@ -6,8 +6,9 @@ use std::io::Write;
 
 use clap::Args;
 use tandem::gpu::{Gpu, GpuOptions};
-use tandem::kernels::bench::{bench_matmul_shape, MatmulBench};
-use tandem::kernels::matmul::{QuantMatrix, SmallShape, SMALL_T_MAX};
+use tandem::kernels::bench::{bench_matmul_layout, MatmulBench};
+use tandem::kernels::matmul::{QuantMatrix, SMALL_T_MAX};
+use tandem::kernels::Layout;
 use tandem::model::quant::GgmlType;
 use tandem::{Error, Result};
 
@@ -37,10 +38,9 @@ pub struct BenchKernelsArgs {
     /// Calls timed per row (default: as many as take ~0.5 s, at least 3)
     #[arg(long)]
     iters: Option<usize>,
-    /// Layout of the small-T kernel (`SmallShape`): auto (rows on CPU adapters, lanes
-    /// elsewhere), lanes or rows
-    #[arg(long = "small-shape", default_value = "auto")]
-    small_shape: String,
+    /// Layout of the small-T kernel: auto (cpu on CPU adapters, gpu elsewhere), gpu or cpu
+    #[arg(long, default_value = "auto")]
+    layout: String,
     /// Time every type at the 151936×1536 head shape too (by default only Q6_K and Q8_0,
     /// the types real heads have: an F32 head is 933 MB)
     #[arg(long)]
@@ -120,13 +120,13 @@ pub fn run(options: &GpuOptions, args: &BenchKernelsArgs) -> Result<()> {
     }
 
     let gpu = Gpu::new_blocking(options)?;
-    let shape = match args.small_shape.trim().to_ascii_lowercase().as_str() {
-        "auto" => SmallShape::for_gpu(&gpu),
-        "lanes" => SmallShape::Lanes,
-        "rows" => SmallShape::Rows,
+    let layout = match args.layout.trim().to_ascii_lowercase().as_str() {
+        "auto" => Layout::for_gpu(&gpu),
+        "gpu" => Layout::Gpu,
+        "cpu" => Layout::Cpu,
         other => {
             return Err(Error::Invalid(format!(
-                "--small-shape: '{other}' (expected auto, lanes or rows)"
+                "--layout: '{other}' (expected auto, gpu or cpu)"
             )))
         }
     };
@@ -148,12 +148,12 @@ pub fn run(options: &GpuOptions, args: &BenchKernelsArgs) -> Result<()> {
     println!("|---|---|---:|---|---:|---:|---:|");
     for (ty, n, k) in cases {
         for &t in &args.t {
-            let r = time_one(&gpu, ty, n, k, t, args.iters, shape)?;
+            let r = time_one(&gpu, ty, n, k, t, args.iters, layout)?;
             println!(
                 "| {} | {n}×{k} | {t} | {} | {} | {:.1} | {:.2} |",
                 ty.name(),
                 if t as u32 <= SMALL_T_MAX {
-                    format!("small-T ({})", shape.name())
+                    format!("small-T ({} layout)", layout.name())
                 } else {
                     "tiled".to_string()
                 },
@@ -177,14 +177,14 @@ fn time_one(
     k: usize,
     t: usize,
     iters: Option<usize>,
-    shape: SmallShape,
+    layout: Layout,
 ) -> Result<MatmulBench> {
     let iters = match iters {
         Some(i) => i,
         None => {
-            let probe = bench_matmul_shape(gpu, ty, n, k, t, 1, shape)?;
+            let probe = bench_matmul_layout(gpu, ty, n, k, t, 1, layout)?;
             ((TARGET_SECS * 1e6 / probe.us_per_call) as usize).clamp(3, 1000)
         }
     };
-    bench_matmul_shape(gpu, ty, n, k, t, iters, shape)
+    bench_matmul_layout(gpu, ty, n, k, t, iters, layout)
 }
