@@ -42,6 +42,7 @@ fn every_shader_validates_with_naga() {
         "add.wgsl",
         "argmax.wgsl",
         "attention.wgsl",
+        "attention_cpu.wgsl",
         "kv_append.wgsl",
         "kv_compact.wgsl",
         "rmsnorm.wgsl",
