@@ -8,9 +8,8 @@
 //   bias:   [N] f32 (a dummy when p.has_bias == 0)
 //
 // Two layouts, chosen per adapter when the pipeline is built (`Layout` in
-// src/kernels/mod.rs; src/kernels/matmul.rs prepends `const WG`, `const TPR` and `const H` to
-// this file). A row group of TPR threads owns RPT = 4·H consecutive rows, held as H vec4s
-// of 4 rows.
+// src/kernels/mod.rs; src/kernels/matmul.rs sets the overrides WG, TPR and H). A row group
+// of TPR threads owns RPT = 4·H consecutive rows, held as H vec4s of 4 rows.
 //
 // * gpu layout: WG = 64 threads = 4 row groups of TPR = 16 lanes, H = 1: 16 rows per
 //   workgroup. Lane `l` walks the 32-element chunks l, l + TPR, ... of its 4 rows, so
@@ -66,10 +65,13 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> bias: array<f32>;
 
-const RG = WG / TPR;     // row groups per workgroup
-const RPT = 4u * H;      // rows per row group: H vec4s of 4
-const ROWS = RG * RPT;   // rows per workgroup (small_rows in src/kernels/matmul.rs)
-const TT = 16u;          // tokens per tile
+override WG: u32 = 64u;  // threads per workgroup
+override TPR: u32 = 16u; // threads per row group
+override H: u32 = 1u;    // vec4s of rows per row group
+override RG: u32 = WG / TPR;     // row groups per workgroup
+override RPT: u32 = 4u * H;      // rows per row group
+override ROWS: u32 = RG * RPT;   // rows per workgroup (small_rows in src/kernels/matmul.rs)
+const TT = 16u;                  // tokens per tile
 
 // Per token slot, vec4 half and thread: the running sums of 4 of its rows; then the
 // reduction's input. [TT][H][WG]

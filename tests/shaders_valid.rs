@@ -68,14 +68,11 @@ fn a_broken_shader_fails_validation() {
 #[test]
 fn quantized_kernels_validate_for_every_type() {
     use tandem::kernels::matmul::small_source;
-    use tandem::kernels::Layout;
     use tandem::model::quant::GgmlType::*;
     for ty in [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K] {
-        for layout in Layout::ALL {
-            let src = small_source(ty, layout).unwrap();
-            let what = format!("matmul.q.wgsl ({} layout) for {}", layout.name(), ty.name());
-            tandem::gpu::validate_wgsl(&what, &src).unwrap();
-        }
+        // Its layouts are override constants: the kernel tests build both pipelines.
+        let what = format!("matmul.q.wgsl for {}", ty.name());
+        tandem::gpu::validate_wgsl(&what, &small_source(ty).unwrap()).unwrap();
         for (name, body) in [
             (
                 "matmul_tiled.q.wgsl",

@@ -35,13 +35,16 @@ fn small_threads(layout: Layout) -> (u32, u32, u32) {
     }
 }
 
-/// The small-T kernel's WGSL for weights of type `ty` in `layout`.
-pub fn small_source(ty: GgmlType, layout: Layout) -> Result<String> {
+/// The small-T kernel's WGSL for weights of type `ty` (the layout comes from
+/// [`small_constants`]).
+pub fn small_source(ty: GgmlType) -> Result<String> {
+    super::dequant::chunk_shader_source(ty, SMALL_WGSL)
+}
+
+/// The small-T kernel's override constants for `layout`.
+pub fn small_constants(layout: Layout) -> [(&'static str, f64); 3] {
     let (wg, tpr, h) = small_threads(layout);
-    super::dequant::chunk_shader_source(
-        ty,
-        &format!("const WG = {wg}u;\nconst TPR = {tpr}u;\nconst H = {h}u;\n\n{SMALL_WGSL}"),
-    )
+    [("WG", wg as f64), ("TPR", tpr as f64), ("H", h as f64)]
 }
 /// Output tile of the tiled kernel (`BT`, `BN` in matmul_tiled.wgsl).
 const TILE: u32 = 64;
@@ -114,9 +117,9 @@ impl Matmul {
         let name = ty.name();
         let small = gpu.pipeline(
             &format!("matmul-small-{}-{name}", layout.name()),
-            &small_source(ty, layout)?,
+            &small_source(ty)?,
             "main",
-            &[],
+            &small_constants(layout),
         )?;
         let tiled = gpu.pipeline(
             &format!("matmul-tiled-{name}"),
