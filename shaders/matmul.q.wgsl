@@ -15,15 +15,16 @@
 //   workgroup. Lane `l` walks the 32-element chunks l, l + TPR, ... of its 4 rows, so
 //   neighbouring threads read neighbouring bytes of a row (coalesced), and the TPR partial
 //   sums of each (token, row) are added through workgroup memory at the end.
-// * cpu layout (CPU adapters: llvmpipe, SwiftShader): WG = 32, TPR = 1, H = 2: every
-//   thread owns 8 whole rows and walks all their chunks; no reduction, no barrier; 256
-//   rows per workgroup. A CPU runs a workgroup's threads as the lanes of SIMD registers, executes
-//   every branch and loop of the lanes masked rather than skipping it, pays for each load
-//   instruction one lane at a time and for each barrier with a coroutine switch per SIMD
-//   group. Whole rows per thread make the fewest loads (x is read once per 8 rows) and need
-//   no barrier: on llvmpipe 2-4x less CPU time than the gpu layout. On a GPU the same
-//   layout would read 8 rows per thread in as many places and leave most of the machine idle
-//   on the narrow matrices of small models.
+// * cpu layout (CPU adapters: llvmpipe, SwiftShader): WG = 16, TPR = 1, H = 2: every
+//   thread owns 8 whole rows and walks all their chunks; no reduction, no barrier; 128
+//   rows per workgroup (small workgroups cost little there and keep more cores busy on
+//   narrow matrices). A CPU runs a workgroup's threads as the lanes of SIMD registers,
+//   executes every branch and loop of the lanes masked rather than skipping it, pays for
+//   each load instruction one lane at a time and for each barrier with a coroutine switch
+//   per SIMD group. Whole rows per thread make the fewest loads (x is read once per 8 rows)
+//   and need no barrier: on llvmpipe 1.2-4x less CPU time than the gpu layout. On a GPU the
+//   same layout would read 8 rows per thread in as many places and leave most of the
+//   machine idle on the narrow matrices of small models.
 //
 // Both: a thread dequantizes each chunk of its rows once per tile of up to TT = 16 tokens
 // and applies it to every token of the tile. The running sums (4 rows of one token = one

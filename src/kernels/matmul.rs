@@ -30,8 +30,8 @@ fn small_threads(layout: Layout) -> (u32, u32, u32) {
         // 16 threads per group of 4 rows read neighbouring chunks of those rows
         // (coalesced); their sums meet in workgroup memory. 16 rows per workgroup.
         Layout::Gpu => (64, 16, 1),
-        // Each thread owns 8 whole rows: no reduction, no barrier. 256 rows per workgroup.
-        Layout::Cpu => (32, 1, 2),
+        // Each thread owns 8 whole rows: no reduction, no barrier. 128 rows per workgroup.
+        Layout::Cpu => (16, 1, 2),
     }
 }
 
