@@ -22,7 +22,7 @@
 //   executes every branch and loop of the lanes masked rather than skipping it, pays for
 //   each load instruction one lane at a time and for each barrier with a coroutine switch
 //   per SIMD group. Whole rows per thread make the fewest loads (x is read once per 8 rows)
-//   and need no barrier: on llvmpipe 1.2-4x less CPU time than the gpu layout. On a GPU the
+//   and need no barrier: on llvmpipe 1.1-4.6x faster than the gpu layout. On a GPU the
 //   same layout would read 8 rows per thread in as many places and leave most of the
 //   machine idle on the narrow matrices of small models.
 //
