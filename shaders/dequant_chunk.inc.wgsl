@@ -144,37 +144,46 @@ fn dc_bf16(row: u32, c: u32) -> array<vec4<f32>, 8> {
 }
 
 // Q4_0 (18 B / 32): d: f16, qs[16]. value = (q - 8) * d.
+fn q4_0(q: u32, s: u32, d: f32) -> vec4<f32> {
+    return (nib4(q, s) - 8.0) * d;
+}
+
 fn dc_q4_0(row: u32, c: u32) -> array<vec4<f32>, 8> {
     let base = row + 18u * c;
     let s = base & 15u;
     let win = window2(base);
     let d = half_in(win.a, s);
     let q = words8(win, s + 2u).lo;
-    var o: array<vec4<f32>, 8>;
-    for (var k = 0u; k < 4u; k++) {
-        o[k] = (nib4(q[k], 0u) - 8.0) * d;
-        o[k + 4u] = (nib4(q[k], 4u) - 8.0) * d;
-    }
-    return o;
+    return array<vec4<f32>, 8>(
+        q4_0(q.x, 0u, d), q4_0(q.y, 0u, d), q4_0(q.z, 0u, d), q4_0(q.w, 0u, d),
+        q4_0(q.x, 4u, d), q4_0(q.y, 4u, d), q4_0(q.z, 4u, d), q4_0(q.w, 4u, d),
+    );
 }
 
 // Q4_1 (20 B / 32): d: f16, m: f16, qs[16] as Q4_0. value = q * d + m.
+fn q4_1(q: u32, s: u32, dm: vec2<f32>) -> vec4<f32> {
+    return nib4(q, s) * dm.x + dm.y;
+}
+
 fn dc_q4_1(row: u32, c: u32) -> array<vec4<f32>, 8> {
     let base = row + 20u * c;
     let s = base & 15u;
     let win = window2(base);
     let dm = unpack2x16float(win.a[s >> 2u]);
     let q = words8(win, s + 4u).lo;
-    var o: array<vec4<f32>, 8>;
-    for (var k = 0u; k < 4u; k++) {
-        o[k] = nib4(q[k], 0u) * dm.x + dm.y;
-        o[k + 4u] = nib4(q[k], 4u) * dm.x + dm.y;
-    }
-    return o;
+    return array<vec4<f32>, 8>(
+        q4_1(q.x, 0u, dm), q4_1(q.y, 0u, dm), q4_1(q.z, 0u, dm), q4_1(q.w, 0u, dm),
+        q4_1(q.x, 4u, dm), q4_1(q.y, 4u, dm), q4_1(q.z, 4u, dm), q4_1(q.w, 4u, dm),
+    );
 }
 
 // Q5_0 (22 B / 32): d: f16, qh: u32 (bit j = fifth bit of element j), qs[16] as Q4_0.
-// value = (q - 16) * d.
+// value = (q - 16) * d. `h`: the fifth bits of these four elements in its low 4 bits.
+fn q5_0(q: u32, s: u32, h: u32, d: f32) -> vec4<f32> {
+    let hi = ((vec4<u32>(h) >> vec4<u32>(0u, 1u, 2u, 3u)) & vec4<u32>(1u)) << vec4<u32>(4u);
+    return (vec4<f32>(nib4u(q, s) | hi) - 16.0) * d;
+}
+
 fn dc_q5_0(row: u32, c: u32) -> array<vec4<f32>, 8> {
     let base = row + 22u * c;
     let s = base & 15u;
@@ -183,15 +192,12 @@ fn dc_q5_0(row: u32, c: u32) -> array<vec4<f32>, 8> {
     let w = words8(win, s + 2u);
     let qh = w.lo.x;
     let qs = vec4<u32>(w.lo.yzw, w.hi.x);
-    var o: array<vec4<f32>, 8>;
-    for (var k = 0u; k < 4u; k++) {
-        let b = vec4<u32>(qh) >> (vec4<u32>(0u, 1u, 2u, 3u) + 4u * k);
-        let lo = nib4u(qs[k], 0u) | ((b & vec4<u32>(1u)) << vec4<u32>(4u));
-        let hi = nib4u(qs[k], 4u) | (((b >> vec4<u32>(16u)) & vec4<u32>(1u)) << vec4<u32>(4u));
-        o[k] = (vec4<f32>(lo) - 16.0) * d;
-        o[k + 4u] = (vec4<f32>(hi) - 16.0) * d;
-    }
-    return o;
+    return array<vec4<f32>, 8>(
+        q5_0(qs.x, 0u, qh, d), q5_0(qs.y, 0u, qh >> 4u, d),
+        q5_0(qs.z, 0u, qh >> 8u, d), q5_0(qs.w, 0u, qh >> 12u, d),
+        q5_0(qs.x, 4u, qh >> 16u, d), q5_0(qs.y, 4u, qh >> 20u, d),
+        q5_0(qs.z, 4u, qh >> 24u, d), q5_0(qs.w, 4u, qh >> 28u, d),
+    );
 }
 
 // Q8_0 (34 B / 32): d: f16, qs[32] i8. value = q * d.
@@ -201,12 +207,10 @@ fn dc_q8_0(row: u32, c: u32) -> array<vec4<f32>, 8> {
     let win = window3(base);
     let d = half_in(win.a, s);
     let w = words8(win, s + 2u);
-    var o: array<vec4<f32>, 8>;
-    for (var k = 0u; k < 4u; k++) {
-        o[k] = sbyte4(w.lo[k]) * d;
-        o[k + 4u] = sbyte4(w.hi[k]) * d;
-    }
-    return o;
+    return array<vec4<f32>, 8>(
+        sbyte4(w.lo.x) * d, sbyte4(w.lo.y) * d, sbyte4(w.lo.z) * d, sbyte4(w.lo.w) * d,
+        sbyte4(w.hi.x) * d, sbyte4(w.hi.y) * d, sbyte4(w.hi.z) * d, sbyte4(w.hi.w) * d,
+    );
 }
 
 // Byte `j` (< 12) of the scales that follow d and dmin in a Q4_K block header.
@@ -239,12 +243,19 @@ fn dc_q4_k(row: u32, c: u32) -> array<vec4<f32>, 8> {
     let dl = dd.x * f32(scale);
     let ml = dd.y * f32(mn);
     let sh = 4u * (j & 1u);
-    var o: array<vec4<f32>, 8>;
-    for (var k = 0u; k < 4u; k++) {
-        o[k] = dl * nib4(q0[k], sh) - ml;
-        o[k + 4u] = dl * nib4(q1[k], sh) - ml;
-    }
-    return o;
+    return array<vec4<f32>, 8>(
+        dl * nib4(q0.x, sh) - ml, dl * nib4(q0.y, sh) - ml,
+        dl * nib4(q0.z, sh) - ml, dl * nib4(q0.w, sh) - ml,
+        dl * nib4(q1.x, sh) - ml, dl * nib4(q1.y, sh) - ml,
+        dl * nib4(q1.z, sh) - ml, dl * nib4(q1.w, sh) - ml,
+    );
+}
+
+// Four Q6_K values: low bits from the bytes of `l` (shifted by `ls`), high bits from the
+// bytes of `h` (shifted by `hs`).
+fn q6_k(l: u32, h: u32, ls: u32, hs: u32, dl: f32) -> vec4<f32> {
+    let hi = (vec4<u32>(h) >> (vec4<u32>(0u, 8u, 16u, 24u) + hs)) & vec4<u32>(3u);
+    return dl * (vec4<f32>(nib4u(l, ls) | (hi << vec4<u32>(4u))) - 32.0);
 }
 
 // Q6_K (210 B / 256): ql[128] (low 4 bits), qh[64] (high 2 bits), scales[16] i8, d: f16.
@@ -268,15 +279,11 @@ fn dc_q6_k(row: u32, c: u32) -> array<vec4<f32>, 8> {
     let dl0 = d * sc.x;
     let dl1 = d * sc.y;
     let ls = 4u * (p >> 1u);
-    let hs = vec4<u32>(0u, 8u, 16u, 24u) + 2u * p;
-    var o: array<vec4<f32>, 8>;
-    for (var k = 0u; k < 4u; k++) {
-        let lo0 = nib4u(ql.lo[k], ls);
-        let hi0 = (vec4<u32>(qh.lo[k]) >> hs) & vec4<u32>(3u);
-        o[k] = dl0 * (vec4<f32>(lo0 | (hi0 << vec4<u32>(4u))) - 32.0);
-        let lo1 = nib4u(ql.hi[k], ls);
-        let hi1 = (vec4<u32>(qh.hi[k]) >> hs) & vec4<u32>(3u);
-        o[k + 4u] = dl1 * (vec4<f32>(lo1 | (hi1 << vec4<u32>(4u))) - 32.0);
-    }
-    return o;
+    let hs = 2u * p;
+    return array<vec4<f32>, 8>(
+        q6_k(ql.lo.x, qh.lo.x, ls, hs, dl0), q6_k(ql.lo.y, qh.lo.y, ls, hs, dl0),
+        q6_k(ql.lo.z, qh.lo.z, ls, hs, dl0), q6_k(ql.lo.w, qh.lo.w, ls, hs, dl0),
+        q6_k(ql.hi.x, qh.hi.x, ls, hs, dl1), q6_k(ql.hi.y, qh.hi.y, ls, hs, dl1),
+        q6_k(ql.hi.z, qh.hi.z, ls, hs, dl1), q6_k(ql.hi.w, qh.hi.w, ls, hs, dl1),
+    );
 }

@@ -7,32 +7,39 @@
 //   y:      [T, N] f32
 //   bias:   [N] f32 (a dummy when p.has_bias == 0)
 //
-// Two shapes, chosen per adapter when the pipeline is built (src/kernels/matmul.rs,
-// `SmallShape`), which prepends `const WG` and `const TPR` to this file:
+// Two layouts, chosen per adapter when the pipeline is built (`Layout` in
+// src/kernels/mod.rs; src/kernels/matmul.rs sets the overrides WG, TPR and H). A row group
+// of TPR threads owns RPT = 4·H consecutive rows, held as H vec4s of 4 rows.
 //
-// * lanes (GPUs): WG = 64 threads = RG = WG / TPR row groups × TPR = 16 lanes. A row group
-//   owns RPT = 4 consecutive rows. Lane `l` walks the 32-element chunks l, l + TPR, ... of
-//   its rows, so neighbouring threads read neighbouring bytes of a row (coalesced), and the
-//   TPR partial sums of each (token, row) are added through workgroup memory at the end.
-// * rows (CPU adapters: llvmpipe, SwiftShader): TPR = 1, every thread owns 4 whole rows and
-//   walks all their chunks: no reduction, no barrier. A CPU runs a workgroup's threads as
-//   the lanes of SIMD registers, pays for each load instruction one lane at a time and for
-//   each barrier with a coroutine switch per SIMD group, and has only a few cores to keep
-//   busy; 4 whole rows per thread make the fewest loads and no barrier (4-5x faster there
-//   than the lanes shape), while on a GPU it would read 64 rows in 64 places and leave most
-//   of the machine idle for the narrow matrices of small models.
+// * gpu layout: WG = 64 threads = 4 row groups of TPR = 16 lanes, H = 1: 16 rows per
+//   workgroup. Lane `l` walks the 32-element chunks l, l + TPR, ... of its 4 rows, so
+//   neighbouring threads read neighbouring bytes of a row (coalesced), and the TPR partial
+//   sums of each (token, row) are added through workgroup memory at the end.
+// * cpu layout (CPU adapters: llvmpipe, SwiftShader): WG = 16, TPR = 1, H = 2: every
+//   thread owns 8 whole rows and walks all their chunks; no reduction, no barrier; 128
+//   rows per workgroup (small workgroups cost little there and keep more cores busy on
+//   narrow matrices). A CPU runs a workgroup's threads as the lanes of SIMD registers,
+//   executes every branch and loop of the lanes masked rather than skipping it, pays for
+//   each load instruction one lane at a time and for each barrier with a coroutine switch
+//   per SIMD group. Whole rows per thread make the fewest loads (x is read once per 8 rows)
+//   and need no barrier: on llvmpipe 1.1-4.6x faster than the gpu layout. On a GPU the
+//   same layout would read 8 rows per thread in as many places and leave most of the
+//   machine idle on the narrow matrices of small models.
 //
-// Both: a thread dequantizes each chunk of its 4 rows once per tile of up to TT = 16 tokens
-// and applies it to every token of the tile; x is read once per 4 rows. The running sums
-// (4 rows of one token = one vec4) live in workgroup memory indexed by token slot, so the
-// token loop runs exactly T times: no work for slots past T and no private array indexed
-// at run time.
+// Both: a thread dequantizes each chunk of its rows once per tile of up to TT = 16 tokens
+// and applies it to every token of the tile. The running sums (4 rows of one token = one
+// vec4) live in workgroup memory indexed by token slot, so the token loop runs exactly T
+// times: no work for slots past T (a CPU would execute skipped slots, masked) and no
+// private array indexed at run time. Loops test at the bottom (`break if`): a CPU runs a
+// loop body once more, masked, when a top test fails. Inner loops over fixed counts are
+// unrolled by hand: a compiler that keeps them indexes the chunk arrays at run time and
+// spills them to memory (10x slower on llvmpipe).
 //
 // Batch invariance. A token's result is: for each lane, the chunks in walk order, each
 // chunk's 8 vec4 dot products summed in order; then the lanes' sums added in lane order.
-// That depends on K and the shape only, never on T or on the tile slot a token lands in
-// (every slot runs the same code), so a row is bit-identical for T = 1 and T = 64 (tested
-// for both shapes).
+// That depends on K and the layout only, never on T or on the tile slot a token lands
+// in (every slot runs the same code), so a row is bit-identical for T = 1 and T = 64
+// (tested for both layouts).
 
 struct Step {
     t: u32,
@@ -59,23 +66,36 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> bias: array<f32>;
 
-const RG = WG / TPR;     // row groups per workgroup
-const RPT = 4u;          // rows per row group
-const ROWS = RG * RPT;   // rows per workgroup (SmallShape::rows in src/kernels/matmul.rs)
-const TT = 16u;          // tokens per tile
+override WG: u32 = 64u;  // threads per workgroup
+override TPR: u32 = 16u; // threads per row group
+override H: u32 = 1u;    // vec4s of rows per row group
+override RG: u32 = WG / TPR;     // row groups per workgroup
+override RPT: u32 = 4u * H;      // rows per row group
+override ROWS: u32 = RG * RPT;   // rows per workgroup (small_rows in src/kernels/matmul.rs)
+const TT = 16u;                  // tokens per tile
 
-// Per thread and token slot, the running sums of its 4 rows; then the reduction's input.
-var<workgroup> red: array<vec4<f32>, TT * WG>;
+// Per token slot, vec4 half and thread: the running sums of 4 of its rows; then the
+// reduction's input. [TT][H][WG]
+var<workgroup> red: array<vec4<f32>, TT * H * WG>;
 
 alias Chunk = array<vec4<f32>, 8>;
 
-// Chunk `c` of four rows times the 32 x values at x[xi ..] (vec4 index), one sum per row.
-fn dot_chunk(w0: Chunk, w1: Chunk, w2: Chunk, w3: Chunk, xi: u32) -> vec4<f32> {
-    var s = vec4<f32>(0.0);
-    for (var q = 0u; q < 8u; q++) {
-        let xv = x[xi + q];
-        s += vec4<f32>(dot(w0[q], xv), dot(w1[q], xv), dot(w2[q], xv), dot(w3[q], xv));
-    }
+fn dot4(w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>, xv: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(dot(w0, xv), dot(w1, xv), dot(w2, xv), dot(w3, xv));
+}
+
+// A chunk of four rows times its 32 x values, one sum per row (summed in vec4 order).
+fn dot_chunk(w0: Chunk, w1: Chunk, w2: Chunk, w3: Chunk,
+             x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
+             x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>) -> vec4<f32> {
+    var s = dot4(w0[0], w1[0], w2[0], w3[0], x0);
+    s += dot4(w0[1], w1[1], w2[1], w3[1], x1);
+    s += dot4(w0[2], w1[2], w2[2], w3[2], x2);
+    s += dot4(w0[3], w1[3], w2[3], w3[3], x3);
+    s += dot4(w0[4], w1[4], w2[4], w3[4], x4);
+    s += dot4(w0[5], w1[5], w2[5], w3[5], x5);
+    s += dot4(w0[6], w1[6], w2[6], w3[6], x6);
+    s += dot4(w0[7], w1[7], w2[7], w3[7], x7);
     return s;
 }
 
@@ -107,6 +127,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let o1 = min(r0 + 1u, last) * p.row_bytes;
     let o2 = min(r0 + 2u, last) * p.row_bytes;
     let o3 = min(r0 + 3u, last) * p.row_bytes;
+    let o4 = min(r0 + 4u, last) * p.row_bytes;
+    let o5 = min(r0 + 5u, last) * p.row_bytes;
+    let o6 = min(r0 + 6u, last) * p.row_bytes;
+    let o7 = min(r0 + 7u, last) * p.row_bytes;
     let chunks = p.k / 32u;
     let k4 = p.k / 4u;
     let t_total = step.t;
@@ -118,7 +142,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         let nt = min(TT, t_total - t0);
         var j = 0u;
         loop {
-            red[j * WG + lid] = vec4<f32>(0.0);
+            red[j * H * WG + lid] = vec4<f32>(0.0);
+            if (H > 1u) {
+                red[(j * H + 1u) * WG + lid] = vec4<f32>(0.0);
+            }
             continuing {
                 j += 1u;
                 break if j >= nt;
@@ -131,11 +158,34 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 let w1 = dequant_chunk(o1, c);
                 let w2 = dequant_chunk(o2, c);
                 let w3 = dequant_chunk(o3, c);
-                let xi = t0 * k4 + 8u * c;
+                var w4: Chunk;
+                var w5: Chunk;
+                var w6: Chunk;
+                var w7: Chunk;
+                if (H > 1u) {
+                    w4 = dequant_chunk(o4, c);
+                    w5 = dequant_chunk(o5, c);
+                    w6 = dequant_chunk(o6, c);
+                    w7 = dequant_chunk(o7, c);
+                }
                 var j = 0u;
                 loop {
-                    let a = j * WG + lid;
-                    red[a] += dot_chunk(w0, w1, w2, w3, xi + j * k4);
+                    let xi = (t0 + j) * k4 + 8u * c;
+                    // Unrolled by hand: a compiler that keeps this loop indexes the
+                    // chunks at run time and spills them.
+                    let x0 = x[xi];
+                    let x1 = x[xi + 1u];
+                    let x2 = x[xi + 2u];
+                    let x3 = x[xi + 3u];
+                    let x4 = x[xi + 4u];
+                    let x5 = x[xi + 5u];
+                    let x6 = x[xi + 6u];
+                    let x7 = x[xi + 7u];
+                    let a = j * H * WG + lid;
+                    red[a] += dot_chunk(w0, w1, w2, w3, x0, x1, x2, x3, x4, x5, x6, x7);
+                    if (H > 1u) {
+                        red[a + WG] += dot_chunk(w4, w5, w6, w7, x0, x1, x2, x3, x4, x5, x6, x7);
+                    }
                     continuing {
                         j += 1u;
                         break if j >= nt;
@@ -148,23 +198,24 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             }
         }
         // Job q = j·RG + g: token slot j of row group g, its TPR lane sums added in lane
-        // order (in the rows shape, a thread's own slots).
+        // order (in the cpu layout, a thread's own slots).
         if (TPR > 1u) {
             workgroupBarrier();
         }
-        let jobs = nt * RG;
+        let jobs = nt * H * RG;
         var q = lid;
         if (q < jobs) {
             loop {
-                let j = q / RG;
+                let j = q / (H * RG);
+                let h = (q / RG) % H;
                 let g = q % RG;
-                let base = j * WG + g * TPR;
+                let base = (j * H + h) * WG + g * TPR;
                 var s = red[base];
                 for (var l = 1u; l < TPR; l++) {
                     s += red[base + l];
                 }
                 let t = t0 + j;
-                let r = group * ROWS + g * RPT;
+                let r = group * ROWS + g * RPT + 4u * h;
                 emit(t, r, s.x);
                 emit(t, r + 1u, s.y);
                 emit(t, r + 2u, s.z);

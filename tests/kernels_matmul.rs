@@ -5,8 +5,9 @@ mod common;
 use tandem::gpu::{Gpu, GpuOptions};
 use tandem::kernels::embed::Embedding;
 use tandem::kernels::matmul::{
-    Epilogue, Matmul, MatmulBinding, MatmulPath, QuantMatrix, SmallShape,
+    small_rows, Epilogue, Matmul, MatmulBinding, MatmulPath, QuantMatrix,
 };
+use tandem::kernels::Layout;
 use tandem::kernels::Step;
 use tandem::model::quant::{dequantize, quantize, GgmlType};
 use tandem::Error;
@@ -14,9 +15,8 @@ use tandem::Error;
 use GgmlType::*;
 
 const TYPES: [GgmlType; 9] = [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K];
-/// Both shapes of the small-T kernel are checked on whatever adapter runs the tests (a
-/// device uses one of them: `SmallShape::for_gpu`).
-const SHAPES: [SmallShape; 2] = [SmallShape::Lanes, SmallShape::Rows];
+// Both layouts of the small-T kernel (`Layout::ALL`) are checked on whatever adapter runs
+// the tests; a device uses one of them (`Layout::for_gpu`).
 
 /// The GPU's result is compared with an f64 matmul over the *dequantized* weights, so only
 /// f32 rounding separates them: relative error ≤ 1e-3 (|a - b| / max(1, |b|)) is loose
@@ -107,14 +107,14 @@ fn matmul_matches_cpu_reference_for_every_type() {
         let want = common::matmul_f64(&x, &w, max_t, n, k);
         let m = QuantMatrix::upload(&gpu, "w", ty, n, k, &bytes).unwrap();
         let s = Setup::new(&gpu, &x, n, max_t);
-        for shape in SHAPES {
-            let mm = Matmul::with_shape(&gpu, ty, shape).unwrap();
+        for layout in Layout::ALL {
+            let mm = Matmul::with_layout(&gpu, ty, layout).unwrap();
             let b = mm
                 .bind(&gpu, &s.step, &m, &s.x, &s.y, Epilogue::default())
                 .unwrap();
             for t in ts {
                 let got = run(&gpu, &mm, &s, &b, t, MatmulPath::Auto, false);
-                let what = format!("{} {shape:?} T={t}", ty.name());
+                let what = format!("{} {layout:?} T={t}", ty.name());
                 assert_close(&got, &want[..t * n], &what);
             }
             // Each kernel also outside its usual range: tiled for tiny T, small for T > 64.
@@ -124,7 +124,7 @@ fn matmul_matches_cpu_reference_for_every_type() {
                 (100, MatmulPath::Small),
             ] {
                 let got = run(&gpu, &mm, &s, &b, t, path, false);
-                let what = format!("{} {shape:?} T={t} {path:?}", ty.name());
+                let what = format!("{} {layout:?} T={t} {path:?}", ty.name());
                 assert_close(&got, &want[..t * n], &what);
             }
         }
@@ -151,10 +151,10 @@ fn bias_and_accumulate_epilogues() {
             (None, true),
             (Some(&bias_buf), true),
         ];
-        for ((bias_opt, accumulate), shape) in
-            cases.into_iter().flat_map(|c| SHAPES.map(|sh| (c, sh)))
+        for ((bias_opt, accumulate), layout) in
+            cases.into_iter().flat_map(|c| Layout::ALL.map(|l| (c, l)))
         {
-            let mm = Matmul::with_shape(&gpu, ty, shape).unwrap();
+            let mm = Matmul::with_layout(&gpu, ty, layout).unwrap();
             let b = mm
                 .bind(
                     &gpu,
@@ -184,7 +184,7 @@ fn bias_and_accumulate_epilogues() {
                     })
                     .collect();
                 let what = format!(
-                    "{} {shape:?} T={t} {path:?} bias={} accumulate={accumulate}",
+                    "{} {layout:?} T={t} {path:?} bias={} accumulate={accumulate}",
                     ty.name(),
                     bias_opt.is_some()
                 );
@@ -209,9 +209,9 @@ fn small_path_is_batch_invariant() {
         let (bytes, _) = weights(ty, n, k, 20 + i as u64);
         let m = QuantMatrix::upload(&gpu, "w", ty, n, k, &bytes).unwrap();
         let x = common::rand_f32(200 + i as u64, 64 * k);
-        for shape in SHAPES {
-            let mm = Matmul::with_shape(&gpu, ty, shape).unwrap();
-            let name = format!("{} {shape:?}", ty.name());
+        for layout in Layout::ALL {
+            let mm = Matmul::with_layout(&gpu, ty, layout).unwrap();
+            let name = format!("{} {layout:?}", ty.name());
             let batch = Setup::new(&gpu, &x, n, 64);
             let bb = mm
                 .bind(
@@ -262,11 +262,11 @@ fn small_path_is_batch_invariant() {
 fn matrices_over_the_binding_limit_are_split_by_rows() {
     let Some(full) = common::gpu() else { return };
     let n = 37;
-    for (ty, shape) in [
-        (Q6_K, SmallShape::Lanes),
-        (Q5_0, SmallShape::Rows),
-        (F32, SmallShape::Lanes),
-        (Q4_1, SmallShape::Rows),
+    for (ty, layout) in [
+        (Q6_K, Layout::Gpu),
+        (Q5_0, Layout::Cpu),
+        (F32, Layout::Gpu),
+        (Q4_1, Layout::Cpu),
     ] {
         let k = awkward_k(ty);
         let row_bytes = ty.bytes_for(k as u64).unwrap();
@@ -291,7 +291,7 @@ fn matrices_over_the_binding_limit_are_split_by_rows() {
         // The same matmul on an unsplit matrix, for a bitwise comparison.
         let m_full = QuantMatrix::upload(&full, "w", ty, n, k, &bytes).unwrap();
         assert_eq!(m_full.parts.len(), 1);
-        let mm_full = Matmul::with_shape(&full, ty, shape).unwrap();
+        let mm_full = Matmul::with_layout(&full, ty, layout).unwrap();
         let s_full = Setup::new(&full, &x, n, max_t);
         let bias_full = full.upload("bias", &bias).unwrap();
         let ep_full = Epilogue {
@@ -302,7 +302,7 @@ fn matrices_over_the_binding_limit_are_split_by_rows() {
             .bind(&full, &s_full.step, &m_full, &s_full.x, &s_full.y, ep_full)
             .unwrap();
 
-        let mm = Matmul::with_shape(&gpu, ty, shape).unwrap();
+        let mm = Matmul::with_layout(&gpu, ty, layout).unwrap();
         let s = Setup::new(&gpu, &x, n, max_t);
         let bias_buf = gpu.upload("bias", &bias).unwrap();
         let ep = Epilogue {
@@ -336,17 +336,17 @@ fn matrices_over_the_binding_limit_are_split_by_rows() {
 
 #[test]
 fn more_than_65535_workgroups_use_a_2d_dispatch() {
-    // More than 65,535 workgroups of the lanes shape's 16 rows: over a million rows, kept
+    // More than 65,535 workgroups of the gpu layout's 16 rows: over a million rows, kept
     // to ~36 MB by K = 32.
     let Some(gpu) = common::gpu() else { return };
-    let shape = SmallShape::Lanes;
-    let n = 65_536 * shape.rows() as usize + 77;
+    let layout = Layout::Gpu;
+    let n = 65_536 * small_rows(layout) as usize + 77;
     let (k, t) = (32usize, 2usize);
     let (bytes, w) = weights(Q8_0, n, k, 11);
     let x = common::rand_f32(12, t * k);
     let want = common::matmul_f64(&x, &w, t, n, k);
     let m = QuantMatrix::upload(&gpu, "head", Q8_0, n, k, &bytes).unwrap();
-    let mm = Matmul::with_shape(&gpu, Q8_0, shape).unwrap();
+    let mm = Matmul::with_layout(&gpu, Q8_0, layout).unwrap();
     let s = Setup::new(&gpu, &x, n, t);
     let b = mm
         .bind(&gpu, &s.step, &m, &s.x, &s.y, Epilogue::default())

@@ -17,7 +17,7 @@ use tandem::kernels::rmsnorm::RmsNorm;
 use tandem::kernels::rope::{Rope, RopeKvAppend, RopeShape, RopeStyle};
 use tandem::kernels::silu_mul::SiluMul;
 use tandem::kernels::softmax::Softmax;
-use tandem::kernels::Step;
+use tandem::kernels::{Layout, Step};
 
 const TS: [u32; 4] = [1, 3, 17, 64];
 
@@ -548,6 +548,7 @@ fn attn_width(s: &AttentionShape) -> usize {
 #[allow(clippy::too_many_arguments)]
 fn gpu_attention(
     gpu: &Gpu,
+    layout: Layout,
     shape: &AttentionShape,
     qkv: &[f32],
     k_cache: &[f32],
@@ -556,7 +557,7 @@ fn gpu_attention(
     t: u32,
     n_past: u32,
 ) -> Vec<f32> {
-    let att = Attention::new(gpu, shape).unwrap();
+    let att = Attention::with_layout(gpu, shape, layout).unwrap();
     let qb = gpu.upload("qkv", qkv).unwrap();
     let kb = gpu.upload("k", k_cache).unwrap();
     let vb = gpu.upload("v", v_cache).unwrap();
@@ -573,7 +574,8 @@ fn gpu_attention(
 fn tree_attention_matches_cpu() {
     let Some(gpu) = common::gpu() else { return };
     let mut case = 0u64;
-    for (mw, ts) in [(2u32, &TS[..]), (3, &[70u32][..])] {
+    let sizes = [(2u32, &TS[..]), (3, &[70u32][..])];
+    for ((mw, ts), layout) in sizes.into_iter().flat_map(|s| Layout::ALL.map(|l| (s, l))) {
         for shape in attention_shapes(mw) {
             let cache_len = (shape.n_kv_head * shape.max_ctx * shape.head_dim) as usize;
             for &t in ts {
@@ -587,7 +589,7 @@ fn tree_attention_matches_cpu() {
                     let vc = common::rand_f32(case + 2000, cache_len);
                     let parents = random_tree(case, t as usize);
                     let mask = cpu::ancestor_mask(&parents, mw as usize);
-                    let got = gpu_attention(&gpu, &shape, &qkv, &kc, &vc, &mask, t, n_past);
+                    let got = gpu_attention(&gpu, layout, &shape, &qkv, &kc, &vc, &mask, t, n_past);
                     let want =
                         cpu::attention(&qkv, &kc, &vc, &mask, t as usize, n_past as usize, &shape);
                     // Online softmax in f32 over up to 220 keys vs an f64 reference: ~1e-6;
@@ -595,7 +597,7 @@ fn tree_attention_matches_cpu() {
                     let err = common::max_rel_err(&got, &want);
                     assert!(
                         err <= 1e-4,
-                        "attention H={} KVH={} HD={} T={t} n_past={n_past}: err {err}",
+                        "attention {layout:?} H={} KVH={} HD={} T={t} n_past={n_past}: err {err}",
                         shape.n_head,
                         shape.n_kv_head,
                         shape.head_dim
@@ -613,7 +615,8 @@ fn tree_attention_matches_cpu() {
 fn tree_attention_equals_each_chain_bitwise() {
     let Some(gpu) = common::gpu() else { return };
     let mw = 2u32;
-    for (si, shape) in attention_shapes(mw).into_iter().enumerate() {
+    let shapes = attention_shapes(mw).into_iter().enumerate();
+    for ((si, shape), layout) in shapes.flat_map(|s| Layout::ALL.map(|l| (s, l))) {
         let rope = RopeShape {
             n_head: shape.n_head,
             n_kv_head: shape.n_kv_head,
@@ -642,8 +645,9 @@ fn tree_attention_equals_each_chain_bitwise() {
             let mask = cpu::ancestor_mask(&parents, mw as usize);
             let (tree_qkv, tree_k, tree_v) =
                 rope_append(&gpu, &rope, &qkv, &pos, (&prefix_k, &prefix_v), t, n_past);
-            let tree_out =
-                gpu_attention(&gpu, &shape, &tree_qkv, &tree_k, &tree_v, &mask, t, n_past);
+            let tree_out = gpu_attention(
+                &gpu, layout, &shape, &tree_qkv, &tree_k, &tree_v, &mask, t, n_past,
+            );
             let hw = (shape.n_head * shape.head_dim) as usize;
 
             let is_leaf = |i: usize| !parents.contains(&Some(i));
@@ -670,13 +674,22 @@ fn tree_attention_equals_each_chain_bitwise() {
                     n as u32,
                     n_past,
                 );
-                let chain_out =
-                    gpu_attention(&gpu, &shape, &cq, &ck, &cv, &chain_mask, n as u32, n_past);
+                let chain_out = gpu_attention(
+                    &gpu,
+                    layout,
+                    &shape,
+                    &cq,
+                    &ck,
+                    &cv,
+                    &chain_mask,
+                    n as u32,
+                    n_past,
+                );
                 for (k, &node) in chain.iter().enumerate() {
                     assert_eq!(
                         bits(&chain_out[k * hw..(k + 1) * hw]),
                         bits(&tree_out[node * hw..(node + 1) * hw]),
-                        "shape {si} T={t} n_past={n_past}: node {node} (depth {k}) of the tree \
+                        "{layout:?} shape {si} T={t} n_past={n_past}: node {node} (depth {k}) of the tree \
                          differs from its chain to leaf {leaf}"
                     );
                 }
@@ -692,7 +705,8 @@ fn tree_attention_equals_each_chain_bitwise() {
 fn tree_node_equals_the_token_decoded_alone_bitwise() {
     let Some(gpu) = common::gpu() else { return };
     let mw = 2u32;
-    for (si, shape) in attention_shapes(mw).into_iter().enumerate() {
+    let shapes = attention_shapes(mw).into_iter().enumerate();
+    for ((si, shape), layout) in shapes.flat_map(|s| Layout::ALL.map(|l| (s, l))) {
         let w = attn_width(&shape);
         let (hd, ctx, kvh) = (
             shape.head_dim as usize,
@@ -707,7 +721,7 @@ fn tree_node_equals_the_token_decoded_alone_bitwise() {
             let qkv = scaled(seed, t as usize * w, 2.0);
             let kc = scaled(seed + 1, cache_len, 2.0);
             let vc = common::rand_f32(seed + 2, cache_len);
-            let tree_out = gpu_attention(&gpu, &shape, &qkv, &kc, &vc, &mask, t, n_past);
+            let tree_out = gpu_attention(&gpu, layout, &shape, &qkv, &kc, &vc, &mask, t, n_past);
             let hw = (shape.n_head * shape.head_dim) as usize;
             for node in 0..t as usize {
                 let chain = path(&parents, node);
@@ -724,6 +738,7 @@ fn tree_node_equals_the_token_decoded_alone_bitwise() {
                 }
                 let alone = gpu_attention(
                     &gpu,
+                    layout,
                     &shape,
                     &qkv[node * w..(node + 1) * w],
                     &k1,
@@ -735,7 +750,8 @@ fn tree_node_equals_the_token_decoded_alone_bitwise() {
                 assert_eq!(
                     bits(&alone),
                     bits(&tree_out[node * hw..(node + 1) * hw]),
-                    "shape {si} T={t}: node {node} at depth {d} differs from T=1 after n_past+{d}"
+                    "{layout:?} shape {si} T={t}: node {node} at depth {d} differs from T=1 \
+                     after n_past+{d}"
                 );
             }
         }

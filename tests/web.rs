@@ -22,6 +22,7 @@ use tandem::kernels::matmul::{Epilogue, Matmul, MatmulBinding, MatmulPath, Quant
 use tandem::kernels::reference;
 use tandem::kernels::sample::{SampleParams, Sampler};
 use tandem::kernels::verify::{Draft, Verifier, VerifyBuffers};
+use tandem::kernels::Layout;
 use tandem::kernels::Step;
 use tandem::model::quant::{dequantize, quantize, GgmlType};
 use tandem::spec::tree::{verify_greedy, DraftTree};
@@ -162,19 +163,30 @@ fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
 /// (tiled kernel, two row tiles, on the automatic path), and each kernel outside its usual
 /// range (T = 17 tiled, T = 100 small). Then batch invariance: rows 0, 8, 16, 40 and 63
 /// multiplied alone (T = 1) equal their rows of the T = 17 and T = 64 batches bit for bit.
+/// Both layouts of the small-T kernel (the adapter's own first).
 #[wasm_bindgen_test]
 async fn matmul_matches_cpu_and_is_batch_invariant_for_every_type() {
     let gpu = gpu().await;
+    let own = Layout::for_gpu(&gpu);
+    let other = match own {
+        Layout::Gpu => Layout::Cpu,
+        Layout::Cpu => Layout::Gpu,
+    };
+    log(&format!("layout for this adapter: {own:?}"));
     let (n, max_t) = (37usize, 100usize);
-    for (i, ty) in TYPES.into_iter().enumerate() {
+    let cases = TYPES
+        .into_iter()
+        .enumerate()
+        .flat_map(|c| [(c, own), (c, other)]);
+    for ((i, ty), layout) in cases {
         let start = js_sys::Date::now();
-        let name = ty.name();
+        let name = format!("{} {layout:?}", ty.name());
         let k = awkward_k(ty);
         let (bytes, w) = weights(ty, n, k, 10 + i as u64);
         let x = rand_f32(100 + i as u64, max_t * k);
         let want = matmul_f64(&x, &w, max_t, n, k);
         let m = QuantMatrix::upload(&gpu, "w", ty, n, k, &bytes).unwrap();
-        let mm = Matmul::new(&gpu, ty).unwrap();
+        let mm = Matmul::with_layout(&gpu, ty, layout).unwrap();
         let batch = MatmulCase::new(&gpu, &mm, &m, &x, max_t);
         let (mut y17, mut y64) = (Vec::new(), Vec::new());
         for (t, path) in [
@@ -232,6 +244,7 @@ fn attn_width(s: &AttentionShape) -> usize {
 #[allow(clippy::too_many_arguments)]
 async fn gpu_attention(
     gpu: &Gpu,
+    layout: Layout,
     shape: &AttentionShape,
     qkv: &[f32],
     k_cache: &[f32],
@@ -240,7 +253,7 @@ async fn gpu_attention(
     t: u32,
     n_past: u32,
 ) -> Vec<f32> {
-    let att = Attention::new(gpu, shape).unwrap();
+    let att = Attention::with_layout(gpu, shape, layout).unwrap();
     let qb = gpu.upload("qkv", qkv).unwrap();
     let kb = gpu.upload("k", k_cache).unwrap();
     let vb = gpu.upload("v", v_cache).unwrap();
@@ -267,13 +280,16 @@ fn attention_shapes() -> [AttentionShape; 2] {
 
 /// A random branching tree of T tokens after n_past cached rows against the CPU reference.
 /// Every cache row, including rows past n_past + T and the rows of masked-out step tokens,
-/// holds random values the kernel must not read.
+/// holds random values the kernel must not read. Both layouts.
 #[wasm_bindgen_test]
 async fn tree_attention_matches_cpu() {
     let gpu = gpu().await;
     let start = js_sys::Date::now();
     let mut case = 0u64;
-    for shape in attention_shapes() {
+    let cases = attention_shapes()
+        .into_iter()
+        .flat_map(|s| Layout::ALL.map(|l| (s, l)));
+    for (shape, layout) in cases {
         let cache_len = (shape.n_kv_head * shape.max_ctx * shape.head_dim) as usize;
         // n_past = 150 puts keys in several 64-key tiles; T = 40 needs both mask words.
         for (t, n_past) in [(1u32, 37u32), (17, 0), (17, 150), (40, 90)] {
@@ -283,7 +299,7 @@ async fn tree_attention_matches_cpu() {
             let vc = rand_f32(case + 2000, cache_len);
             let parents = random_tree(case, t as usize);
             let mask = reference::ancestor_mask(&parents, shape.mask_words as usize);
-            let got = gpu_attention(&gpu, &shape, &qkv, &kc, &vc, &mask, t, n_past).await;
+            let got = gpu_attention(&gpu, layout, &shape, &qkv, &kc, &vc, &mask, t, n_past).await;
             let want =
                 reference::attention(&qkv, &kc, &vc, &mask, t as usize, n_past as usize, &shape);
             // Online softmax in f32 over at most 190 keys against an f64 reference: ~1e-6
@@ -291,7 +307,7 @@ async fn tree_attention_matches_cpu() {
             let err = max_rel_err(&got, &want);
             assert!(
                 err <= 1e-4,
-                "attention H={} KVH={} HD={} T={t} n_past={n_past}: error {err}",
+                "attention {layout:?} H={} KVH={} HD={} T={t} n_past={n_past}: error {err}",
                 shape.n_head,
                 shape.n_kv_head,
                 shape.head_dim
@@ -303,10 +319,16 @@ async fn tree_attention_matches_cpu() {
 
 /// The claim speculative decoding rests on: each node of a branching tree gets the bits
 /// its root-to-leaf chain gets when the chain runs alone (its k/v rows contiguous after the
-/// prefix, a lower-triangular mask).
+/// prefix, a lower-triangular mask). Both layouts.
 #[wasm_bindgen_test]
 async fn tree_attention_equals_each_chain_bitwise() {
     let gpu = gpu().await;
+    for layout in Layout::ALL {
+        tree_equals_chains(&gpu, layout).await;
+    }
+}
+
+async fn tree_equals_chains(gpu: &Gpu, layout: Layout) {
     let start = js_sys::Date::now();
     let shape = attention_shapes()[0];
     let (hd, ctx, kvh) = (
@@ -325,8 +347,18 @@ async fn tree_attention_equals_each_chain_bitwise() {
     let kc = scaled(302, cache_len, 2.0);
     let vc = rand_f32(303, cache_len);
     let mask = reference::ancestor_mask(&parents, mw);
-    let tree_out =
-        gpu_attention(&gpu, &shape, &qkv, &kc, &vc, &mask, t as u32, n_past as u32).await;
+    let tree_out = gpu_attention(
+        gpu,
+        layout,
+        &shape,
+        &qkv,
+        &kc,
+        &vc,
+        &mask,
+        t as u32,
+        n_past as u32,
+    )
+    .await;
 
     let mut leaves = 0;
     for leaf in (0..t).filter(|&i| !parents.contains(&Some(i))) {
@@ -350,7 +382,8 @@ async fn tree_attention_equals_each_chain_bitwise() {
         let lower: Vec<Option<usize>> = (0..len).map(|d| d.checked_sub(1)).collect();
         let chain_mask = reference::ancestor_mask(&lower, mw);
         let chain_out = gpu_attention(
-            &gpu,
+            gpu,
+            layout,
             &shape,
             &chain_qkv,
             &ck,
@@ -364,7 +397,8 @@ async fn tree_attention_equals_each_chain_bitwise() {
             assert_eq!(
                 bits(&chain_out[d * hw..(d + 1) * hw]),
                 bits(&tree_out[node * hw..(node + 1) * hw]),
-                "node {node} (depth {d}) of the tree differs from its chain to leaf {leaf}"
+                "{layout:?}: node {node} (depth {d}) of the tree differs from its chain to leaf \
+                 {leaf}"
             );
         }
     }

@@ -2,15 +2,19 @@
 //! sees the prefix rows `0..n_past` and the step rows `n_past + j` whose bit j is set in its
 //! mask row; the reduction runs over that ordered list of visible keys, so a tree node's
 //! output is bit-identical to the same token decoded alone after its ancestors.
-//! Layouts and the reasoning: `shaders/attention.wgsl`.
+//! Layouts and the reasoning: `shaders/attention.wgsl` (gpu layout) and
+//! `shaders/attention_cpu.wgsl` (cpu layout; see [`Layout`]).
 
 use std::sync::Arc;
 
-use super::{check_t, need_kv_cache, rows_in, Bound};
+use super::{check_t, need_kv_cache, rows_in, Bound, Layout};
 use crate::gpu::Gpu;
 use crate::{Error, Result};
 
 const SRC: &str = include_str!("../../shaders/attention.wgsl");
+const CPU_SRC: &str = include_str!("../../shaders/attention_cpu.wgsl");
+/// Heads per workgroup of the cpu layout (`WG` in attention_cpu.wgsl).
+const CPU_HEADS: u32 = 8;
 
 /// Static shape of one attention layer.
 #[derive(Clone, Copy, Debug)]
@@ -46,13 +50,20 @@ struct Params {
 }
 
 pub struct Attention {
+    pub layout: Layout,
     pipeline: Arc<wgpu::ComputePipeline>,
     params: wgpu::Buffer,
     shape: AttentionShape,
 }
 
 impl Attention {
+    /// The kernel for `shape` in the layout suited to `gpu`.
     pub fn new(gpu: &Gpu, shape: &AttentionShape) -> Result<Self> {
+        Self::with_layout(gpu, shape, Layout::for_gpu(gpu))
+    }
+
+    /// [`Attention::new`] in a layout chosen by the caller (tests run both on one device).
+    pub fn with_layout(gpu: &Gpu, shape: &AttentionShape, layout: Layout) -> Result<Self> {
         let s = shape;
         if s.head_dim == 0 || !s.head_dim.is_multiple_of(4) || s.head_dim > 256 {
             return Err(Error::Unsupported(format!(
@@ -73,7 +84,15 @@ impl Attention {
             )));
         }
         let max_t = 32 * s.mask_words;
-        let key = format!("attention:HD={}:MAX_T={max_t}", s.head_dim);
+        let key = format!(
+            "attention:{}:HD={}:MAX_T={max_t}",
+            layout.name(),
+            s.head_dim
+        );
+        let src = match layout {
+            Layout::Gpu => SRC,
+            Layout::Cpu => CPU_SRC,
+        };
         let constants = [("HD", s.head_dim as f64), ("MAX_T", max_t as f64)];
         let p = Params {
             n_head: s.n_head,
@@ -84,7 +103,8 @@ impl Attention {
             _p: [0; 3],
         };
         Ok(Attention {
-            pipeline: gpu.pipeline(&key, SRC, "main", &constants)?,
+            layout,
+            pipeline: gpu.pipeline(&key, src, "main", &constants)?,
             params: gpu.uniform("attention params", &p),
             shape: *shape,
         })
@@ -124,12 +144,17 @@ impl Attention {
         Ok(Bound { group, max_t })
     }
 
-    /// One workgroup per (head, query token). The caller keeps `n_past + t <= max_ctx`.
+    /// One workgroup per (head, query token), or per 8 heads of a query token in the cpu
+    /// layout. The caller keeps `n_past + t <= max_ctx`.
     pub fn encode(&self, pass: &mut wgpu::ComputePass, bound: &Bound, t: u32) -> Result<()> {
         check_t("attention", t, bound)?;
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &bound.group, &[]);
-        pass.dispatch_workgroups(self.shape.n_head, t, 1);
+        let heads = match self.layout {
+            Layout::Gpu => self.shape.n_head,
+            Layout::Cpu => self.shape.n_head.div_ceil(CPU_HEADS),
+        };
+        pass.dispatch_workgroups(heads, t, 1);
         Ok(())
     }
 }

@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use crate::gpu::Gpu;
 use crate::kernels::matmul::{Epilogue, Matmul, QuantMatrix};
+use crate::kernels::Layout;
 use crate::kernels::Step;
 use crate::model::quant::{quantize, GgmlType};
 use crate::{Error, Result};
@@ -15,6 +16,8 @@ pub struct MatmulBench {
     pub n: usize,
     pub k: usize,
     pub t: usize,
+    /// The small-T kernel's layout (used when `t` ≤ `SMALL_T_MAX`).
+    pub layout: Layout,
     pub iters: usize,
     /// Wall-clock microseconds per dispatch (averaged over `iters` in one submit).
     pub us_per_call: f64,
@@ -46,6 +49,19 @@ pub fn bench_matmul(
     t: usize,
     iters: usize,
 ) -> Result<MatmulBench> {
+    bench_matmul_layout(gpu, ty, n, k, t, iters, Layout::for_gpu(gpu))
+}
+
+/// [`bench_matmul`] with the small-T kernel's layout chosen by the caller.
+pub fn bench_matmul_layout(
+    gpu: &Gpu,
+    ty: GgmlType,
+    n: usize,
+    k: usize,
+    t: usize,
+    iters: usize,
+    layout: Layout,
+) -> Result<MatmulBench> {
     if n == 0 || k == 0 || t == 0 || iters == 0 {
         return Err(Error::Invalid(format!(
             "bench_matmul needs positive sizes, got n={n} k={k} t={t} iters={iters}"
@@ -66,7 +82,7 @@ pub fn bench_matmul(
     let x = gpu.upload("bench X", &pseudo_random(2, t * k))?;
     let y = gpu.storage("bench Y", (t * n * 4) as u64)?;
     let step = gpu.uniform("step", &Step::new(t as u32, 0));
-    let mm = Matmul::new(gpu, ty)?;
+    let mm = Matmul::with_layout(gpu, ty, layout)?;
     let b = mm.bind(gpu, &step, &m, &x, &y, Epilogue::default())?;
 
     let run = |count: usize| -> Result<f64> {
@@ -93,6 +109,7 @@ pub fn bench_matmul(
         n,
         k,
         t,
+        layout,
         iters,
         us_per_call: per_call * 1e6,
         gb_per_s: m.weight_bytes() as f64 / per_call / 1e9,

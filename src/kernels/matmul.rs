@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::Layout;
 use crate::gpu::{groups_2d, Gpu};
 use crate::model::quant::GgmlType;
 use crate::{Error, Result};
@@ -16,59 +17,34 @@ const TILED_WGSL: &str = include_str!("../../shaders/matmul_tiled.q.wgsl");
 /// stay at or below it, so they share one kernel and are batch invariant.
 pub const SMALL_T_MAX: u32 = 64;
 
-/// How the small-T kernel spreads a workgroup over weight rows (the header of
-/// `shaders/matmul.q.wgsl` explains both). Each shape is batch invariant on its own; a
-/// device always uses one, so decoding and verification agree bit for bit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SmallShape {
-    /// 16 threads per group of 4 rows read neighbouring chunks of those rows (coalesced);
-    /// their sums meet in workgroup memory. 16 rows per workgroup. For GPUs.
-    Lanes,
-    /// Each thread owns 4 whole rows: no reduction, no barrier. 256 rows per workgroup.
-    /// For CPU adapters (llvmpipe, SwiftShader), where threads are SIMD lanes.
-    Rows,
+/// Weight rows per workgroup of the small-T kernel (`ROWS` in matmul.q.wgsl) in `layout`.
+pub fn small_rows(layout: Layout) -> u32 {
+    let (wg, tpr, h) = small_threads(layout);
+    wg / tpr * 4 * h
 }
 
-impl SmallShape {
-    /// The shape for `gpu`: [`SmallShape::Rows`] on CPU adapters, [`SmallShape::Lanes`]
-    /// elsewhere (including the web, where the adapter type is not known).
-    pub fn for_gpu(gpu: &Gpu) -> SmallShape {
-        if gpu.info.device_type == wgpu::DeviceType::Cpu {
-            SmallShape::Rows
-        } else {
-            SmallShape::Lanes
-        }
-    }
-
-    /// (threads per workgroup, threads per row group).
-    fn threads(self) -> (u32, u32) {
-        match self {
-            SmallShape::Lanes => (64, 16),
-            SmallShape::Rows => (64, 1),
-        }
-    }
-
-    /// Weight rows per workgroup (`ROWS` in matmul.q.wgsl).
-    pub fn rows(self) -> u32 {
-        let (wg, tpr) = self.threads();
-        wg / tpr * 4
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            SmallShape::Lanes => "lanes",
-            SmallShape::Rows => "rows",
-        }
+/// (threads per workgroup, threads per row group, vec4s of rows per row group) of the
+/// small-T kernel; the header of `shaders/matmul.q.wgsl` explains both layouts.
+fn small_threads(layout: Layout) -> (u32, u32, u32) {
+    match layout {
+        // 16 threads per group of 4 rows read neighbouring chunks of those rows
+        // (coalesced); their sums meet in workgroup memory. 16 rows per workgroup.
+        Layout::Gpu => (64, 16, 1),
+        // Each thread owns 8 whole rows: no reduction, no barrier. 128 rows per workgroup.
+        Layout::Cpu => (16, 1, 2),
     }
 }
 
-/// The small-T kernel's WGSL for weights of type `ty` in `shape`.
-pub fn small_source(ty: GgmlType, shape: SmallShape) -> Result<String> {
-    let (wg, tpr) = shape.threads();
-    super::dequant::chunk_shader_source(
-        ty,
-        &format!("const WG = {wg}u;\nconst TPR = {tpr}u;\n\n{SMALL_WGSL}"),
-    )
+/// The small-T kernel's WGSL for weights of type `ty` (the layout comes from
+/// [`small_constants`]).
+pub fn small_source(ty: GgmlType) -> Result<String> {
+    super::dequant::chunk_shader_source(ty, SMALL_WGSL)
+}
+
+/// The small-T kernel's override constants for `layout`.
+pub fn small_constants(layout: Layout) -> [(&'static str, f64); 3] {
+    let (wg, tpr, h) = small_threads(layout);
+    [("WG", wg as f64), ("TPR", tpr as f64), ("H", h as f64)]
 }
 /// Output tile of the tiled kernel (`BT`, `BN` in matmul_tiled.wgsl).
 const TILE: u32 = 64;
@@ -107,7 +83,8 @@ struct Params {
 /// The pipelines for one weight type.
 pub struct Matmul {
     pub ty: GgmlType,
-    pub shape: SmallShape,
+    /// The small-T kernel's layout.
+    pub layout: Layout,
     small: Arc<wgpu::ComputePipeline>,
     tiled: Arc<wgpu::ComputePipeline>,
 }
@@ -136,20 +113,20 @@ impl MatmulBinding {
 }
 
 impl Matmul {
-    /// The pipelines for `ty`, with the small-T shape suited to `gpu`.
+    /// The pipelines for `ty`, with the small-T layout suited to `gpu`.
     pub fn new(gpu: &Gpu, ty: GgmlType) -> Result<Matmul> {
-        Self::with_shape(gpu, ty, SmallShape::for_gpu(gpu))
+        Self::with_layout(gpu, ty, Layout::for_gpu(gpu))
     }
 
-    /// [`Matmul::new`] with the small-T kernel's shape chosen by the caller (tests run
-    /// both shapes on one device).
-    pub fn with_shape(gpu: &Gpu, ty: GgmlType, shape: SmallShape) -> Result<Matmul> {
+    /// [`Matmul::new`] with the small-T kernel's layout chosen by the caller (tests run
+    /// both layouts on one device).
+    pub fn with_layout(gpu: &Gpu, ty: GgmlType, layout: Layout) -> Result<Matmul> {
         let name = ty.name();
         let small = gpu.pipeline(
-            &format!("matmul-small-{}-{name}", shape.name()),
-            &small_source(ty, shape)?,
+            &format!("matmul-small-{}-{name}", layout.name()),
+            &small_source(ty)?,
             "main",
-            &[],
+            &small_constants(layout),
         )?;
         let tiled = gpu.pipeline(
             &format!("matmul-tiled-{name}"),
@@ -159,7 +136,7 @@ impl Matmul {
         )?;
         Ok(Matmul {
             ty,
-            shape,
+            layout,
             small,
             tiled,
         })
@@ -291,7 +268,7 @@ impl Matmul {
             if small {
                 pass.set_pipeline(&self.small);
                 pass.set_bind_group(0, &part.small, &[]);
-                let (gx, gy) = groups_2d(part.rows, self.shape.rows());
+                let (gx, gy) = groups_2d(part.rows, small_rows(self.layout));
                 pass.dispatch_workgroups(gx, gy, 1);
             } else {
                 pass.set_pipeline(&self.tiled);

@@ -30,6 +30,44 @@ impl Step {
     }
 }
 
+/// How a kernel with two layouts spreads its work (the small-T matmul, attention). Each
+/// layout is batch invariant on its own, and a device always uses the same one, so decoding
+/// and verification agree bit for bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// The threads of a workgroup share the rows of a matrix or the keys of one query:
+    /// neighbouring threads read neighbouring bytes, partial results meet in workgroup
+    /// memory. For GPUs.
+    Gpu,
+    /// One thread owns whole matrix rows or a whole (head, query): no reduction and no
+    /// barrier. For CPU adapters (llvmpipe, SwiftShader): they run a workgroup's threads as
+    /// the lanes of SIMD registers, pay for each load instruction lane by lane and for each
+    /// barrier with a switch per SIMD group, and have few cores to fill.
+    Cpu,
+}
+
+impl Layout {
+    pub const ALL: [Layout; 2] = [Layout::Gpu, Layout::Cpu];
+
+    /// [`Layout::Cpu`] on CPU adapters (on the web: the browser's fallback adapter),
+    /// [`Layout::Gpu`] elsewhere.
+    pub fn for_gpu(gpu: &crate::gpu::Gpu) -> Layout {
+        if gpu.info.device_type == wgpu::DeviceType::Cpu {
+            Layout::Cpu
+        } else {
+            Layout::Gpu
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Gpu => "gpu",
+            Layout::Cpu => "cpu",
+        }
+    }
+}
+
 pub mod add;
 pub mod argmax;
 pub mod attention;

@@ -6,8 +6,9 @@ use std::io::Write;
 
 use clap::Args;
 use tandem::gpu::{Gpu, GpuOptions};
-use tandem::kernels::bench::{bench_matmul, MatmulBench};
+use tandem::kernels::bench::{bench_matmul_layout, MatmulBench};
 use tandem::kernels::matmul::{QuantMatrix, SMALL_T_MAX};
+use tandem::kernels::Layout;
 use tandem::model::quant::GgmlType;
 use tandem::{Error, Result};
 
@@ -37,6 +38,9 @@ pub struct BenchKernelsArgs {
     /// Calls timed per row (default: as many as take ~0.5 s, at least 3)
     #[arg(long)]
     iters: Option<usize>,
+    /// Layout of the small-T kernel: auto (cpu on CPU adapters, gpu elsewhere), gpu or cpu
+    #[arg(long, default_value = "auto")]
+    layout: String,
     /// Time every type at the 151936×1536 head shape too (by default only Q6_K and Q8_0,
     /// the types real heads have: an F32 head is 933 MB)
     #[arg(long)]
@@ -116,6 +120,16 @@ pub fn run(options: &GpuOptions, args: &BenchKernelsArgs) -> Result<()> {
     }
 
     let gpu = Gpu::new_blocking(options)?;
+    let layout = match args.layout.trim().to_ascii_lowercase().as_str() {
+        "auto" => Layout::for_gpu(&gpu),
+        "gpu" => Layout::Gpu,
+        "cpu" => Layout::Cpu,
+        other => {
+            return Err(Error::Invalid(format!(
+                "--layout: '{other}' (expected auto, gpu or cpu)"
+            )))
+        }
+    };
     let a = gpu.summary();
     println!("command: `{}`", command_line());
     println!();
@@ -134,14 +148,14 @@ pub fn run(options: &GpuOptions, args: &BenchKernelsArgs) -> Result<()> {
     println!("|---|---|---:|---|---:|---:|---:|");
     for (ty, n, k) in cases {
         for &t in &args.t {
-            let r = time_one(&gpu, ty, n, k, t, args.iters)?;
+            let r = time_one(&gpu, ty, n, k, t, args.iters, layout)?;
             println!(
                 "| {} | {n}×{k} | {t} | {} | {} | {:.1} | {:.2} |",
                 ty.name(),
                 if t as u32 <= SMALL_T_MAX {
-                    "small-T"
+                    format!("small-T ({} layout)", layout.name())
                 } else {
-                    "tiled"
+                    "tiled".to_string()
                 },
                 r.iters,
                 r.us_per_call,
@@ -163,13 +177,14 @@ fn time_one(
     k: usize,
     t: usize,
     iters: Option<usize>,
+    layout: Layout,
 ) -> Result<MatmulBench> {
     let iters = match iters {
         Some(i) => i,
         None => {
-            let probe = bench_matmul(gpu, ty, n, k, t, 1)?;
+            let probe = bench_matmul_layout(gpu, ty, n, k, t, 1, layout)?;
             ((TARGET_SECS * 1e6 / probe.us_per_call) as usize).clamp(3, 1000)
         }
     };
-    bench_matmul(gpu, ty, n, k, t, iters)
+    bench_matmul_layout(gpu, ty, n, k, t, iters, layout)
 }
