@@ -501,7 +501,9 @@ impl Engine {
         let mut detok = Detokenizer::new(&self.tokenizer, true);
         let mut text = String::new();
         let mut stop_reason = None;
-        // Prefill ends here; decoding (every step, the first one included) starts.
+        // Prefill ends here (once its GPU work is done); decoding (every step, the first one
+        // included) starts.
+        self.gpu.finish().await?;
         stats.prefill_seconds = seconds() - t0;
         let t_decode = seconds();
         let max_draft = self.options.max_draft;

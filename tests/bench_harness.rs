@@ -11,6 +11,7 @@ use tandem::bench::{
     Settings,
 };
 use tandem::engine::{Engine, EngineOptions, Method};
+use tandem::kernels::sample::SampleParams;
 use tandem::model::config::Arch;
 use tandem::model::gguf::GgufFile;
 use tandem::model::loader::ModelFile;
@@ -476,6 +477,7 @@ fn end_to_end_on_a_tiny_model_is_lossless_and_writes_every_output() {
         max_new_tokens: 8,
         adaptive: true,
         warmup_tokens: 2,
+        sampling: None,
     };
     let mut done = 0;
     let mut warmups = 0;
@@ -543,15 +545,82 @@ fn end_to_end_on_a_tiny_model_is_lossless_and_writes_every_output() {
 // The command line
 
 #[test]
-fn cli_refuses_sampling_with_a_clear_error() {
+fn cli_rejects_bad_sampling_options_with_a_clear_error() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["bench", "-m", "smollm2", "--temperature", "0.8"])
+        .args([
+            "bench",
+            "-m",
+            "smollm2",
+            "--temperature",
+            "0.8",
+            "--top-p",
+            "1.5",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("sampling is not implemented yet") && err.contains("--temperature 0"),
-        "{err}"
+    assert!(err.contains("top_p must be in [0, 1], got 1.5"), "{err}");
+}
+
+#[test]
+fn sampling_runs_repeat_with_their_seed_and_are_not_compared_token_for_token() {
+    let Some(gpu) = common::gpu() else { return };
+    let bytes = tiny_model(Arch::Llama, GgmlType::Q8_0, 7).unwrap();
+    let file = ModelFile::from_gguf(GgufFile::from_bytes(bytes).unwrap()).unwrap();
+    let mut engine = Engine::new(
+        gpu,
+        &file,
+        EngineOptions {
+            max_ctx: 256,
+            max_draft: 4,
+        },
+    )
+    .unwrap();
+    engine.load_drafter(&file).unwrap();
+    let questions = parse_questions(&q(5, "qa", &["the world and the"]), "s.jsonl").unwrap();
+    let methods = vec![
+        MethodSpec {
+            name: "plain".into(),
+            method: Method::Plain,
+        },
+        MethodSpec {
+            name: "sps".into(),
+            method: Method::Draft { k: 3 },
+        },
+    ];
+    let settings = RunSettings {
+        max_new_tokens: 12,
+        adaptive: false,
+        warmup_tokens: 0,
+        sampling: Some(SampleParams {
+            temperature: 1.5,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 11,
+        }),
+    };
+    let run = |engine: &mut Engine| {
+        run_questions(engine, &questions, &methods, &settings, |_| {})
+            .unwrap()
+            .into_iter()
+            .map(|r| r.turns[0].tokens.clone())
+            .collect::<Vec<_>>()
+    };
+    let first = run(&mut engine);
+    assert_eq!(
+        first,
+        run(&mut engine),
+        "the same seed drew different tokens"
     );
+    let mut records = run_questions(&mut engine, &questions, &methods, &settings, |_| {}).unwrap();
+    // Under sampling, a method whose draws differ from plain decoding's is not a mismatch.
+    records[1].turns[0].tokens[0] ^= 1;
+    let mut m = meta(1, 1, 12);
+    m.settings.decoding = "sampling (temperature 1.5, top-k 0, top-p 1, seed 11)".into();
+    let report = BenchReport::new(m, records);
+    assert!(report.mismatches.is_empty());
+    let md = report.to_markdown();
+    assert!(md.contains("not checked token for token"), "{md}");
+    assert!(md.contains("sampling (temperature 1.5"), "{md}");
 }

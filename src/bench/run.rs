@@ -7,6 +7,7 @@ use super::metrics::{QuestionRecord, TurnRecord, BASELINE};
 use super::questions::{task_group, Question};
 use crate::engine::{Engine, Event, GenerateOptions, Method};
 use crate::gpu::seconds;
+use crate::kernels::sample::SampleParams;
 use crate::tokenizer::ChatMessage;
 use crate::{Error, Result};
 
@@ -26,6 +27,9 @@ pub struct RunSettings {
     /// Tokens of the warm-up generation each method runs before anything is timed
     /// (0: no warm-up).
     pub warmup_tokens: usize,
+    /// Sampling rule (None: greedy). Under sampling every method draws from the target's
+    /// distribution, so outputs are compared in distribution, not token for token.
+    pub sampling: Option<SampleParams>,
 }
 
 /// What the runner is doing, for a progress display.
@@ -125,7 +129,7 @@ fn answer_turn(
         stop: vec![],
         method: spec.method.clone(),
         adaptive: settings.adaptive,
-        sampling: None,
+        sampling: settings.sampling,
     };
     let mut accept_lengths = Vec::new();
     let mut step_seconds = Vec::new();

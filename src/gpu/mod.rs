@@ -436,6 +436,27 @@ impl Gpu {
         Ok(bytes[..size as usize].to_vec())
     }
 
+    /// Wait until the GPU has finished all submitted work (once per phase, e.g. to time the
+    /// prefill; never per token).
+    pub async fn finish(&self) -> Result<()> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Err(e) = self.device.poll(wgpu::PollType::wait_indefinitely()) {
+            self.check_errors()?;
+            return Err(Error::Gpu(format!("waiting for the GPU: {e}")));
+        }
+        if rx.await.is_err() {
+            self.check_errors()?;
+            return Err(Error::Gpu(
+                "waiting for the GPU was cancelled (device lost?)".into(),
+            ));
+        }
+        self.check_errors()
+    }
+
     /// Map a `MAP_READ` buffer and copy out its first `size` bytes.
     pub async fn map_read(&self, staging: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
         let (tx, rx) = futures_channel::oneshot::channel();

@@ -13,6 +13,7 @@ use tandem::bench::{
 };
 use tandem::engine::{Engine, EngineOptions, Method};
 use tandem::gpu::{Gpu, GpuOptions};
+use tandem::kernels::sample::SampleParams;
 use tandem::model::files;
 use tandem::model::loader::ModelFile;
 use tandem::spec::PromptLookup;
@@ -59,9 +60,19 @@ pub struct BenchArgs {
     /// Draft exactly --draft-len tokens every step instead of adapting to measured speed
     #[arg(long)]
     no_adaptive: bool,
-    /// Sampling temperature; only 0 (greedy) is implemented
+    /// Sampling temperature (0 = greedy, the default; > 0 samples on the GPU and
+    /// verifies by speculative sampling, so outputs are not compared token for token)
     #[arg(long, default_value_t = 0.0)]
     temperature: f32,
+    /// Sampling: keep the k most likely tokens (0 = off)
+    #[arg(long, default_value_t = 0)]
+    top_k: u32,
+    /// Sampling: nucleus threshold (1 = off)
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Sampling seed (every method and question draws with it)
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// KV cache size in tokens
     #[arg(long, default_value_t = 4096)]
     ctx: usize,
@@ -147,6 +158,16 @@ impl BenchArgs {
             .collect()
     }
 
+    /// The sampling rule, or None for greedy decoding (temperature 0).
+    fn sampling(&self) -> Option<SampleParams> {
+        (self.temperature > 0.0).then_some(SampleParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+        })
+    }
+
     fn check(&self) -> Result<()> {
         if self.temperature.is_nan() || self.temperature < 0.0 {
             return Err(Error::Invalid(format!(
@@ -154,12 +175,8 @@ impl BenchArgs {
                 self.temperature
             )));
         }
-        if self.temperature > 0.0 {
-            return Err(Error::Unsupported(format!(
-                "--temperature {}: sampling is not implemented yet (the engine decodes \
-                 greedily); run the benchmark with --temperature 0",
-                self.temperature
-            )));
+        if let Some(p) = self.sampling() {
+            p.validate()?;
         }
         if self.max_new_tokens == 0 {
             return Err(Error::Invalid("--max-new-tokens must be at least 1".into()));
@@ -218,6 +235,7 @@ pub fn run(gpu_options: &GpuOptions, args: &BenchArgs) -> Result<()> {
         max_new_tokens: args.max_new_tokens,
         adaptive: !args.no_adaptive,
         warmup_tokens: args.warmup_tokens,
+        sampling: args.sampling(),
     };
     let meta_settings = Settings {
         questions_file: args.questions.display().to_string(),
@@ -225,7 +243,13 @@ pub fn run(gpu_options: &GpuOptions, args: &BenchArgs) -> Result<()> {
         question_turns: qs.iter().map(|q| q.turns.len()).sum(),
         limit_per_category: args.limit_per_category,
         max_new_tokens: args.max_new_tokens,
-        decoding: "greedy".into(),
+        decoding: match &settings.sampling {
+            None => "greedy".into(),
+            Some(p) => format!(
+                "sampling (temperature {}, top-k {}, top-p {}, seed {})",
+                p.temperature, p.top_k, p.top_p, p.seed
+            ),
+        },
         adaptive: settings.adaptive,
         ctx: engine.target.limits.max_ctx,
         warmup_tokens: args.warmup_tokens,
@@ -235,7 +259,7 @@ pub fn run(gpu_options: &GpuOptions, args: &BenchArgs) -> Result<()> {
             .collect(),
     };
     eprintln!(
-        "{} questions ({} turns) × {} methods on {} ({:?})",
+        "{} questions ({} turns) × {} methods on {} ({})",
         qs.len(),
         meta_settings.question_turns,
         methods.len(),
@@ -303,6 +327,19 @@ pub fn run(gpu_options: &GpuOptions, args: &BenchArgs) -> Result<()> {
                 .join(", ");
             if !live.is_empty() {
                 live = format!(" | speedup: {live}");
+            }
+            // Without a terminal the bar is hidden: log one line per answer instead.
+            if bar.is_hidden() {
+                let secs: f64 = record.turns.iter().map(|t| t.wall_seconds).sum();
+                eprintln!(
+                    "[{}/{}] q{} {} {}: {} tokens in {secs:.1} s{live}",
+                    bar.position(),
+                    bar.length().unwrap_or(0),
+                    record.question_id,
+                    record.category,
+                    record.method,
+                    record.turns.iter().map(|t| t.tokens.len()).sum::<usize>()
+                );
             }
         }
     })?;
