@@ -63,11 +63,16 @@ pub struct ModelBytes {
 
 #[wasm_bindgen]
 impl ModelBytes {
-    /// `expected` is the file size when known (0 otherwise); it reserves memory up front.
+    /// `expected` is the file size when known (0 otherwise); it reserves memory up front, so
+    /// a file too large for wasm memory fails before its download.
     #[wasm_bindgen(constructor)]
     pub fn new(expected: f64) -> Result<ModelBytes, JsValue> {
+        let expected = expected.max(0.0);
+        if expected >= u32::MAX as f64 {
+            return Err(too_large(expected));
+        }
         let mut bytes = Vec::new();
-        reserve(&mut bytes, expected.max(0.0) as usize)?;
+        reserve(&mut bytes, expected as usize)?;
         Ok(ModelBytes { bytes })
     }
 
@@ -85,15 +90,18 @@ impl ModelBytes {
     }
 }
 
+fn too_large(size: f64) -> JsValue {
+    js_error(Error::Unsupported(format!(
+        "a model file of {:.0} MB does not fit in WebAssembly memory (a wasm32 page holds at \
+         most 4 GiB, and the browser may allow less): use a smaller model",
+        size / 1048576.0
+    )))
+}
+
 fn reserve(bytes: &mut Vec<u8>, more: usize) -> Result<(), JsValue> {
-    bytes.try_reserve(more).map_err(|_| {
-        js_error(Error::Gpu(format!(
-            "out of WebAssembly memory holding a model file of {} MB (+{} MB): wasm32 pages \
-             can address at most 4 GiB and the browser may allow less; pick a smaller model",
-            bytes.len() >> 20,
-            more >> 20
-        )))
-    })
+    bytes
+        .try_reserve(more)
+        .map_err(|_| too_large(bytes.len() as f64 + more as f64))
 }
 
 fn model_file(bytes: ModelBytes) -> crate::Result<ModelFile> {
@@ -292,7 +300,10 @@ impl WebEngine {
         let engine = self.engine.clone();
         let cancel = self.cancel.clone();
         cancel.set(false);
-        Ok(wasm_bindgen_futures::future_to_promise(async move {
+        // The generation holds the engine across its awaits on purpose: every other entry
+        // point uses `try_borrow*` and answers "busy" meanwhile (`interrupt` needs no borrow).
+        #[allow(clippy::await_holding_refcell_ref)]
+        let generation = async move {
             let mut engine = engine.try_borrow_mut().map_err(|_| busy())?;
             let mut callback_error = None;
             let out = engine
@@ -328,7 +339,8 @@ impl WebEngine {
             }
             let json = serde_json::to_string(&out).map_err(|e| invalid(e.to_string()))?;
             js_sys::JSON::parse(&json)
-        }))
+        };
+        Ok(wasm_bindgen_futures::future_to_promise(generation))
     }
 }
 

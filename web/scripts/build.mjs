@@ -44,9 +44,11 @@ const wasmOpt = join(web, 'node_modules', '.bin', 'wasm-opt');
 if (args.has('--opt')) {
   if (existsSync(wasmOpt)) {
     const file = join(pkg, 'tandem_bg.wasm');
-    run(wasmOpt, ['-O2', '--enable-bulk-memory', '--enable-nontrapping-float-to-int', '--enable-sign-ext', '--enable-mutable-globals', file, '-o', file]);
+    // The features rustc's wasm32 target emits (Rust 1.87+).
+    const features = ['bulk-memory', 'nontrapping-float-to-int', 'sign-ext', 'mutable-globals', 'multivalue', 'reference-types'];
+    run(wasmOpt, ['-O2', ...features.map((f) => `--enable-${f}`), file, '-o', file]);
   } else {
-    console.log('build: --opt asked for but node_modules/.bin/wasm-opt is missing (npm install binaryen); skipped');
+    console.log('build: --opt asked for but node_modules/.bin/wasm-opt is missing (npm install --no-save binaryen); skipped');
   }
 }
 

@@ -4,7 +4,8 @@
 //
 // SwiftShader runs SmolLM2-135M at seconds per token, so the runs are a handful of tokens.
 // Environment: TANDEM_MODELS (model directory), CHROMIUM (browser binary),
-// TANDEM_NATIVE_JSON (a file with `tandem run --json` output to use instead of running it).
+// TANDEM_NATIVE_JSON (a file with the output of the `tandem run --json` command below, to use
+// instead of running it), TANDEM_TEST_TIMEOUT_MS (per wait; default 15 minutes).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,7 +25,7 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const PROMPT = 'red, green, blue, red, green, blue, red, green,';
 const N_PLAIN = 6;
 const N_LOOKUP = 8;
-const LONG = 15 * 60 * 1000;
+const LONG = Number(process.env.TANDEM_TEST_TIMEOUT_MS) || 15 * 60 * 1000;
 const FLAGS = [
   '--headless',
   '--no-sandbox',
@@ -337,6 +338,27 @@ test('without WebGPU the demo says so clearly', { skip }, async () => {
   } finally {
     await plain.close();
   }
+});
+
+test('a model too large for the browser gets a clear message, before the download', { skip }, async () => {
+  // A server that announces a 6 GB model file: more than a wasm32 page can hold.
+  const page = await context.newPage();
+  let bodyServed = false;
+  await page.route((url) => url.pathname.startsWith('/huge/'), (route) => {
+    if (route.request().url().endsWith('.json')) return route.fulfill({ status: 404, body: '' });
+    bodyServed = true;
+    return route.fulfill({ status: 200, headers: { 'Content-Length': '6000000000' }, body: 'GGUF' });
+  });
+  await page.goto(`${server.url}/demo/?pair=smollm2&models=/huge/`);
+  await page.click('#load');
+  await page.waitForFunction(() => ['ready', 'error'].includes(document.body.dataset.state), null, { timeout: LONG });
+  assert.equal(await page.evaluate(() => document.body.dataset.state), 'error');
+  assert.ok(bodyServed, 'the route was not used');
+  const text = await page.textContent('#alert');
+  log(`too large: ${text}`);
+  assert.match(text, /5722 MB does not fit in WebAssembly memory/);
+  assert.match(text, /smaller model/);
+  await page.close();
 });
 
 test('the demo fits a phone screen', { skip }, async () => {
