@@ -17,6 +17,5 @@ cargo test --locked
 echo "== browser tests (headless Chromium, WebGPU on SwiftShader)"
 scripts/test-browser.sh
 
-# The npm package and demo page have their own browser suite, `scripts/test-web.sh`. It is not
-# part of this command yet: its first test (the demo page's engine worker in Chromium) fails
-# on main at the moment (issue 8 is open); run it by hand while fixing that.
+echo "== npm package and demo page (headless Chromium, playwright-core)"
+scripts/test-web.sh

@@ -161,7 +161,15 @@ export class TandemEngine {
     this.#worker = worker;
     this.#onProgress = onProgress;
     worker.onmessage = (e) => this.#onMessage(e.data);
-    worker.onerror = (e) => this.#fail(new TandemError(`the engine worker failed: ${e.message ?? e}`, 'worker'));
+    worker.onerror = (e) => {
+      // An ErrorEvent carries the script error; a plain Event means the module worker never
+      // started (worker.js or tandem.js failed to load or link).
+      const where = e.filename ? ` (${e.filename}:${e.lineno}:${e.colno})` : '';
+      const text = e.message
+        ? `the engine worker failed: ${e.message}${where}`
+        : 'the engine worker could not start: its script (worker.js, tandem.js) failed to load or link; the browser console has the details';
+      this.#fail(new TandemError(text, 'worker'));
+    };
   }
 
   #fail(error) {

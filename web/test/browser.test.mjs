@@ -219,7 +219,7 @@ test('a reload reads the model from the Cache API, not the network', { skip }, a
   await page.close();
 });
 
-test('a page built from the npm pack tarball imports the package and streams tokens', { skip }, async () => {
+test('a page built from the npm pack tarball imports the package, streams tokens and runs a drafter pair', { skip }, async () => {
   const packDir = mkdtempSync(join(tmp, 'pack-'));
   const packed = JSON.parse(execFileSync('npm', ['pack', '--json', '--pack-destination', packDir], { cwd: WEB, encoding: 'utf8' }));
   const files = packed[0].files.map((f) => f.path);
@@ -268,7 +268,15 @@ window.result = (async () => {
   const sampling = { a: s1.tandem.output_token_ids, b: s2.tandem.output_token_ids };
   const cached = await hasModelInCache(url);
   await engine.unload();
-  return { chunks, whole, last: progress.at(-1), sampling, cached };
+  // A drafter-model pair, short (SwiftShader is slow): SmolLM2 drafts for itself, so every
+  // draft is accepted and the tokens must still be plain greedy decoding's.
+  const pairEngine = await createEngine({ target: url, draft: url, contextLength: 128, maxDraft: 3 });
+  const pairRequest = { messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi' }], max_tokens: 4 };
+  const chain = await pairEngine.chat.completions.create({ ...pairRequest, method: 'draft', draft_len: 3, adaptive: false });
+  const plain = await pairEngine.chat.completions.create({ ...pairRequest, method: 'plain' });
+  await pairEngine.unload();
+  const pair = { chain: chain.tandem, plain: plain.tandem };
+  return { chunks, whole, last: progress.at(-1), sampling, cached, pair };
 })().catch((e) => ({ error: String(e?.message ?? e) }));
 </script>`,
   );
@@ -306,7 +314,12 @@ window.result = (async () => {
     assert.equal(r.cached, true, 'the model was not stored in the Cache API');
     assert.equal(r.sampling.a.length, 2, 'sampling produced no tokens');
     assert.deepEqual(r.sampling.a, r.sampling.b, 'the same seed gave different samples');
-    log(`consumer page streamed ${JSON.stringify(steps.map((c) => c.choices[0].delta.content).join(''))}`);
+    assert.equal(r.pair.chain.output_token_ids.length, 4);
+    assert.deepEqual(r.pair.chain.output_token_ids, r.pair.plain.output_token_ids, 'the drafter pair changed the greedy output');
+    assert.deepEqual(r.pair.chain.output_token_ids.slice(0, 1), r.whole.tandem.output_token_ids, 'the pair engine differs from the first one');
+    assert.ok(r.pair.chain.stats.drafter_passes > 0 && r.pair.chain.stats.accepted > 0, JSON.stringify(r.pair.chain.stats));
+    assert.ok(r.pair.chain.stats.target_passes < 4, `a self-drafting pair needs fewer target passes than tokens: ${JSON.stringify(r.pair.chain.stats)}`);
+    log(`consumer page streamed ${JSON.stringify(steps.map((c) => c.choices[0].delta.content).join(''))}; pair τ ${r.pair.chain.stats.mean_accepted_tokens}`);
     await page.close();
   } finally {
     await appServer.close();
