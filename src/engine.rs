@@ -11,7 +11,7 @@
 //! next on the GPU, and the target's verification pass — is one command buffer with one
 //! readback at the end (the draft tokens and the target's choices: a few u32s).
 
-use crate::gpu::{seconds, Gpu};
+use crate::gpu::{seconds, Gpu, Readback};
 use crate::kernels::kv_compact::KvCompact;
 use crate::kernels::sample::{SampleBound, SampleParams, Sampler};
 use crate::kernels::topk::TopK;
@@ -95,6 +95,10 @@ pub enum Event {
         text: String,
         drafted_text: usize,
         proposed: usize,
+        /// Seconds this step spent drafting (the drafter's GPU time for a drafter chain,
+        /// measured with timestamp queries; wall time for tree drafting and prompt lookup;
+        /// 0 for plain steps). None where the device cannot time it.
+        drafter_seconds: Option<f64>,
     },
 }
 
@@ -128,6 +132,9 @@ pub struct Stats {
     /// Generated tokens ÷ target passes (τ).
     pub mean_accepted_tokens: f64,
     pub acceptance_rate: f64,
+    /// Seconds spent drafting, over all steps (see [`Event::Tokens`]); None where a step
+    /// could not be timed.
+    pub drafter_seconds: Option<f64>,
 }
 
 impl Stats {
@@ -154,6 +161,48 @@ pub struct Output {
 struct StepOutcome {
     drafted: usize,
     emitted: Vec<u32>,
+    /// Seconds of drafting measured inside the step (a drafter chain's GPU time).
+    drafter_seconds: Option<f64>,
+}
+
+/// Timestamp queries around a drafter chain: start, drafter done, verification done.
+struct ChainTimer {
+    queries: wgpu::QuerySet,
+    /// The resolved `[3]` u64 ticks.
+    resolved: wgpu::Buffer,
+    /// Nanoseconds per tick.
+    period_ns: f64,
+}
+
+impl ChainTimer {
+    /// Present where the device writes timestamps between passes.
+    fn new(gpu: &Gpu) -> Option<ChainTimer> {
+        let need =
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        if !gpu.device.features().contains(need) {
+            return None;
+        }
+        Some(ChainTimer {
+            queries: gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("drafter chain timer"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 3,
+            }),
+            resolved: gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("drafter chain ticks"),
+                size: 24,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            period_ns: gpu.queue.get_timestamp_period() as f64,
+        })
+    }
+
+    /// Seconds between the first two timestamps (the drafter's part), from resolved ticks.
+    fn drafter_seconds(&self, ticks: &[u8]) -> Option<f64> {
+        let t: Vec<u64> = bytemuck::pod_collect_to_vec(ticks);
+        (t.len() == 3 && t[1] >= t[0]).then(|| (t[1] - t[0]) as f64 * self.period_ns * 1e-9)
+    }
 }
 
 /// The emitted tokens of a verification result `[n, bonus, tokens of keep[1..n]…, bonus]`.
@@ -204,6 +253,33 @@ struct DraftModel {
 }
 
 impl DraftModel {
+    /// Appends the top-K of the last pass's `rows` scored rows to `enc`, submits it and reads
+    /// back their ids and probabilities (one readback).
+    async fn read_topk(
+        &self,
+        gpu: &Gpu,
+        readback: &Readback,
+        mut enc: wgpu::CommandEncoder,
+        rows: usize,
+    ) -> Result<(Vec<u32>, Vec<f32>)> {
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            self.topk.encode(&mut pass, &self.topk_bound, rows as u32)?;
+        }
+        let bytes = (4 * rows * TREE_BRANCH as usize) as u64;
+        let parts = readback
+            .read(
+                gpu,
+                enc,
+                &[(&self.topk_ids, 0, bytes), (&self.topk_probs, 0, bytes)],
+            )
+            .await?;
+        Ok((
+            bytemuck::pod_collect_to_vec(&parts[0]),
+            bytemuck::pod_collect_to_vec(&parts[1]),
+        ))
+    }
+
     /// Bring the drafter's cache up to the target's `committed` tokens and write the inputs of
     /// a pass over the tokens it lacks plus `root` (logits of its last row). Long gaps (the
     /// first step after a prompt) are prefilled in chunks first. Returns the length of the
@@ -252,6 +328,10 @@ pub struct Engine {
     _buffers: Vec<wgpu::Buffer>,
     /// `[2 * MAX_STEP_TOKENS]` u32: what a step reads back.
     result: wgpu::Buffer,
+    /// The staging buffer every step's readback goes through.
+    readback: Readback,
+    /// Times the drafter's share of a chain step (None: the device has no timestamps).
+    chain_timer: Option<ChainTimer>,
     /// Tokens whose KV rows are valid in the target's cache (reused by the next generation
     /// when its prompt starts with them: multi-turn chat prefills only the new part).
     cache: Vec<u32>,
@@ -317,6 +397,8 @@ impl Engine {
         let n_keep = gpu.storage("n_keep", 4)?;
         let parents = gpu.storage("parents", 4 * MAX_STEP_TOKENS as u64)?;
         let result = gpu.storage("step result", 4 * (2 + 2 * MAX_STEP_TOKENS) as u64)?;
+        let readback = Readback::new(&gpu, "step readback", result.size() + 24);
+        let chain_timer = ChainTimer::new(&gpu);
         let v = target.config.vocab_size as u32;
         let verifier = Verifier::new(&gpu, v, MAX_STEP_TOKENS as u32)?;
         let bufs = VerifyBuffers {
@@ -363,6 +445,8 @@ impl Engine {
             sample_bound,
             sampling: false,
             _buffers: vec![keep, n_keep, target_probs, sample_ids],
+            readback,
+            chain_timer,
             result,
             cache: Vec::new(),
         })
@@ -470,6 +554,7 @@ impl Engine {
         }
         let mut stats = Stats {
             prompt_tokens: prompt.len(),
+            drafter_seconds: Some(0.0),
             ..Default::default()
         };
         let t0 = seconds();
@@ -523,27 +608,41 @@ impl Engine {
             let want = want.min(left.saturating_sub(1));
             let step_start = seconds();
             let n_past = self.cache.len();
-            let outcome = match &opts.method {
-                Method::Plain => self.verify_tree(DraftTree::empty(), root, n_past).await?,
+            // Drafting on the CPU side (lookup, tree levels) is timed by the clock; a drafter
+            // chain inside the step's single submit by the GPU's timestamps.
+            let (outcome, drafter_seconds) = match &opts.method {
+                Method::Plain => (
+                    self.verify_tree(DraftTree::empty(), root, n_past).await?,
+                    Some(0.0),
+                ),
                 Method::Lookup { lookup, .. } => {
                     let tree = lookup.propose(&history, want);
-                    self.verify_tree(tree, root, n_past).await?
+                    let drafting = seconds() - step_start;
+                    (self.verify_tree(tree, root, n_past).await?, Some(drafting))
                 }
-                Method::Draft { .. } | Method::DraftTree { .. } if want == 0 => {
-                    self.verify_tree(DraftTree::empty(), root, n_past).await?
-                }
+                Method::Draft { .. } | Method::DraftTree { .. } if want == 0 => (
+                    self.verify_tree(DraftTree::empty(), root, n_past).await?,
+                    Some(0.0),
+                ),
                 Method::DraftTree { width, .. } => {
                     let (tree, passes) = self
                         .draft_tree(root, want, (*width).clamp(1, TREE_WIDTH))
                         .await?;
+                    let drafting = seconds() - step_start;
                     stats.drafter_passes += passes;
-                    self.verify_tree(tree, root, n_past).await?
+                    (self.verify_tree(tree, root, n_past).await?, Some(drafting))
                 }
                 Method::Draft { .. } => {
                     stats.drafter_passes += want;
-                    self.draft_and_verify_chain(root, want).await?
+                    let o = self.draft_and_verify_chain(root, want).await?;
+                    let drafting = o.drafter_seconds;
+                    (o, drafting)
                 }
             };
+            stats.drafter_seconds = stats
+                .drafter_seconds
+                .zip(drafter_seconds)
+                .map(|(a, b)| a + b);
             stats.target_passes += 1;
             let emitted = outcome.emitted;
             let accepted = emitted.len() - 1;
@@ -595,6 +694,7 @@ impl Engine {
                 drafted_text: drafted_text.min(delta.len()),
                 text: delta,
                 proposed: outcome_drafted,
+                drafter_seconds,
             };
             if !on_event(&ev) && stop_reason.is_none() {
                 stop_reason = Some(StopReason::Cancelled);
@@ -627,11 +727,14 @@ impl Engine {
         let mut enc = self.gpu.encoder("verify tree");
         self.target.encode(&mut enc, t, 0..t)?;
         self.encode_verify(&mut enc, t)?;
-        self.gpu.submit(enc);
-        let got: Vec<u32> = self.gpu.read_vec(&self.result, 2 + t).await?;
+        let got: Vec<u32> = self
+            .readback
+            .read_vec(&self.gpu, enc, &self.result, 2 + t)
+            .await?;
         Ok(StepOutcome {
             drafted: tree.len(),
             emitted: emitted_of(&got)?,
+            drafter_seconds: None,
         })
     }
 
@@ -670,6 +773,9 @@ impl Engine {
         let n_past = self.cache.len();
         let mut enc = self.gpu.encoder("draft chain + verify");
         let c = {
+            if let Some(t) = &self.chain_timer {
+                enc.write_timestamp(&t.queries, 0);
+            }
             let gpu = &self.gpu;
             let d = self
                 .drafter
@@ -716,6 +822,9 @@ impl Engine {
             // The step's readback: [n, bonus, emitted…], then the drafted chain.
             let tail = 4 * (2 + MAX_STEP_TOKENS) as u64;
             enc.copy_buffer_to_buffer(&d.out, 0, &self.result, tail, 4 * k as u64);
+            if let Some(t) = &self.chain_timer {
+                enc.write_timestamp(&t.queries, 1);
+            }
             c
         };
         // The target's batch: the root, then the chain (filled in by the copies above).
@@ -733,11 +842,19 @@ impl Engine {
         self.write_parents(&DraftTree::chain(&vec![0; k]).batch_parents());
         self.target.encode(&mut enc, k + 1, 0..k + 1)?;
         self.encode_verify(&mut enc, k + 1)?;
-        self.gpu.submit(enc);
-        let all: Vec<u32> = self
-            .gpu
-            .read_vec(&self.result, 2 + MAX_STEP_TOKENS + k)
-            .await?;
+        let result_bytes = (4 * (2 + MAX_STEP_TOKENS + k)) as u64;
+        let mut parts = vec![(&self.result, 0, result_bytes)];
+        if let Some(t) = &self.chain_timer {
+            enc.write_timestamp(&t.queries, 2);
+            enc.resolve_query_set(&t.queries, 0..3, &t.resolved, 0);
+            parts.push((&t.resolved, 0, 24));
+        }
+        let got = self.readback.read(&self.gpu, enc, &parts).await?;
+        let all: Vec<u32> = bytemuck::pod_collect_to_vec(&got[0]);
+        let drafter_seconds = match (&self.chain_timer, got.get(1)) {
+            (Some(t), Some(ticks)) => t.drafter_seconds(ticks),
+            _ => None,
+        };
         let drafted = &all[2 + MAX_STEP_TOKENS..];
         // The drafter's cache now holds the committed tokens, the root and d1..d(k-1).
         if let Some(d) = self.drafter.as_mut() {
@@ -749,6 +866,7 @@ impl Engine {
         Ok(StepOutcome {
             drafted: k,
             emitted: emitted_of(&all)?,
+            drafter_seconds,
         })
     }
 
@@ -766,6 +884,7 @@ impl Engine {
         width: usize,
     ) -> Result<(DraftTree, usize)> {
         let gpu = &self.gpu;
+        let readback = &self.readback;
         let d = self
             .drafter
             .as_mut()
@@ -777,20 +896,9 @@ impl Engine {
         d.cache.extend_from_slice(&self.cache[c..]);
         d.cache.push(root);
         let kb = TREE_BRANCH as usize;
-        let read_topk = |d: &DraftModel, enc: wgpu::CommandEncoder, rows: usize| {
-            let mut enc = enc;
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                d.topk.encode(&mut pass, &d.topk_bound, rows as u32)?;
-            }
-            gpu.submit(enc);
-            Ok::<_, Error>(rows * kb)
-        };
         let mut enc = gpu.encoder("draft tree level 0");
         d.model.encode(&mut enc, t0, t0 - 1..t0)?;
-        let cells = read_topk(d, enc, 1)?;
-        let mut ids: Vec<u32> = gpu.read_vec(&d.topk_ids, cells).await?;
-        let mut probs: Vec<f32> = gpu.read_vec(&d.topk_probs, cells).await?;
+        let (mut ids, mut probs) = d.read_topk(gpu, readback, enc, 1).await?;
         let mut tree = DraftTree::empty();
         let mut cum: Vec<f32> = Vec::new();
         // Candidates of the next level: (cumulative probability, parent, token).
@@ -820,9 +928,7 @@ impl Engine {
                 .write_inputs(gpu, &tree.tokens, &pos, &mask, n_past + 1, last - first);
             let mut enc = gpu.encoder("draft tree level");
             d.model.encode(&mut enc, tree.len(), first..last)?;
-            let cells = read_topk(d, enc, last - first)?;
-            ids = gpu.read_vec(&d.topk_ids, cells).await?;
-            probs = gpu.read_vec(&d.topk_probs, cells).await?;
+            (ids, probs) = d.read_topk(gpu, readback, enc, last - first).await?;
             passes += 1;
             cand = (first..last)
                 .flat_map(|node| (0..kb).map(move |j| (node, j)))

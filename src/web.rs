@@ -314,6 +314,7 @@ impl WebEngine {
                         text,
                         drafted_text,
                         proposed,
+                        ..
                     } = ev;
                     let step = Object::new();
                     let _ = Reflect::set(&step, &"ids".into(), &Uint32Array::from(&ids[..]));

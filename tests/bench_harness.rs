@@ -287,6 +287,22 @@ fn metrics_follow_spec_bench_arithmetic() {
 }
 
 #[test]
+fn drafter_share_is_decode_phase_drafting_over_decode_time() {
+    let mut a = turn(10, 2, 4.0, 5.0, 4);
+    // The first step holds the prefill: its drafting does not count.
+    a.step_drafter_seconds = vec![Some(9.0), Some(0.5), Some(1.0), Some(0.5)];
+    let mut b = turn(6, 1, 2.0, 3.0, 3);
+    b.step_drafter_seconds = vec![Some(0.0), Some(0.5), Some(0.5)];
+    let rec = record("sps", "1", "qa", vec![a.clone(), b]);
+    let m = metrics(&[&rec]);
+    assert!(close(m.drafter_share.unwrap(), 3.0 / 6.0));
+    // One step that could not be timed: no share rather than a wrong one.
+    a.step_drafter_seconds[2] = None;
+    let rec = record("sps", "1", "qa", vec![a]);
+    assert_eq!(metrics(&[&rec]).drafter_share, None);
+}
+
+#[test]
 fn metrics_without_a_baseline_or_time_have_no_speedup() {
     let recs = hand_records();
     let only_sps: Vec<_> = recs.iter().filter(|r| r.method == "sps").cloned().collect();
@@ -527,6 +543,24 @@ fn end_to_end_on_a_tiny_model_is_lossless_and_writes_every_output() {
     assert!(sps.overall.speedup.is_some());
     let plain = report.summary.iter().find(|s| s.method == "plain").unwrap();
     assert_eq!(plain.overall.tau, 1.0);
+    assert_eq!(plain.overall.drafter_share, Some(0.0));
+    // Lookup drafts on the CPU (timed by the clock); a drafter chain is timed on the GPU
+    // where the device has timestamps between passes (lavapipe has).
+    let lookup = report
+        .summary
+        .iter()
+        .find(|s| s.method == "lookup")
+        .unwrap();
+    let share = lookup.overall.drafter_share.unwrap();
+    assert!((0.0..1.0).contains(&share), "lookup drafter share {share}");
+    let timestamps =
+        wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+    if engine.gpu.device.features().contains(timestamps) {
+        let share = sps.overall.drafter_share.unwrap();
+        assert!(share > 0.0 && share < 1.0, "sps drafter share {share}");
+    } else {
+        eprintln!("no timestamps inside encoders here: the sps drafter share is not timed");
+    }
 
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench_harness_e2e");
     let _ = std::fs::remove_dir_all(&dir);

@@ -41,6 +41,9 @@ pub struct TurnRecord {
     /// Seconds of each step, from the previous step's end (the first from the call's start,
     /// so it holds the prefill).
     pub step_seconds: Vec<f64>,
+    /// Seconds of drafting in each step (see `Event::Tokens`); None where a step could not
+    /// be timed.
+    pub step_drafter_seconds: Vec<Option<f64>>,
     pub stop_reason: Option<StopReason>,
     /// The answer's text (it goes into the next turn's prompt).
     pub text: String,
@@ -53,6 +56,14 @@ impl TurnRecord {
     /// Tokens emitted in the decode phase (after the first step).
     pub fn decode_tokens(&self) -> usize {
         self.tokens.len().saturating_sub(self.first_step_tokens)
+    }
+    /// Seconds of drafting in the decode phase (after the first step); None when a step
+    /// was not timed.
+    pub fn decode_drafter_seconds(&self) -> Option<f64> {
+        self.step_drafter_seconds
+            .iter()
+            .skip(1)
+            .try_fold(0.0, |acc, s| s.map(|s| acc + s))
     }
 }
 
@@ -108,6 +119,8 @@ pub struct Metrics {
     pub drafter_passes: usize,
     pub drafted: usize,
     pub accepted: usize,
+    /// Drafting's share of the decode phase's time (None where the drafting was not timed).
+    pub drafter_share: Option<f64>,
 }
 
 fn mean(v: impl Iterator<Item = f64>) -> f64 {
@@ -149,6 +162,10 @@ pub fn metrics(records: &[&QuestionRecord]) -> Metrics {
         drafter_passes: sum_u(|t| t.drafter_passes),
         drafted,
         accepted,
+        drafter_share: turns()
+            .map(TurnRecord::decode_drafter_seconds)
+            .sum::<Option<f64>>()
+            .and_then(|d| ratio(d, sum_f(|t| t.decode_seconds)).or(Some(0.0))),
     }
 }
 

@@ -174,20 +174,22 @@ impl BenchReport {
         out.push_str(&self.speedup_table(|m| m.wall_speedup));
         out.push_str(
             "\nPer method, all questions:\n\n| Method | decode tokens/s | speedup | τ | \
-             acceptance | end-to-end tokens/s | end-to-end speedup | new tokens | target \
-             passes | drafter passes | prefill s | decode s | wall s |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+             acceptance | drafter time share | end-to-end tokens/s | end-to-end speedup | new \
+             tokens | target passes | drafter passes | prefill s | decode s | wall s |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         let x = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}x"));
         for s in &self.summary {
             let o = &s.overall;
             out.push_str(&format!(
-                "| {} | {:.3} | {} | {:.2} | {} | {:.3} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} |\n",
+                "| {} | {:.3} | {} | {:.2} | {} | {} | {:.3} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} |\n",
                 s.method,
                 o.tokens_per_s,
                 x(o.speedup),
                 o.tau,
                 o.acceptance_rate
+                    .map_or("–".to_string(), |a| format!("{:.0}%", a * 100.0)),
+                o.drafter_share
                     .map_or("–".to_string(), |a| format!("{:.0}%", a * 100.0)),
                 o.wall_tokens_per_s,
                 x(o.wall_speedup),

@@ -133,11 +133,17 @@ fn answer_turn(
     };
     let mut accept_lengths = Vec::new();
     let mut step_seconds = Vec::new();
+    let mut step_drafter_seconds = Vec::new();
     let mut done = 0;
     let t0 = seconds();
     let mut last = t0;
     let out = engine.generate(&ids, &opts, |ev| {
-        let Event::Tokens { ids, .. } = ev;
+        let Event::Tokens {
+            ids,
+            drafter_seconds,
+            ..
+        } = ev;
+        step_drafter_seconds.push(*drafter_seconds);
         let now = seconds();
         step_seconds.push(now - last);
         last = now;
@@ -161,6 +167,7 @@ fn answer_turn(
         accepted: s.accepted,
         accept_lengths,
         step_seconds,
+        step_drafter_seconds,
         stop_reason: out.stop_reason,
         text: out.text,
         tokens: out.tokens,

@@ -188,7 +188,8 @@ impl Gpu {
         };
         let info = adapter.get_info();
         let offered = adapter.features();
-        let mut wanted = wgpu::Features::TIMESTAMP_QUERY;
+        let mut wanted =
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
         if !options.no_f16 {
             wanted |= wgpu::Features::SHADER_F16;
         }
@@ -510,6 +511,68 @@ impl Gpu {
     pub fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
         self.device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+    }
+}
+
+/// A staging buffer kept for the readbacks of a loop: a decode step copies what it reads
+/// into it and maps it, so no buffer is created per step.
+pub struct Readback {
+    staging: wgpu::Buffer,
+}
+
+impl Readback {
+    pub fn new(gpu: &Gpu, label: &str, capacity: u64) -> Readback {
+        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: capacity.next_multiple_of(4).max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Readback { staging }
+    }
+
+    /// Appends copies of `parts` (buffer, byte offset, byte count; multiples of 4) to `enc`,
+    /// back to back in the staging buffer, submits `enc` and returns each part's bytes.
+    pub async fn read(
+        &self,
+        gpu: &Gpu,
+        mut enc: wgpu::CommandEncoder,
+        parts: &[(&wgpu::Buffer, u64, u64)],
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut at = 0;
+        for &(buffer, offset, size) in parts {
+            if size % 4 != 0 || offset % 4 != 0 || at + size > self.staging.size() {
+                return Err(Error::Invalid(format!(
+                    "readback of {size} bytes at offset {offset} does not fit a {}-byte \
+                     staging buffer at {at} (or is not 4-byte aligned)",
+                    self.staging.size()
+                )));
+            }
+            enc.copy_buffer_to_buffer(buffer, offset, &self.staging, at, size);
+            at += size;
+        }
+        gpu.submit(enc);
+        let bytes = gpu.map_read(&self.staging, at.max(4)).await?;
+        let mut out = Vec::with_capacity(parts.len());
+        let mut at = 0usize;
+        for &(_, _, size) in parts {
+            out.push(bytes[at..at + size as usize].to_vec());
+            at += size as usize;
+        }
+        Ok(out)
+    }
+
+    /// [`Readback::read`] of `count` values of type `T` from the start of one buffer.
+    pub async fn read_vec<T: Pod>(
+        &self,
+        gpu: &Gpu,
+        enc: wgpu::CommandEncoder,
+        buffer: &wgpu::Buffer,
+        count: usize,
+    ) -> Result<Vec<T>> {
+        let size = (count * std::mem::size_of::<T>()) as u64;
+        let mut parts = self.read(gpu, enc, &[(buffer, 0, size)]).await?;
+        Ok(bytemuck::pod_collect_to_vec(&parts.remove(0)))
     }
 }
 
