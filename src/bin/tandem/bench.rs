@@ -13,11 +13,12 @@ use tandem::bench::{
 };
 use tandem::engine::{Engine, EngineOptions, Method};
 use tandem::gpu::{Gpu, GpuOptions};
-use tandem::kernels::sample::SampleParams;
 use tandem::model::files;
 use tandem::model::loader::ModelFile;
 use tandem::spec::PromptLookup;
 use tandem::{Error, Result};
+
+use crate::cli::SamplingArgs;
 
 const METHODS: &str = "plain, sps, tree, lookup";
 
@@ -60,19 +61,10 @@ pub struct BenchArgs {
     /// Draft exactly --draft-len tokens every step instead of adapting to measured speed
     #[arg(long)]
     no_adaptive: bool,
-    /// Sampling temperature (0 = greedy, the default; > 0 samples on the GPU and
-    /// verifies by speculative sampling, so outputs are not compared token for token)
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f32,
-    /// Sampling: keep the k most likely tokens (0 = off)
-    #[arg(long, default_value_t = 0)]
-    top_k: u32,
-    /// Sampling: nucleus threshold (1 = off)
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    /// Sampling seed (every method and question draws with it)
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Sampling (greedy by default). With a temperature every method samples on the GPU
+    /// and verifies by speculative sampling, so outputs are not compared token for token
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// KV cache size in tokens
     #[arg(long, default_value_t = 4096)]
     ctx: usize,
@@ -158,24 +150,14 @@ impl BenchArgs {
             .collect()
     }
 
-    /// The sampling rule, or None for greedy decoding (temperature 0).
-    fn sampling(&self) -> Option<SampleParams> {
-        (self.temperature > 0.0).then_some(SampleParams {
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            seed: self.seed,
-        })
-    }
-
     fn check(&self) -> Result<()> {
-        if self.temperature.is_nan() || self.temperature < 0.0 {
+        if self.sampling.temp.is_nan() || self.sampling.temp < 0.0 {
             return Err(Error::Invalid(format!(
                 "--temperature {} is not a temperature (0 = greedy)",
-                self.temperature
+                self.sampling.temp
             )));
         }
-        if let Some(p) = self.sampling() {
+        if let Some(p) = self.sampling.params() {
             p.validate()?;
         }
         if self.max_new_tokens == 0 {
@@ -235,7 +217,7 @@ pub fn run(gpu_options: &GpuOptions, args: &BenchArgs) -> Result<()> {
         max_new_tokens: args.max_new_tokens,
         adaptive: !args.no_adaptive,
         warmup_tokens: args.warmup_tokens,
-        sampling: args.sampling(),
+        sampling: args.sampling.params(),
     };
     let meta_settings = Settings {
         questions_file: args.questions.display().to_string(),

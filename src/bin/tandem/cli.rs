@@ -220,18 +220,8 @@ pub(crate) struct GenArgs {
     /// Draft exactly --draft-len tokens every step instead of adapting to measured speed
     #[arg(long)]
     no_adaptive: bool,
-    /// Sampling temperature; 0 (the default) decodes greedily
-    #[arg(long, default_value_t = 0.0)]
-    temp: f32,
-    /// With --temp: keep only the K most likely tokens (0 = off)
-    #[arg(long, default_value_t = 0)]
-    top_k: u32,
-    /// With --temp: keep the smallest set of tokens whose probability reaches P (1 = off)
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    /// With --temp: random seed (the same seed repeats a run exactly)
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Most new tokens
     #[arg(short = 'n', long, default_value_t = 128)]
     max_tokens: usize,
@@ -283,13 +273,37 @@ impl GenArgs {
             stop: vec![],
             method,
             adaptive: !self.no_adaptive,
-            sampling: (self.temp > 0.0).then_some(SampleParams {
-                temperature: self.temp,
-                top_k: self.top_k,
-                top_p: self.top_p,
-                seed: self.seed,
-            }),
+            sampling: self.sampling.params(),
         }
+    }
+}
+
+/// Sampling options shared by the generating commands.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct SamplingArgs {
+    /// Sampling temperature; 0 (the default) decodes greedily
+    #[arg(long = "temp", visible_alias = "temperature", default_value_t = 0.0)]
+    pub temp: f32,
+    /// With --temp: keep only the K most likely tokens (0 = off)
+    #[arg(long, default_value_t = 0)]
+    pub top_k: u32,
+    /// With --temp: keep the smallest set of tokens whose probability reaches P (1 = off)
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// With --temp: random seed (the same seed repeats a run exactly)
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    /// The sampling rule, or None for greedy decoding (temperature 0).
+    pub fn params(&self) -> Option<SampleParams> {
+        (self.temp > 0.0).then_some(SampleParams {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+        })
     }
 }
 
