@@ -514,6 +514,9 @@ fn end_to_end_on_a_tiny_model_is_lossless_and_writes_every_output() {
             // One entry per step; the steps' tokens add up to the turn's.
             assert_eq!(t.accept_lengths.len(), t.target_passes);
             assert_eq!(t.step_seconds.len(), t.target_passes);
+            assert_eq!(t.step_proposed.len(), t.target_passes);
+            assert_eq!(t.step_proposed.iter().sum::<usize>(), t.drafted);
+            assert_eq!(t.step_drafter_seconds.len(), t.target_passes);
             assert_eq!(t.accept_lengths.iter().sum::<usize>(), t.tokens.len());
             assert_eq!(t.first_step_tokens, t.accept_lengths[0]);
             assert!(t.step_seconds.iter().sum::<f64>() <= t.wall_seconds);

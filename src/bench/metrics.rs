@@ -44,6 +44,8 @@ pub struct TurnRecord {
     /// Seconds of drafting in each step (see `Event::Tokens`); None where a step could not
     /// be timed.
     pub step_drafter_seconds: Vec<Option<f64>>,
+    /// Draft tokens (tree nodes) each step verified: what the adaptive budget chose.
+    pub step_proposed: Vec<usize>,
     pub stop_reason: Option<StopReason>,
     /// The answer's text (it goes into the next turn's prompt).
     pub text: String,

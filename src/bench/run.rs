@@ -134,6 +134,7 @@ fn answer_turn(
     let mut accept_lengths = Vec::new();
     let mut step_seconds = Vec::new();
     let mut step_drafter_seconds = Vec::new();
+    let mut step_proposed = Vec::new();
     let mut done = 0;
     let t0 = seconds();
     let mut last = t0;
@@ -141,9 +142,11 @@ fn answer_turn(
         let Event::Tokens {
             ids,
             drafter_seconds,
+            proposed,
             ..
         } = ev;
         step_drafter_seconds.push(*drafter_seconds);
+        step_proposed.push(*proposed);
         let now = seconds();
         step_seconds.push(now - last);
         last = now;
@@ -168,6 +171,7 @@ fn answer_turn(
         accept_lengths,
         step_seconds,
         step_drafter_seconds,
+        step_proposed,
         stop_reason: out.stop_reason,
         text: out.text,
         tokens: out.tokens,
