@@ -216,6 +216,15 @@ fn emitted_of(result: &[u32]) -> Result<Vec<u32>> {
     Ok(result[2..2 + n].to_vec())
 }
 
+/// How a drafter model is loaded.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DrafterOptions {
+    /// Draft only among the first `vocab` token ids (None: all). The drafter's output head
+    /// then scores those rows alone, which makes each drafter pass cheaper; drafts stay
+    /// verified by the target, so the output is unchanged (only acceptance can move).
+    pub vocab: Option<usize>,
+}
+
 /// Sizes fixed at load time.
 #[derive(Clone, Copy, Debug)]
 pub struct EngineOptions {
@@ -455,6 +464,16 @@ impl Engine {
     /// Load a drafter model (same tokenizer) for `Method::Draft`. A drafter whose token list
     /// differs from the target's is refused with `Error::Mismatch`.
     pub fn load_drafter(&mut self, file: &ModelFile) -> Result<()> {
+        self.load_drafter_with(file, DrafterOptions::default())
+    }
+
+    /// [`Engine::load_drafter`] with options.
+    pub fn load_drafter_with(&mut self, file: &ModelFile, options: DrafterOptions) -> Result<()> {
+        if options.vocab == Some(0) {
+            return Err(Error::Invalid(
+                "a drafter vocabulary of 0 tokens cannot propose anything".into(),
+            ));
+        }
         let tok = tokenizer_of(file)?;
         self.tokenizer.check_same_vocab(&tok)?;
         if file.config.vocab_size != self.target.config.vocab_size {
@@ -470,9 +489,9 @@ impl Engine {
             max_logit_rows: TREE_WIDTH,
         };
         let gpu = &self.gpu;
-        let model = Transformer::load(gpu, file, limits)?;
+        let model = Transformer::load_with_head(gpu, file, limits, options.vocab)?;
         let n = MAX_STEP_TOKENS as u64;
-        let topk = TopK::new(gpu, model.config.vocab_size as u32, TREE_BRANCH)?;
+        let topk = TopK::new(gpu, model.head_rows() as u32, TREE_BRANCH)?;
         let cells = (TREE_WIDTH as u64) * TREE_BRANCH as u64 * 4;
         let topk_ids = gpu.storage("draft topk ids", cells)?;
         let topk_probs = gpu.storage("draft topk probs", cells)?;

@@ -383,6 +383,7 @@ fn meta(questions: usize, turns: usize, max_new: usize) -> BenchMeta {
             ctx: 256,
             warmup_tokens: 2,
             methods: vec![],
+            draft_vocab: None,
         },
         "tandem bench -m tiny.gguf".into(),
     )

@@ -2,7 +2,7 @@
 //! for token, and a tree node's logits equal the same token decoded alone, bit for bit.
 mod common;
 
-use tandem::engine::{Engine, EngineOptions, GenerateOptions, Method};
+use tandem::engine::{DrafterOptions, Engine, EngineOptions, Event, GenerateOptions, Method};
 use tandem::model::config::Arch;
 use tandem::model::gguf::GgufFile;
 use tandem::model::loader::ModelFile;
@@ -412,6 +412,112 @@ fn draft_tree_equals_plain_and_self_drafting_accepts_deep_paths() {
                 b.stats.mean_accepted_tokens
             );
         }
+    }
+}
+
+/// A truncated head (tied embedding for llama, separate output matrix for qwen2) computes
+/// exactly the first rows of the full head's logits.
+#[test]
+fn a_truncated_head_gives_the_first_logits_of_the_full_head_bitwise() {
+    for arch in [Arch::Llama, Arch::Qwen2] {
+        let Some(gpu) = common::gpu() else { return };
+        let file = tiny(arch, GgmlType::Q8_0, 3);
+        let limits = ForwardLimits {
+            max_ctx: 64,
+            max_t: 8,
+            max_logit_rows: 2,
+        };
+        let v = file.config.vocab_size;
+        let hv = v / 3;
+        let full = Transformer::load(&gpu, &file, limits).unwrap();
+        let cut = Transformer::load_with_head(&gpu, &file, limits, Some(hv)).unwrap();
+        assert_eq!((full.head_rows(), cut.head_rows()), (v, hv));
+        let prompt: Vec<u32> = (20..27).collect();
+        full.prefill(&gpu, &prompt, 0).unwrap();
+        cut.prefill(&gpu, &prompt, 0).unwrap();
+        let a = full.read_logits_blocking(&gpu, 1);
+        let b = cut.read_logits_blocking(&gpu, 1);
+        assert_eq!(b.len(), hv);
+        assert!(
+            a[..hv]
+                .iter()
+                .zip(&b)
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{arch:?}: the truncated head's logits differ from the full head's"
+        );
+        let best = (0..hv).fold(0, |m, i| if b[i] > b[m] { i } else { m });
+        let ids = pollster::block_on(cut.read_argmax(&gpu, 1)).unwrap();
+        assert_eq!(
+            ids,
+            vec![best as u32],
+            "{arch:?}: argmax over the truncated head"
+        );
+    }
+}
+
+/// A drafter restricted to the first half of the vocabulary: output still equals plain
+/// decoding (chain and tree), and every accepted draft token comes from that half.
+#[test]
+fn a_drafter_with_a_truncated_vocabulary_stays_lossless() {
+    let file = tiny(Arch::Qwen2, GgmlType::Q8_0, 11);
+    let Some(gpu) = common::gpu() else { return };
+    let mut engine = Engine::new(
+        gpu,
+        &file,
+        EngineOptions {
+            max_ctx: 256,
+            max_draft: 8,
+        },
+    )
+    .unwrap();
+    let half = file.config.vocab_size / 2;
+    assert!(engine
+        .load_drafter_with(&file, DrafterOptions { vocab: Some(0) })
+        .is_err());
+    engine
+        .load_drafter_with(&file, DrafterOptions { vocab: Some(half) })
+        .unwrap();
+    let prompt = engine
+        .tokenizer
+        .encode("the world and the world", false)
+        .unwrap();
+    let plain = GenerateOptions {
+        max_tokens: 24,
+        adaptive: false,
+        ..Default::default()
+    };
+    let a = engine.generate(&prompt, &plain, |_| true).unwrap();
+    assert!(
+        a.tokens.iter().any(|&t| t as usize >= half),
+        "the test needs greedy tokens the truncated drafter cannot propose"
+    );
+    for method in [
+        Method::Draft { k: 4 },
+        Method::DraftTree { nodes: 8, width: 2 },
+    ] {
+        engine.reset();
+        let o = GenerateOptions {
+            method,
+            ..plain.clone()
+        };
+        let mut drafted_ids = Vec::new();
+        let b = engine
+            .generate(&prompt, &o, |ev| {
+                let Event::Tokens { ids, drafted, .. } = ev;
+                drafted_ids.extend_from_slice(&ids[..*drafted]);
+                true
+            })
+            .unwrap();
+        let name = o.method.name();
+        assert_eq!(
+            a.tokens, b.tokens,
+            "{name}: a truncated drafter changed the output"
+        );
+        assert!(b.stats.accepted > 0, "{name}: nothing accepted");
+        assert!(
+            drafted_ids.iter().all(|&t| (t as usize) < half),
+            "{name}: a drafted token outside the drafter's vocabulary: {drafted_ids:?}"
+        );
     }
 }
 

@@ -177,6 +177,8 @@ pub struct Settings {
     pub ctx: usize,
     pub warmup_tokens: usize,
     pub methods: Vec<MethodInfo>,
+    /// The drafter drafts among the first this many token ids (None: all of them).
+    pub draft_vocab: Option<usize>,
 }
 
 /// What every output says about the run.

@@ -97,9 +97,12 @@ impl BenchReport {
         ];
         if let Some(dr) = &m.drafter {
             v.push(format!(
-                "drafter: {}, {:.1} MB",
+                "drafter: {}, {:.1} MB{}",
                 dr.short(),
-                dr.bytes as f64 / 1e6
+                dr.bytes as f64 / 1e6,
+                s.draft_vocab.map_or(String::new(), |n| format!(
+                    ", drafting among the first {n} token ids"
+                ))
             ));
         }
         let limit = match s.limit_per_category {

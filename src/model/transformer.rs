@@ -79,8 +79,11 @@ pub struct Transformer {
     mask: wgpu::Buffer,
     x: wgpu::Buffer,
     head_x: wgpu::Buffer,
-    /// `[max_logit_rows, vocab]` f32: logits of the rows asked for, row by row.
+    /// `[max_logit_rows, head_rows]` f32: logits of the rows asked for, row by row.
     pub logits: wgpu::Buffer,
+    /// Vocabulary entries the output head scores: the first `head_rows` token ids (all of
+    /// them unless the model was loaded with a truncated head).
+    head_rows: usize,
     /// `[max_logit_rows]` u32: argmax of each logits row.
     pub argmax_ids: wgpu::Buffer,
     embed: Embedding,
@@ -158,6 +161,19 @@ fn group_by_type(tensors: Vec<HostTensor>) -> Vec<(usize, Vec<HostTensor>)> {
 impl Transformer {
     /// Upload `model` to `gpu` and build everything a step needs.
     pub fn load(gpu: &Gpu, model: &ModelFile, limits: ForwardLimits) -> Result<Self> {
+        Self::load_with_head(gpu, model, limits, None)
+    }
+
+    /// [`Transformer::load`] whose output head scores only the first `head_rows` token ids
+    /// (None: the whole vocabulary). A drafter needs no more: BPE vocabularies list tokens
+    /// roughly by merge order, so rare tokens sit at the end, and the target verifies every
+    /// draft anyway (FR-Spec's frequency-ranked draft head, with id order as the ranking).
+    pub fn load_with_head(
+        gpu: &Gpu,
+        model: &ModelFile,
+        limits: ForwardLimits,
+        head_rows: Option<usize>,
+    ) -> Result<Self> {
         let c = model.config.clone();
         let w = &model.weights;
         if limits.max_t == 0 || limits.max_logit_rows == 0 || limits.max_logit_rows > limits.max_t {
@@ -193,7 +209,8 @@ impl Transformer {
         let act = gpu.storage("ffn act", f4(mt * f))?;
         let head_x = gpu.storage("head x", f4(mr * d))?;
         let head_xn = gpu.storage("head xn", f4(mr * d))?;
-        let logits = gpu.storage("logits", f4(mr * v))?;
+        let hv = head_rows.map_or(v, |h| h.clamp(1, v));
+        let logits = gpu.storage("logits", f4(mr * hv))?;
         let argmax_ids = gpu.storage("argmax ids", f4(mr))?;
 
         let rmsnorm = RmsNorm::new(gpu, d as u32, c.norm_eps)?;
@@ -351,11 +368,22 @@ impl Transformer {
         }
         let out_norm = gpu.upload(&w.output_norm, &f32_tensor(model, &w.output_norm)?)?;
         let final_norm = rmsnorm.bind(gpu, &head_step, &head_x, &out_norm, &head_xn)?;
-        let out_m = if w.output == w.token_embd {
+        let out_m = if w.output == w.token_embd && hv == v {
             None
         } else {
+            // A truncated head is the first `hv` rows of the output (or tied embedding)
+            // matrix: rows are stored one after another.
             let t = gpu_bytes(model, &w.output)?;
-            Some(QuantMatrix::upload(gpu, &w.output, t.0, t.1, t.2, &t.3)?)
+            let row_bytes = t.3.len() / t.1.max(1);
+            let rows = hv.min(t.1);
+            Some(QuantMatrix::upload(
+                gpu,
+                &w.output,
+                t.0,
+                rows,
+                t.2,
+                &t.3[..rows * row_bytes],
+            )?)
         };
         let output = bind_mm(
             gpu,
@@ -365,7 +393,7 @@ impl Transformer {
             &logits,
             Epilogue::default(),
         )?;
-        let argmax = Argmax::new(gpu, v as u32)?;
+        let argmax = Argmax::new(gpu, hv as u32)?;
         let argmax_b = argmax.bind(gpu, &head_step, &logits, &argmax_ids)?;
         let mut keep_m = vec![embed_m];
         keep_m.extend(out_m);
@@ -381,6 +409,7 @@ impl Transformer {
             x,
             head_x,
             logits,
+            head_rows: hv,
             argmax_ids,
             embed,
             embed_b,
@@ -408,6 +437,11 @@ impl Transformer {
     /// `[max_t] u32` token ids of the step (copy targets when steps are chained on the GPU).
     pub fn tokens_buffer(&self) -> &wgpu::Buffer {
         &self.tokens
+    }
+
+    /// Token ids the output head scores (`0..head_rows`): the logits rows' length.
+    pub fn head_rows(&self) -> usize {
+        self.head_rows
     }
 
     /// The Step uniform of the head (final norm, output matmul, argmax): `t` = logits rows.
@@ -589,8 +623,7 @@ impl Transformer {
 
     /// Read back the last step's logits (`rows × vocab`); for tests and tools, never the decode loop.
     pub async fn read_logits(&self, gpu: &Gpu, rows: usize) -> Result<Vec<f32>> {
-        gpu.read_vec(&self.logits, rows * self.config.vocab_size)
-            .await
+        gpu.read_vec(&self.logits, rows * self.head_rows).await
     }
 
     /// Blocking [`Transformer::read_logits`] for native tests and tools.

@@ -11,7 +11,7 @@ use tandem::bench::{
     self, questions, summarize, BenchMeta, BenchReport, DeviceInfo, MethodSpec, ModelInfo,
     Progress, RunSettings, Settings, BASELINE,
 };
-use tandem::engine::{Engine, EngineOptions, Method};
+use tandem::engine::{DrafterOptions, Engine, EngineOptions, Method};
 use tandem::gpu::{Gpu, GpuOptions};
 use tandem::model::files;
 use tandem::model::loader::ModelFile;
@@ -61,6 +61,10 @@ pub struct BenchArgs {
     /// Draft exactly --draft-len tokens every step instead of adapting to measured speed
     #[arg(long)]
     no_adaptive: bool,
+    /// With a drafter model: draft only among the first N token ids (a smaller, cheaper
+    /// drafter head; the output is unchanged, acceptance may move)
+    #[arg(long, value_name = "N")]
+    draft_vocab: Option<usize>,
     /// Sampling (greedy by default). With a temperature every method samples on the GPU
     /// and verifies by speculative sampling, so outputs are not compared token for token
     #[command(flatten)]
@@ -210,7 +214,12 @@ pub fn run(gpu_options: &GpuOptions, args: &BenchArgs) -> Result<()> {
         },
     )?;
     if let Some(p) = &draft_path {
-        engine.load_drafter(&ModelFile::open(p)?)?;
+        engine.load_drafter_with(
+            &ModelFile::open(p)?,
+            DrafterOptions {
+                vocab: args.draft_vocab,
+            },
+        )?;
     }
 
     let settings = RunSettings {
@@ -239,6 +248,7 @@ pub fn run(gpu_options: &GpuOptions, args: &BenchArgs) -> Result<()> {
             .iter()
             .map(|m| bench::MethodInfo::of(m, settings.adaptive))
             .collect(),
+        draft_vocab: args.draft_vocab.filter(|_| draft_path.is_some()),
     };
     eprintln!(
         "{} questions ({} turns) × {} methods on {} ({})",

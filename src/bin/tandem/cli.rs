@@ -1,7 +1,7 @@
 //! The native command-line interface (clap).
 
 use clap::{Args, Parser, Subcommand};
-use tandem::engine::{Engine, EngineOptions, Event, GenerateOptions, Method};
+use tandem::engine::{DrafterOptions, Engine, EngineOptions, Event, GenerateOptions, Method};
 use tandem::gpu::{self, GpuOptions};
 use tandem::kernels::sample::SampleParams;
 use tandem::model::loader::ModelFile;
@@ -220,6 +220,10 @@ pub(crate) struct GenArgs {
     /// Draft exactly --draft-len tokens every step instead of adapting to measured speed
     #[arg(long)]
     no_adaptive: bool,
+    /// With a drafter model: draft only among the first N token ids (a smaller, cheaper
+    /// drafter head; the output is unchanged, acceptance may move)
+    #[arg(long, value_name = "N")]
+    draft_vocab: Option<usize>,
     #[command(flatten)]
     sampling: SamplingArgs,
     /// Most new tokens
@@ -250,7 +254,12 @@ impl GenArgs {
             },
         )?;
         if let Some(d) = &self.draft {
-            engine.load_drafter(&ModelFile::open(files::resolve(d)?)?)?;
+            engine.load_drafter_with(
+                &ModelFile::open(files::resolve(d)?)?,
+                DrafterOptions {
+                    vocab: self.draft_vocab,
+                },
+            )?;
         }
         Ok(engine)
     }
