@@ -370,6 +370,21 @@ fn a_drafter_with_another_vocabulary_is_refused() {
     assert!(matches!(err, tandem::Error::Mismatch(_)), "{err}");
 }
 
+/// The drafter tests' prompt, non-adaptive greedy options (24 tokens) and plain output.
+fn plain_reference(engine: &mut Engine) -> (Vec<u32>, GenerateOptions, tandem::engine::Output) {
+    let prompt = engine
+        .tokenizer
+        .encode("the world and the world", false)
+        .unwrap();
+    let plain = GenerateOptions {
+        max_tokens: 24,
+        adaptive: false,
+        ..Default::default()
+    };
+    let out = engine.generate(&prompt, &plain, |_| true).unwrap();
+    (prompt, plain, out)
+}
+
 /// The drafter grows a tree (EAGLE-2 style); greedy output equals plain decoding, and with a
 /// model drafting for itself the greedy path is found in the tree most steps.
 #[test]
@@ -380,16 +395,7 @@ fn draft_tree_equals_plain_and_self_drafting_accepts_deep_paths() {
         let Some(mut engine) = engine_with_drafter(&target, drafter) else {
             return;
         };
-        let prompt = engine
-            .tokenizer
-            .encode("the world and the world", false)
-            .unwrap();
-        let plain = GenerateOptions {
-            max_tokens: 24,
-            adaptive: false,
-            ..Default::default()
-        };
-        let a = engine.generate(&prompt, &plain, |_| true).unwrap();
+        let (prompt, plain, a) = plain_reference(&mut engine);
         engine.reset();
         let tree = GenerateOptions {
             method: Method::DraftTree { nodes: 8, width: 2 },
@@ -477,16 +483,7 @@ fn a_drafter_with_a_truncated_vocabulary_stays_lossless() {
     engine
         .load_drafter_with(&file, DrafterOptions { vocab: Some(half) })
         .unwrap();
-    let prompt = engine
-        .tokenizer
-        .encode("the world and the world", false)
-        .unwrap();
-    let plain = GenerateOptions {
-        max_tokens: 24,
-        adaptive: false,
-        ..Default::default()
-    };
-    let a = engine.generate(&prompt, &plain, |_| true).unwrap();
+    let (prompt, plain, a) = plain_reference(&mut engine);
     assert!(
         a.tokens.iter().any(|&t| t as usize >= half),
         "the test needs greedy tokens the truncated drafter cannot propose"
