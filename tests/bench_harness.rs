@@ -444,9 +444,11 @@ fn writers_name_the_device_models_and_settings() {
 // ---------------------------------------------------------------------------------------
 // End to end
 
-#[test]
-fn end_to_end_on_a_tiny_model_is_lossless_and_writes_every_output() {
-    let Some(gpu) = common::gpu() else { return };
+/// A tiny llama model drafting for itself (None without an adapter): every draft is
+/// accepted, so τ > 1 shows the mechanics and any drift between T = 1 and batched passes
+/// would show as a mismatch.
+fn tiny_self_drafting_engine() -> Option<(Engine, ModelInfo)> {
+    let gpu = common::gpu()?;
     let bytes = tiny_model(Arch::Llama, GgmlType::Q8_0, 7).unwrap();
     let info = ModelInfo::from_bytes("tiny-llama-q8_0.gguf", &bytes);
     let file = ModelFile::from_gguf(GgufFile::from_bytes(bytes).unwrap()).unwrap();
@@ -459,9 +461,15 @@ fn end_to_end_on_a_tiny_model_is_lossless_and_writes_every_output() {
         },
     )
     .unwrap();
-    // The same model drafts for itself: every draft is accepted, so τ > 1 shows the
-    // mechanics and any drift between T = 1 and batched passes would show as a mismatch.
     engine.load_drafter(&file).unwrap();
+    Some((engine, info))
+}
+
+#[test]
+fn end_to_end_on_a_tiny_model_is_lossless_and_writes_every_output() {
+    let Some((mut engine, info)) = tiny_self_drafting_engine() else {
+        return;
+    };
 
     let text = format!(
         "{}\n{}\n",
@@ -603,19 +611,9 @@ fn cli_rejects_bad_sampling_options_with_a_clear_error() {
 
 #[test]
 fn sampling_runs_repeat_with_their_seed_and_are_not_compared_token_for_token() {
-    let Some(gpu) = common::gpu() else { return };
-    let bytes = tiny_model(Arch::Llama, GgmlType::Q8_0, 7).unwrap();
-    let file = ModelFile::from_gguf(GgufFile::from_bytes(bytes).unwrap()).unwrap();
-    let mut engine = Engine::new(
-        gpu,
-        &file,
-        EngineOptions {
-            max_ctx: 256,
-            max_draft: 4,
-        },
-    )
-    .unwrap();
-    engine.load_drafter(&file).unwrap();
+    let Some((mut engine, _)) = tiny_self_drafting_engine() else {
+        return;
+    };
     let questions = parse_questions(&q(5, "qa", &["the world and the"]), "s.jsonl").unwrap();
     let methods = vec![
         MethodSpec {

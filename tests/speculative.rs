@@ -232,8 +232,15 @@ fn smollm2_gpu_greedy_follows_fixtures_and_lookup_is_lossless() {
 }
 
 fn engine_with_drafter(target: &ModelFile, drafter: &ModelFile) -> Option<Engine> {
+    let mut e = engine_for(target)?;
+    e.load_drafter(drafter).unwrap();
+    Some(e)
+}
+
+/// An engine for `target` with drafts of up to 8 tokens (None without an adapter).
+fn engine_for(target: &ModelFile) -> Option<Engine> {
     let gpu = common::gpu()?;
-    let mut e = Engine::new(
+    let e = Engine::new(
         gpu,
         target,
         EngineOptions {
@@ -242,7 +249,6 @@ fn engine_with_drafter(target: &ModelFile, drafter: &ModelFile) -> Option<Engine
         },
     )
     .unwrap();
-    e.load_drafter(drafter).unwrap();
     Some(e)
 }
 
@@ -466,16 +472,9 @@ fn a_truncated_head_gives_the_first_logits_of_the_full_head_bitwise() {
 #[test]
 fn a_drafter_with_a_truncated_vocabulary_stays_lossless() {
     let file = tiny(Arch::Qwen2, GgmlType::Q8_0, 11);
-    let Some(gpu) = common::gpu() else { return };
-    let mut engine = Engine::new(
-        gpu,
-        &file,
-        EngineOptions {
-            max_ctx: 256,
-            max_draft: 8,
-        },
-    )
-    .unwrap();
+    let Some(mut engine) = engine_for(&file) else {
+        return;
+    };
     let half = file.config.vocab_size / 2;
     assert!(engine
         .load_drafter_with(&file, DrafterOptions { vocab: Some(0) })
