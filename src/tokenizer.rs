@@ -2,7 +2,7 @@
 //! from a `tokenizer.json`), the model's own chat template rendered with `minijinja`, and a
 //! streaming [`Detokenizer`] that only ever emits complete UTF-8 text.
 //!
-//! The behaviour follows llama.cpp (the fixtures in `shared/fixtures` come from it):
+//! The behaviour follows llama.cpp (the fixtures in `tests/fixtures` come from it):
 //! - GGUF control tokens (`token_type` 3) and unknown tokens (2) are *special*: they are recognised
 //!   in the text only when `encode(.., special = true)`, otherwise the text is tokenized as plain
 //!   characters. User-defined tokens (4) are always recognised, as in llama.cpp and HF.

@@ -36,7 +36,7 @@ fn err_text(text: &str) -> String {
 
 #[test]
 fn spec_bench_subset_parses_into_six_task_groups() {
-    let path = common::shared("specbench/questions.jsonl");
+    let path = common::specbench_questions();
     if !path.exists() {
         eprintln!("SKIP: {} is missing", path.display());
         return;

@@ -1,5 +1,5 @@
 //! The CPU reference forward follows llama.cpp's greedy output (the fixtures) under the
-//! near-tie rule of fixtures/README.md.
+//! near-tie rule of tests/fixtures/README.md.
 mod common;
 
 use tandem::model::{cpu::CpuModel, loader::ModelFile};
@@ -22,7 +22,7 @@ fn follows_fixtures(short: &str, fixture: &str) {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    // fixtures/README.md asks for 3 of 4 outright. Our forward is exact (see the test below,
+    // tests/fixtures/README.md asks for 3 of 4 outright. Our forward is exact (see the test below,
     // against an independent f64 reference), and llama.cpp's log-probabilities carry its 8-bit
     // activation noise: on SmolLM2 4 of 8 prompts hit a near tie within 16 tokens (always
     // after 5 or more matching tokens). So: at least half outright, the rest near ties.

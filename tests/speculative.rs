@@ -544,7 +544,7 @@ fn qwen_pair_speculative_equals_plain_on_specbench_questions() {
     )
     .unwrap();
     engine.load_drafter(&ModelFile::open(d).unwrap()).unwrap();
-    let text = std::fs::read_to_string(common::shared("specbench/questions.jsonl")).unwrap();
+    let text = std::fs::read_to_string(common::specbench_questions()).unwrap();
     let mut per_group: std::collections::BTreeMap<&str, usize> = Default::default();
     let groups = [
         "translation",

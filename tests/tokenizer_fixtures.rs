@@ -1,5 +1,5 @@
 //! The tokenizer on the real reference models against llama.cpp's fixtures
-//! (`shared/fixtures/tokenize-*.jsonl`, `greedy-*.jsonl`): token ids with and without special
+//! (`tests/fixtures/tokenize-*.jsonl`, `greedy-*.jsonl`): token ids with and without special
 //! tokens, decoding, chat templates, streaming detokenization, and a `tokenizer.json` built
 //! independently from the same vocabulary.
 //!
@@ -68,10 +68,7 @@ fn tokenizer(file: &str) -> Option<Tokenizer> {
 }
 
 fn fixture(name: &str) -> Vec<serde_json::Value> {
-    let path = format!(
-        "{}/../shared/fixtures/{name}.jsonl",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/fixtures/{name}.jsonl", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     text.lines()
         .filter(|l| !l.trim().is_empty())

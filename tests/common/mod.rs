@@ -26,11 +26,16 @@ pub fn gpu_with(options: &GpuOptions) -> Option<Gpu> {
     }
 }
 
-/// Path of a file in the shared workspace folder (`../shared` beside the checkout).
-pub fn shared(rel: &str) -> std::path::PathBuf {
+/// Path of a test fixture in the repository (`tests/fixtures/`, provenance in its README).
+pub fn fixture(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared")
-        .join(rel)
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// The Spec-Bench question subset the repository carries (`benchmarks/specbench/`).
+pub fn specbench_questions() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benchmarks/specbench/questions.jsonl")
 }
 
 /// A reference model's path, or `None` (with a SKIP message) when it is not in the cache.
@@ -56,7 +61,7 @@ pub fn slow(what: &str) -> bool {
     on
 }
 
-/// One record of `fixtures/greedy-*.jsonl`.
+/// One record of `tests/fixtures/greedy-*.jsonl`.
 #[derive(serde::Deserialize)]
 pub struct GreedyRecord {
     pub prompt: String,
@@ -68,7 +73,7 @@ pub struct GreedyRecord {
 }
 
 pub fn greedy_fixtures(model: &str) -> Vec<GreedyRecord> {
-    let text = std::fs::read_to_string(shared(&format!("fixtures/greedy-{model}.jsonl")))
+    let text = std::fs::read_to_string(fixture(&format!("greedy-{model}.jsonl")))
         .expect("fixture file readable");
     text.lines()
         .filter(|l| !l.trim().is_empty())
@@ -77,14 +82,14 @@ pub fn greedy_fixtures(model: &str) -> Vec<GreedyRecord> {
 }
 
 /// How close llama.cpp's top-2 log-probabilities must be for a divergence to count as a near
-/// tie. fixtures/README.md says 0.1; measured on SmolLM2-135M, our exact f32 log-probabilities
+/// tie. tests/fixtures/README.md says 0.1; measured on SmolLM2-135M, our exact f32 log-probabilities
 /// differ from llama.cpp's (which quantizes activations to 8 bits inside its dot products) by
 /// up to ~0.36 at low-confidence positions, and 2 of its 8 prompts diverge at gaps of 0.25 and
 /// 0.26, so the tolerance is 0.3. The first-16-tokens outright-match requirement (3 of 4
 /// prompts) is kept as written.
 pub const NEAR_TIE: f64 = 0.3;
 
-/// The fixtures' comparison rule (fixtures/README.md): tokens must match llama.cpp's until
+/// The fixtures' comparison rule (tests/fixtures/README.md): tokens must match llama.cpp's until
 /// the first difference, and there the fixture's top-2 log-probabilities must be within
 /// [`NEAR_TIE`]. Returns `Ok(true)` for an outright match of the first `n`, `Ok(false)` for a
 /// legitimate near-tie divergence, `Err` otherwise.

@@ -22,6 +22,11 @@ use crate::cli::SamplingArgs;
 
 const METHODS: &str = "plain, sps, tree, lookup";
 
+/// The Spec-Bench subset the repository carries (provenance: benchmarks/specbench/README.md),
+/// built in so `tandem bench` works from any directory.
+const BUILTIN_QUESTIONS: &str = include_str!("../../../benchmarks/specbench/questions.jsonl");
+const BUILTIN_QUESTIONS_NAME: &str = "benchmarks/specbench/questions.jsonl (built in)";
+
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Target model: GGUF file or reference name (smollm2, qwen-0.5b, qwen-1.5b)
@@ -30,9 +35,10 @@ pub struct BenchArgs {
     /// Drafter model (same tokenizer), needed by the sps method
     #[arg(short, long)]
     draft: Option<String>,
-    /// Question file in Spec-Bench's JSONL format (question_id, category, turns)
-    #[arg(long, default_value = "../shared/specbench/questions.jsonl")]
-    questions: PathBuf,
+    /// Question file in Spec-Bench's JSONL format (question_id, category, turns); default:
+    /// the 240-question subset built into tandem (benchmarks/specbench/questions.jsonl)
+    #[arg(long)]
+    questions: Option<PathBuf>,
     /// Answer at most N questions per category, evenly spread over the category
     #[arg(long, value_name = "N")]
     limit_per_category: Option<usize>,
@@ -179,7 +185,10 @@ impl BenchArgs {
 pub fn run(gpu_options: &GpuOptions, args: &BenchArgs) -> Result<()> {
     args.check()?;
     let methods = args.method_specs()?;
-    let all = questions::load_questions(&args.questions)?;
+    let all = match &args.questions {
+        Some(path) => questions::load_questions(path)?,
+        None => questions::parse_questions(BUILTIN_QUESTIONS, BUILTIN_QUESTIONS_NAME)?,
+    };
     let qs = questions::sample_per_category(&all, args.limit_per_category)?;
     let uses_drafter = methods
         .iter()
@@ -229,7 +238,12 @@ pub fn run(gpu_options: &GpuOptions, args: &BenchArgs) -> Result<()> {
         sampling: args.sampling.params(),
     };
     let meta_settings = Settings {
-        questions_file: args.questions.display().to_string(),
+        questions_file: args
+            .questions
+            .as_ref()
+            .map_or(BUILTIN_QUESTIONS_NAME.to_string(), |p| {
+                p.display().to_string()
+            }),
         questions: qs.len(),
         question_turns: qs.iter().map(|q| q.turns.len()).sum(),
         limit_per_category: args.limit_per_category,
