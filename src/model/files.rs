@@ -19,6 +19,7 @@ pub const REFERENCE_MODELS: &[(&str, &str, &str)] = &[
         "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         "qwen-1.5b",
     ),
+    ("gemma-3-270m", "gemma-3-270m-q4_k_m.gguf", "gemma-3-270m"),
 ];
 
 /// The model cache directory.
