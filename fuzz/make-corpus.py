@@ -308,7 +308,7 @@ CONVERSATIONS = [
 HOSTILE_TEMPLATES = [
     "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
     "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
-    "{{ 'x' * 99999999 }}{{ 'x' * 99999999 }}",
+    "{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}",
     "{{ messages | tojson(indent=4) }}{{ raise_exception('no') }}",
     "{% set ns = namespace(s='ab') %}{% for m in messages %}{{ m.content.strip().upper() }}{% endfor %}",
 ]

@@ -535,7 +535,15 @@ impl Tokenizer {
             .map_or(0, Vec::len);
         check_merge_count("tokenizer.json model.merges", n_merges, vocab.len())?;
         let mut tokens = vec![String::new(); n];
+        let mut by_id: Vec<Option<String>> = vec![None; n];
         for (t, id) in vocab {
+            // Two strings under one id would make decoding depend on which one wins.
+            if let Some(other) = by_id[id as usize].replace(t.clone()) {
+                let (a, b) = if other < t { (other, t) } else { (t, other) };
+                return Err(tok_err(format!(
+                    "tokenizer.json gives the id {id} to two tokens, {a:?} and {b:?}"
+                )));
+            }
             tokens[id as usize] = t;
         }
         let mut kinds = vec![TokenKind::Normal; n];
@@ -993,6 +1001,7 @@ pub struct ChatTemplate {
     source: String,
     bos_token: String,
     eos_token: String,
+    limits: TemplateLimits,
 }
 
 impl ChatTemplate {
@@ -1005,7 +1014,14 @@ impl ChatTemplate {
             source: source.into(),
             bos_token: bos_token.into(),
             eos_token: eos_token.into(),
+            limits: TEMPLATE_LIMITS,
         }
+    }
+
+    /// Other limits than [`TEMPLATE_LIMITS`] (the fuzz target uses smaller ones to run fast).
+    pub fn with_limits(mut self, limits: TemplateLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// ChatML (`<|im_start|>role\ncontent<|im_end|>\n`), the fallback for template-less models.
@@ -1029,15 +1045,15 @@ impl ChatTemplate {
     /// Renders with extra variables (e.g. `tools`), given as a map-like serializable value.
     ///
     /// The template comes from the model file, so it is untrusted: rendering runs under
-    /// [`TEMPLATE_LIMITS`] (source size, fuel, recursion depth, output size) and past any of
-    /// them fails with an error that names the limit.
+    /// its [`TemplateLimits`] (source size, fuel, recursion depth, output size; by default
+    /// [`TEMPLATE_LIMITS`]) and past any of them fails with an error that names the limit.
     pub fn render_with<M: Serialize + ?Sized, E: Serialize>(
         &self,
         messages: &M,
         add_generation_prompt: bool,
         extra: E,
     ) -> Result<String> {
-        let limits = TEMPLATE_LIMITS;
+        let limits = self.limits;
         if self.source.len() > limits.max_source_bytes {
             return Err(tok_err(format!(
                 "the chat template is {} bytes, more than the limit of {} bytes",
@@ -1052,7 +1068,8 @@ impl ChatTemplate {
         env.set_recursion_limit(limits.max_recursion);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
-        env.add_filter("tojson", tojson);
+        let max_indent = limits.max_json_indent;
+        env.add_filter("tojson", move |v, kwargs| tojson(v, kwargs, max_indent));
         env.add_template("chat_template", &self.source)
             .map_err(|e| {
                 tok_err(format!(
@@ -1198,14 +1215,14 @@ impl serde_json::ser::Formatter for PythonJson {
 fn tojson(
     value: minijinja::Value,
     kwargs: minijinja::value::Kwargs,
+    max_indent: usize,
 ) -> std::result::Result<minijinja::Value, minijinja::Error> {
     let indent: Option<usize> = kwargs.get("indent")?;
     kwargs.assert_all_used()?;
-    let max = TEMPLATE_LIMITS.max_json_indent;
-    if let Some(n) = indent.filter(|&n| n > max) {
+    if let Some(n) = indent.filter(|&n| n > max_indent) {
         return Err(minijinja::Error::new(
             minijinja::ErrorKind::InvalidOperation,
-            format!("tojson: indent {n} is larger than the limit of {max}"),
+            format!("tojson: indent {n} is larger than the limit of {max_indent}"),
         ));
     }
     let mut out = Vec::new();

@@ -253,3 +253,15 @@ fn a_model_config_with_a_billion_layers_is_refused_before_the_weight_map() {
     let e = ModelConfig::from_gguf(&file).expect_err("must be refused");
     assert_has(&e.to_string(), &["n_layers", "limit of 1024 layers"]);
 }
+
+/// Found by the `tokenizer_json` fuzz target: a vocabulary in which two strings share an id
+/// ("H" and "~" both 93) decoded "Hello" as "~ello", whichever string the hash map gave last.
+#[test]
+fn a_tokenizer_json_with_two_tokens_under_one_id_is_refused() {
+    let json = r#"{"model": {"type": "BPE", "vocab": {"H": 0, "e": 1, "~": 0}, "merges": []}}"#;
+    let e = Tokenizer::from_tokenizer_json(json.as_bytes()).expect_err("must be refused");
+    assert_has(
+        &e.to_string(),
+        &["tokenizer.json gives the id 0 to two tokens, \"H\" and \"~\""],
+    );
+}

@@ -175,5 +175,4 @@ pub fn exercise(tok: &Tokenizer, raw: &[u8], round_trip: bool) {
         let _ = detok.push(id);
     }
     let _ = detok.finish();
-    let _ = tok.apply_chat_template(&[tandem::tokenizer::ChatMessage::user(text.as_ref())], true);
 }
