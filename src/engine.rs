@@ -13,7 +13,7 @@
 
 use crate::gpu::{seconds, Gpu, Readback};
 use crate::kernels::kv_compact::KvCompact;
-use crate::kernels::sample::{SampleBound, SampleParams, Sampler};
+use crate::kernels::sample::{SampleBound, Sampler};
 use crate::kernels::topk::TopK;
 use crate::kernels::verify::{Draft, Verifier, VerifyBound, VerifyBuffers};
 use crate::kernels::{Bound, Step};
@@ -24,6 +24,10 @@ use crate::spec::tree::DraftTree;
 use crate::spec::{Drafter, PromptLookup};
 use crate::tokenizer::{Detokenizer, Tokenizer};
 use crate::{Error, Result};
+
+/// Sampling parameters (temperature, top-k, top-p, seed): the faces set them through the
+/// engine, which hands them to the GPU sampler.
+pub use crate::kernels::sample::SampleParams;
 
 /// Most tokens one step verifies (root + draft nodes).
 pub const MAX_STEP_TOKENS: usize = 64;

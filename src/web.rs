@@ -131,7 +131,7 @@ impl GenerateJson {
         let o: GenerateJson = serde_json::from_str(json)
             .map_err(|e| Error::Invalid(format!("generation options: {e}")))?;
         let sampling = match o.temperature {
-            Some(t) if t > 0.0 => Some(crate::kernels::sample::SampleParams {
+            Some(t) if t > 0.0 => Some(crate::engine::SampleParams {
                 temperature: t as f32,
                 top_k: o.top_k.unwrap_or(0),
                 top_p: o.top_p.unwrap_or(1.0) as f32,

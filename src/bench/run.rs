@@ -5,9 +5,8 @@
 
 use super::metrics::{QuestionRecord, TurnRecord, BASELINE};
 use super::questions::{task_group, Question};
-use crate::engine::{Engine, Event, GenerateOptions, Method};
+use crate::engine::{Engine, Event, GenerateOptions, Method, SampleParams};
 use crate::gpu::seconds;
-use crate::kernels::sample::SampleParams;
 use crate::tokenizer::ChatMessage;
 use crate::{Error, Result};
 

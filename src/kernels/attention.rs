@@ -16,6 +16,26 @@ const CPU_SRC: &str = include_str!("../../shaders/attention_cpu.wgsl");
 /// Heads per workgroup of the cpu layout (`WG` in attention_cpu.wgsl).
 const CPU_HEADS: u32 = 8;
 
+/// The tree mask this kernel reads: ancestor bitsets `[T, words]` u32 from parent indices
+/// (each parent before its child); bit j of row i is set iff row j is row i itself or one of
+/// its ancestors. Built on the host per step (small) and uploaded with the tokens.
+pub fn ancestor_mask(parents: &[Option<usize>], words: usize) -> Vec<u32> {
+    let t = parents.len();
+    let mut mask = vec![0u32; t * words];
+    for i in 0..t {
+        if let Some(p) = parents[i] {
+            let (src, dst) = (p * words, i * words);
+            for w in 0..words {
+                mask[dst + w] = mask[src + w];
+            }
+        }
+        if i / 32 < words {
+            mask[i * words + i / 32] |= 1 << (i % 32);
+        }
+    }
+    mask
+}
+
 /// Static shape of one attention layer.
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionShape {

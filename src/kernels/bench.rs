@@ -6,7 +6,7 @@ use crate::gpu::Gpu;
 use crate::kernels::matmul::{Epilogue, Matmul, QuantMatrix};
 use crate::kernels::Layout;
 use crate::kernels::Step;
-use crate::model::quant::{quantize, GgmlType};
+use crate::quant::{quantize, GgmlType};
 use crate::{Error, Result};
 
 /// One matmul shape's timing.

@@ -4,7 +4,7 @@
 //! and `shaders/dequant_chunk.inc.wgsl` (32-element chunks, 16-byte reads).
 
 use crate::gpu::Gpu;
-use crate::model::quant::GgmlType;
+use crate::quant::GgmlType;
 use crate::{Error, Result};
 
 const DEQUANT_WGSL: &str = include_str!("../../shaders/dequant.inc.wgsl");

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::gpu::{groups_2d, Gpu};
 use crate::kernels::dequant::QuantMatrix;
-use crate::model::quant::GgmlType;
+use crate::quant::GgmlType;
 use crate::{Error, Result};
 
 const EMBED_WGSL: &str = include_str!("../../shaders/embed.q.wgsl");

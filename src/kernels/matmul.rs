@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::Layout;
 use crate::gpu::{groups_2d, Gpu};
-use crate::model::quant::GgmlType;
+use crate::quant::GgmlType;
 use crate::{Error, Result};
 
 pub use super::dequant::{gpu_supported, MatrixPart, QuantMatrix};

@@ -11,7 +11,16 @@ use crate::{Error, Result};
 const SRC: &str = include_str!("../../shaders/rope.wgsl");
 const WG: u32 = 64;
 
-pub use crate::model::config::RopeStyle;
+/// How RoPE pairs the dimensions of a head (the model config picks one per family).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum RopeStyle {
+    /// Adjacent pairs (2i, 2i+1) rotate together: llama.cpp's GGUF conversion of llama
+    /// permutes the Q/K rows so that this "interleaved" form is right for its files.
+    Normal,
+    /// Halves (i, i + rope_dims/2) rotate together ("rotate_half"): Hugging Face weights of
+    /// every family, and qwen2 in GGUF (its Q/K are not permuted).
+    Neox,
+}
 
 /// The static shape of one model's rotary embedding and attention heads.
 #[derive(Clone, Copy, Debug)]

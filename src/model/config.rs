@@ -15,6 +15,10 @@ use crate::{Error, Result};
 /// Models deeper than this are refused (the largest open models have 126 layers).
 pub const MAX_LAYERS: usize = 1024;
 
+/// How RoPE pairs the dimensions of a head: the kernel's parameter, named here too because
+/// the config picks it per family (and callers outside the crate name it from here).
+pub use crate::kernels::rope::RopeStyle;
+
 /// Architecture family. Both are pre-norm decoders with RMSNorm, RoPE, GQA and SwiGLU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Arch {
@@ -40,17 +44,6 @@ impl Arch {
             Arch::Qwen2 => "qwen2",
         }
     }
-}
-
-/// How RoPE pairs the dimensions of a head.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub enum RopeStyle {
-    /// Adjacent pairs (2i, 2i+1) rotate together: llama.cpp's GGUF conversion of llama
-    /// permutes the Q/K rows so that this "interleaved" form is right for its files.
-    Normal,
-    /// Halves (i, i + rope_dims/2) rotate together ("rotate_half"): Hugging Face weights of
-    /// every family, and qwen2 in GGUF (its Q/K are not permuted).
-    Neox,
 }
 
 /// Hyper-parameters of a model, whatever file it came from.

@@ -8,7 +8,7 @@
 
 use super::config::{ModelConfig, RopeStyle};
 use super::loader::ModelFile;
-use super::quant;
+use crate::quant;
 use crate::Result;
 
 struct Layer {

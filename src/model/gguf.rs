@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use super::quant::GgmlType;
+use crate::quant::GgmlType;
 use crate::{Error, Result};
 
 /// One metadata value.

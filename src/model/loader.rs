@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use super::config::{ModelConfig, WeightMap};
 use super::gguf::GgufFile;
-use super::quant::GgmlType;
 use super::safetensors::SafetensorsModel;
+use crate::quant::GgmlType;
 use crate::{Error, Result};
 
 /// Where a model's bytes and metadata live.

@@ -15,7 +15,7 @@ use safetensors::tensor::{Dtype, SafeTensors};
 
 use super::config::ModelConfig;
 use super::gguf::Storage;
-use super::quant::GgmlType;
+use crate::quant::GgmlType;
 use crate::{Error, Result};
 
 /// The GGUF name for a Hugging Face llama/qwen2 tensor name, `None` for tensors tandem does

@@ -11,7 +11,6 @@ use std::ops::Range;
 
 use super::config::ModelConfig;
 use super::loader::ModelFile;
-use super::quant::{self, GgmlType};
 use crate::gpu::Gpu;
 use crate::kernels::argmax::Argmax;
 use crate::kernels::attention::{Attention, AttentionShape};
@@ -21,6 +20,7 @@ use crate::kernels::rmsnorm::RmsNorm;
 use crate::kernels::rope::{RopeKvAppend, RopeShape};
 use crate::kernels::silu_mul::SiluMul;
 use crate::kernels::{Bound, Step};
+use crate::quant::{self, GgmlType};
 use crate::{Error, Result};
 
 /// Sizes fixed at load time.
@@ -640,7 +640,7 @@ impl Transformer {
     /// Causal (lower-triangular) mask for a chunk of `t` tokens.
     pub fn causal_mask(&self, t: usize) -> Vec<u32> {
         let parents: Vec<Option<usize>> = (0..t).map(|i| i.checked_sub(1)).collect();
-        crate::spec::tree::ancestor_mask(&parents, self.mask_words)
+        crate::kernels::attention::ancestor_mask(&parents, self.mask_words)
     }
 
     /// Prefill `tokens` after `n_past` cached ones in chunks of `max_t`, leaving the logits

@@ -6,7 +6,7 @@
 
 use super::config::Arch;
 use super::gguf::{MetaValue, DEFAULT_ALIGNMENT, GGUF_MAGIC};
-use super::quant::{self, GgmlType};
+use crate::quant::{self, GgmlType};
 use crate::{Error, Result};
 
 /// Where each part of a written file sits; tests use it to corrupt files precisely.

@@ -121,23 +121,8 @@ impl DraftTree {
     }
 }
 
-/// Ancestor bitsets `[T, words]` from parent indices (each parent before its child).
-pub fn ancestor_mask(parents: &[Option<usize>], words: usize) -> Vec<u32> {
-    let t = parents.len();
-    let mut mask = vec![0u32; t * words];
-    for i in 0..t {
-        if let Some(p) = parents[i] {
-            let (src, dst) = (p * words, i * words);
-            for w in 0..words {
-                mask[dst + w] = mask[src + w];
-            }
-        }
-        if i / 32 < words {
-            mask[i * words + i / 32] |= 1 << (i % 32);
-        }
-    }
-    mask
-}
+/// The mask format belongs to the attention kernel that reads it.
+pub use crate::kernels::attention::ancestor_mask;
 
 /// Greedy verification on the host (the GPU does the same in `shaders/verify.wgsl`; this is
 /// the reference and the fallback). `target_argmax[r]` is the target's choice after batch row

@@ -9,7 +9,7 @@ use tandem::gpu::{Gpu, GpuOptions};
 use tandem::kernels::bench::{bench_matmul_layout, MatmulBench};
 use tandem::kernels::matmul::{QuantMatrix, SMALL_T_MAX};
 use tandem::kernels::Layout;
-use tandem::model::quant::GgmlType;
+use tandem::quant::GgmlType;
 use tandem::{Error, Result};
 
 /// The weight types of the reference models (MODELS.md), plus F16 and Q4_0.

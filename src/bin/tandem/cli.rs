@@ -1,9 +1,10 @@
 //! The native command-line interface (clap).
 
 use clap::{Args, Parser, Subcommand};
-use tandem::engine::{DrafterOptions, Engine, EngineOptions, Event, GenerateOptions, Method};
+use tandem::engine::{
+    DrafterOptions, Engine, EngineOptions, Event, GenerateOptions, Method, SampleParams,
+};
 use tandem::gpu::{self, GpuOptions};
-use tandem::kernels::sample::SampleParams;
 use tandem::model::loader::ModelFile;
 use tandem::model::{files, gguf::GgufFile};
 use tandem::spec::PromptLookup;

@@ -3,6 +3,9 @@
 //!
 //! The dequantizers are the reference the GPU kernels are tested against; the quantizers
 //! follow ggml's `quantize_row_*_ref` and serve tests and the tiny-model GGUF writer.
+//!
+//! The bottom layer: the kernels (which upload these blocks as they are) and the model (which
+//! reads them from files) both use it, and it imports nothing of tandem but the error type.
 
 use crate::{Error, Result};
 
