@@ -508,6 +508,9 @@ impl Tokenizer {
     pub fn from_hf_files(tokenizer_json: &[u8], tokenizer_config: Option<&[u8]>) -> Result<Self> {
         let json: serde_json::Value = serde_json::from_slice(tokenizer_json)
             .map_err(|e| tok_err(format!("tokenizer.json is not valid JSON: {e}")))?;
+        if let Some(d) = json.get("decoder") {
+            check_decoder(d)?;
+        }
         let mut hf = tokenizers::Tokenizer::from_bytes(tokenizer_json)
             .map_err(|e| tok_err(format!("tokenizer.json: {e}")))?;
         let config: Option<serde_json::Value> = tokenizer_config
@@ -910,6 +913,32 @@ fn check_vocab_limits(what: &str, n: usize, tokens: &[String]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Refuses decoders the tokenizers crate cannot run on every token: its `Strip` decoder with
+/// `stop > 0` indexes before the start of a token shorter than `stop` (a panic, found by the
+/// `tokenizer_json` fuzz target); real files use `stop = 0`.
+fn check_decoder(d: &serde_json::Value) -> Result<()> {
+    match d.get("type").and_then(|t| t.as_str()) {
+        Some("Sequence") => {
+            for inner in d
+                .get("decoders")
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+            {
+                check_decoder(inner)?;
+            }
+            Ok(())
+        }
+        Some("Strip") => match d.get("stop").and_then(|v| v.as_u64()) {
+            Some(0) | None => Ok(()),
+            Some(stop) => Err(Error::Unsupported(format!(
+                "tokenizer.json decoder Strip with stop = {stop} (only stop = 0 is supported)"
+            ))),
+        },
+        _ => Ok(()),
+    }
 }
 
 /// Each BPE merge makes a token of the vocabulary, so a real list has fewer merges than tokens.

@@ -265,3 +265,20 @@ fn a_tokenizer_json_with_two_tokens_under_one_id_is_refused() {
         &["tokenizer.json gives the id 0 to two tokens, \"H\" and \"~\""],
     );
 }
+
+/// Found by the `tokenizer_json` fuzz target: the tokenizers crate's `Strip` decoder with
+/// `stop` past a token's length subtracts below zero and panics (an index out of bounds in a
+/// release build) when decoding.
+#[test]
+fn a_tokenizer_json_strip_decoder_that_would_panic_is_refused() {
+    let json = r#"{"model": {"type": "BPE", "vocab": {"a": 0, " ": 1}, "merges": []},
+        "decoder": {"type": "Sequence", "decoders": [{"type": "Fuse"},
+        {"type": "Strip", "content": " ", "start": 1, "stop": 5}]}}"#;
+    let e = Tokenizer::from_tokenizer_json(json.as_bytes()).expect_err("must be refused");
+    assert!(matches!(e, Error::Unsupported(_)), "{e:?}");
+    assert_has(&e.to_string(), &["decoder Strip with stop = 5"]);
+    // stop = 0, as real SentencePiece files have it, still loads and decodes.
+    let ok = json.replace("\"stop\": 5", "\"stop\": 0");
+    let tok = Tokenizer::from_tokenizer_json(ok.as_bytes()).expect("stop = 0 is fine");
+    assert_eq!(tok.decode(&[1, 0]).unwrap(), "a");
+}
