@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tandem's test suite: native tests on the first Vulkan adapter (lavapipe in CI), then the
 # browser tests in headless Chromium's WebGPU (SwiftShader): the kernels through
-# wasm-bindgen-test, then the npm package and demo page through playwright-core.
+# wasm-bindgen-test, then the npm package and demo page through playwright-core, and last the
+# fuzz smoke (every fuzz target for a fixed number of executions from its seed corpus).
 #   scripts/test.sh            # everything CI runs
 #   TANDEM_SLOW=1 scripts/test.sh   # plus the slower set (the Qwen models on lavapipe)
 set -euo pipefail
@@ -19,3 +20,6 @@ scripts/test-browser.sh
 
 echo "== npm package and demo page (headless Chromium, playwright-core)"
 scripts/test-web.sh
+
+echo "== fuzz smoke (cargo-fuzz / libFuzzer, seed corpora in fuzz/corpus)"
+scripts/fuzz-smoke.sh

@@ -307,11 +307,7 @@ impl Tokenizer {
             return Err(tok_err("GGUF tokenizer.ggml.tokens is empty"));
         }
         let n = tokens.len();
-        if u32::try_from(n).is_err() {
-            return Err(tok_err(format!(
-                "GGUF tokenizer.ggml.tokens has {n} entries, more than u32 ids"
-            )));
-        }
+        check_vocab_limits("GGUF tokenizer.ggml.tokens", n, &tokens)?;
         let kinds = match meta.get("tokenizer.ggml.token_type") {
             None => {
                 log::warn!(
@@ -350,6 +346,8 @@ impl Tokenizer {
                 "GGUF metadata has no tokenizer.ggml.merges (required by a 'gpt2' BPE tokenizer)",
             )
         })?;
+
+        check_merge_count("GGUF tokenizer.ggml.merges", merges_raw.len(), n)?;
 
         let pre_name = match meta.get("tokenizer.ggml.pre") {
             None => "",
@@ -510,6 +508,9 @@ impl Tokenizer {
     pub fn from_hf_files(tokenizer_json: &[u8], tokenizer_config: Option<&[u8]>) -> Result<Self> {
         let json: serde_json::Value = serde_json::from_slice(tokenizer_json)
             .map_err(|e| tok_err(format!("tokenizer.json is not valid JSON: {e}")))?;
+        if let Some(d) = json.get("decoder") {
+            check_decoder(d)?;
+        }
         let mut hf = tokenizers::Tokenizer::from_bytes(tokenizer_json)
             .map_err(|e| tok_err(format!("tokenizer.json: {e}")))?;
         let config: Option<serde_json::Value> = tokenizer_config
@@ -524,8 +525,28 @@ impl Tokenizer {
         if n == 0 {
             return Err(tok_err("tokenizer.json has an empty vocabulary"));
         }
+        // Ids index a table of n strings: a hostile id must not size it.
+        if n > MAX_VOCAB {
+            return Err(tok_err(format!(
+                "tokenizer.json's highest token id is {}, more than the limit of {MAX_VOCAB} tokens",
+                n - 1
+            )));
+        }
+        let n_merges = json
+            .pointer("/model/merges")
+            .and_then(|m| m.as_array())
+            .map_or(0, Vec::len);
+        check_merge_count("tokenizer.json model.merges", n_merges, vocab.len())?;
         let mut tokens = vec![String::new(); n];
+        let mut by_id: Vec<Option<String>> = vec![None; n];
         for (t, id) in vocab {
+            // Two strings under one id would make decoding depend on which one wins.
+            if let Some(other) = by_id[id as usize].replace(t.clone()) {
+                let (a, b) = if other < t { (other, t) } else { (t, other) };
+                return Err(tok_err(format!(
+                    "tokenizer.json gives the id {id} to two tokens, {a:?} and {b:?}"
+                )));
+            }
             tokens[id as usize] = t;
         }
         let mut kinds = vec![TokenKind::Normal; n];
@@ -865,6 +886,71 @@ fn build_pre_tokenizer(regexes: &[&str]) -> Result<PreTokenizerWrapper> {
     Ok(Sequence::new(steps).into())
 }
 
+/// Vocabularies larger than this are refused (the largest real ones have 262,144 tokens).
+pub const MAX_VOCAB: usize = 1 << 22;
+/// Tokens longer than this are refused (the longest real ones are 256 bytes).
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// A token list a model file could really have: not empty, at most [`MAX_VOCAB`] tokens of at
+/// most [`MAX_TOKEN_BYTES`] bytes each.
+fn check_vocab_limits(what: &str, n: usize, tokens: &[String]) -> Result<()> {
+    if n == 0 {
+        return Err(tok_err(format!("{what} is empty")));
+    }
+    if n > MAX_VOCAB {
+        return Err(tok_err(format!(
+            "{what} has {n} entries, more than the limit of {MAX_VOCAB} tokens"
+        )));
+    }
+    if let Some((i, t)) = tokens
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.len() > MAX_TOKEN_BYTES)
+    {
+        return Err(tok_err(format!(
+            "{what}[{i}] is {} bytes long, more than the limit of {MAX_TOKEN_BYTES} bytes",
+            t.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses decoders the tokenizers crate cannot run on every token: its `Strip` decoder with
+/// `stop > 0` indexes before the start of a token shorter than `stop` (a panic, found by the
+/// `tokenizer_json` fuzz target); real files use `stop = 0`.
+fn check_decoder(d: &serde_json::Value) -> Result<()> {
+    match d.get("type").and_then(|t| t.as_str()) {
+        Some("Sequence") => {
+            for inner in d
+                .get("decoders")
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+            {
+                check_decoder(inner)?;
+            }
+            Ok(())
+        }
+        Some("Strip") => match d.get("stop").and_then(|v| v.as_u64()) {
+            Some(0) | None => Ok(()),
+            Some(stop) => Err(Error::Unsupported(format!(
+                "tokenizer.json decoder Strip with stop = {stop} (only stop = 0 is supported)"
+            ))),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Each BPE merge makes a token of the vocabulary, so a real list has fewer merges than tokens.
+fn check_merge_count(what: &str, merges: usize, tokens: usize) -> Result<()> {
+    if merges > tokens {
+        return Err(tok_err(format!(
+            "{what} has {merges} merges for {tokens} tokens: a BPE vocabulary has fewer merges than tokens"
+        )));
+    }
+    Ok(())
+}
+
 fn gguf_str_array(meta: &BTreeMap<String, MetaValue>, key: &str) -> Result<Option<Vec<String>>> {
     let Some(v) = meta.get(key) else {
         return Ok(None);
@@ -944,6 +1030,7 @@ pub struct ChatTemplate {
     source: String,
     bos_token: String,
     eos_token: String,
+    limits: TemplateLimits,
 }
 
 impl ChatTemplate {
@@ -956,7 +1043,14 @@ impl ChatTemplate {
             source: source.into(),
             bos_token: bos_token.into(),
             eos_token: eos_token.into(),
+            limits: TEMPLATE_LIMITS,
         }
+    }
+
+    /// Other limits than [`TEMPLATE_LIMITS`] (the fuzz target uses smaller ones to run fast).
+    pub fn with_limits(mut self, limits: TemplateLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// ChatML (`<|im_start|>role\ncontent<|im_end|>\n`), the fallback for template-less models.
@@ -978,18 +1072,33 @@ impl ChatTemplate {
     }
 
     /// Renders with extra variables (e.g. `tools`), given as a map-like serializable value.
+    ///
+    /// The template comes from the model file, so it is untrusted: rendering runs under
+    /// its [`TemplateLimits`] (source size, fuel, recursion depth, output size; by default
+    /// [`TEMPLATE_LIMITS`]) and past any of them fails with an error that names the limit.
     pub fn render_with<M: Serialize + ?Sized, E: Serialize>(
         &self,
         messages: &M,
         add_generation_prompt: bool,
         extra: E,
     ) -> Result<String> {
+        let limits = self.limits;
+        if self.source.len() > limits.max_source_bytes {
+            return Err(tok_err(format!(
+                "the chat template is {} bytes, more than the limit of {} bytes",
+                self.source.len(),
+                limits.max_source_bytes
+            )));
+        }
         let mut env = minijinja::Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        env.set_fuel(Some(limits.fuel));
+        env.set_recursion_limit(limits.max_recursion);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
-        env.add_filter("tojson", tojson);
+        let max_indent = limits.max_json_indent;
+        env.add_filter("tojson", move |v, kwargs| tojson(v, kwargs, max_indent));
         env.add_template("chat_template", &self.source)
             .map_err(|e| {
                 tok_err(format!(
@@ -1008,12 +1117,78 @@ impl ChatTemplate {
         };
         // The template's own variables win over same-named extras.
         let ctx = minijinja::value::merge_maps([base, minijinja::Value::from_serialize(&extra)]);
-        tmpl.render(ctx).map_err(|e| {
-            tok_err(format!(
+        let mut out = CappedOutput {
+            bytes: Vec::new(),
+            cap: limits.max_output_bytes,
+            overflowed: false,
+        };
+        let rendered = tmpl.render_captured_to(ctx, &mut out);
+        if out.overflowed {
+            return Err(tok_err(format!(
+                "the chat template's output exceeds the limit of {} bytes",
+                limits.max_output_bytes
+            )));
+        }
+        match rendered {
+            Err(e) if e.kind() == minijinja::ErrorKind::OutOfFuel => Err(tok_err(format!(
+                "the chat template ran out of fuel: it did not finish within {} steps (a loop that does not end?)",
+                limits.fuel
+            ))),
+            Err(e) => Err(tok_err(format!(
                 "rendering the chat template: {}",
                 describe_jinja(&e)
-            ))
-        })
+            ))),
+            // minijinja writes whole `str`s and CappedOutput refuses whole writes.
+            Ok(_) => String::from_utf8(out.bytes)
+                .map_err(|e| tok_err(format!("the chat template's output is not UTF-8: {e}"))),
+        }
+    }
+}
+
+/// What a chat template may make tandem do. Real templates render a long conversation with
+/// tools in well under 1% of each limit; hostile ones (a loop that never ends, recursion
+/// without a base case, gigabytes of output) stop at the first limit they reach.
+#[derive(Clone, Copy, Debug)]
+pub struct TemplateLimits {
+    /// Bytes of template source (real ones are under 20 KB).
+    pub max_source_bytes: usize,
+    /// minijinja instructions per render (one unit each).
+    pub fuel: u64,
+    /// Nesting of macro calls, includes and blocks at run time (minijinja's own cap is 500).
+    pub max_recursion: usize,
+    /// Bytes of rendered prompt: more than any context window holds as text.
+    pub max_output_bytes: usize,
+    /// Largest `indent` of the `tojson` filter.
+    pub max_json_indent: usize,
+}
+
+/// The limits every chat-template render runs under (see RELIABILITY.md).
+pub const TEMPLATE_LIMITS: TemplateLimits = TemplateLimits {
+    max_source_bytes: 1 << 20,
+    fuel: 2_000_000,
+    max_recursion: 64,
+    max_output_bytes: 16 << 20,
+    max_json_indent: 64,
+};
+
+/// A render target that refuses any write that would take it past `cap` bytes.
+struct CappedOutput {
+    bytes: Vec<u8>,
+    cap: usize,
+    overflowed: bool,
+}
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len().saturating_add(buf.len()) > self.cap {
+            self.overflowed = true;
+            return Err(std::io::Error::other("chat template output limit"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -1069,9 +1244,16 @@ impl serde_json::ser::Formatter for PythonJson {
 fn tojson(
     value: minijinja::Value,
     kwargs: minijinja::value::Kwargs,
+    max_indent: usize,
 ) -> std::result::Result<minijinja::Value, minijinja::Error> {
     let indent: Option<usize> = kwargs.get("indent")?;
     kwargs.assert_all_used()?;
+    if let Some(n) = indent.filter(|&n| n > max_indent) {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("tojson: indent {n} is larger than the limit of {max_indent}"),
+        ));
+    }
     let mut out = Vec::new();
     let res = match indent {
         None => value.serialize(&mut serde_json::Serializer::with_formatter(

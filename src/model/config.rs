@@ -12,6 +12,9 @@ use serde::Deserialize;
 use super::gguf::GgufFile;
 use crate::{Error, Result};
 
+/// Models deeper than this are refused (the largest open models have 126 layers).
+pub const MAX_LAYERS: usize = 1024;
+
 /// How RoPE pairs the dimensions of a head: the kernel's parameter, named here too because
 /// the config picks it per family (and callers outside the crate name it from here).
 pub use crate::kernels::rope::RopeStyle;
@@ -321,6 +324,16 @@ impl ModelConfig {
             if v > u32::MAX as usize / 4 {
                 return bad(key, format!("{v} is implausibly large"));
             }
+        }
+        // The weight map holds a dozen names per layer: a hostile count must not size it.
+        if self.n_layers > MAX_LAYERS {
+            return bad(
+                "n_layers",
+                format!(
+                    "{} is more than the limit of {MAX_LAYERS} layers",
+                    self.n_layers
+                ),
+            );
         }
         if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(

@@ -375,6 +375,28 @@ test('a model too large for the browser gets a clear message, before the downloa
   await page.close();
 });
 
+test('a corrupted model file gets the GGUF parser\'s error on the page', { skip }, async () => {
+  // The real file's first MB (magic, version, the start of its metadata) with a metadata
+  // count no file can hold: the wasm build's parser must refuse it before allocating, and
+  // the page must say what and where.
+  const bad = Buffer.from(readFileSync(join(MODELS_DIR, MODEL)).subarray(0, 1 << 20));
+  bad.writeBigUInt64LE(1n << 60n, 16);
+  const page = await context.newPage();
+  await page.route((url) => url.pathname.startsWith('/corrupt/'), (route) => {
+    if (route.request().url().endsWith('.json')) return route.fulfill({ status: 404, body: '' });
+    return route.fulfill({ status: 200, headers: { 'Content-Length': String(bad.length) }, body: bad });
+  });
+  await page.goto(`${server.url}/demo/?pair=smollm2&models=/corrupt/`);
+  await page.click('#load');
+  await page.waitForFunction(() => ['ready', 'error'].includes(document.body.dataset.state), null, { timeout: LONG });
+  assert.equal(await page.evaluate(() => document.body.dataset.state), 'error');
+  const text = await page.textContent('#alert');
+  log(`corrupted: ${text}`);
+  assert.match(text, /format error at offset 16/);
+  assert.match(text, /metadata count 1152921504606846976 cannot fit/);
+  await page.close();
+});
+
 test('the demo fits a phone screen', { skip }, async () => {
   const page = await context.newPage();
   await page.setViewportSize({ width: 360, height: 740 });
