@@ -80,6 +80,8 @@ export interface CompletionRequest extends RequestBase {
 
 /** The engine's statistics of one generation. */
 export interface Stats {
+  /** The method that made the drafts: `plain`, `lookup`, `sps` (drafter chain) or `tree`. */
+  method: string;
   prompt_tokens: number;
   /** Prompt tokens whose KV cache was reused from the previous request (multi-turn). */
   reused_prompt_tokens: number;
