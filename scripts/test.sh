@@ -12,6 +12,9 @@ cd "$(dirname "$0")/.."
 export TANDEM_REQUIRE_GPU="${TANDEM_REQUIRE_GPU:-1}"
 export TANDEM_BACKEND="${TANDEM_BACKEND:-vulkan}"
 
+echo "== test model: SmolLM2-135M in the model cache (tandem fetch; kept when its sha256 matches)"
+scripts/fetch-models.sh smollm2
+
 echo "== native tests"
 cargo test --locked
 

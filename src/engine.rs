@@ -119,6 +119,8 @@ pub enum StopReason {
 /// Statistics of one generation.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Stats {
+    /// The method's name ([`Method::name`]).
+    pub method: &'static str,
     pub prompt_tokens: usize,
     /// Prompt tokens whose KV cache was reused from the previous generation (multi-turn).
     pub reused_prompt_tokens: usize,
@@ -576,6 +578,7 @@ impl Engine {
             self.verifier.set_seed(&self.gpu, p.seed);
         }
         let mut stats = Stats {
+            method: opts.method.name(),
             prompt_tokens: prompt.len(),
             drafter_seconds: Some(0.0),
             ..Default::default()

@@ -77,11 +77,25 @@ fn backends_for(options: &GpuOptions) -> Result<wgpu::Backends> {
     }
 }
 
+/// What to tell a user who has no adapter at all: one sentence with the install command for
+/// the platform.
+#[cfg(target_os = "linux")]
+pub const NO_ADAPTER_HELP: &str = "no GPU adapter found: install your GPU's Vulkan driver, or \
+Mesa's software one (slow but correct) with `sudo apt-get install mesa-vulkan-drivers` \
+(Fedora: `sudo dnf install mesa-vulkan-drivers`; `tandem devices` lists what wgpu sees)";
 /// What to tell a user who has no adapter at all.
-pub const NO_ADAPTER_HELP: &str = "no GPU adapter found. tandem needs WebGPU-capable graphics: \
-install your GPU's Vulkan/Metal/DX12 driver, or for a software adapter on Linux install \
-Mesa's lavapipe (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`). \
-`tandem devices` lists what wgpu can see.";
+#[cfg(target_os = "windows")]
+pub const NO_ADAPTER_HELP: &str = "no GPU adapter found: install or update your GPU vendor's \
+driver (DX12 or Vulkan) from its web site or Windows Update (`tandem devices` lists what \
+wgpu sees)";
+/// What to tell a user who has no adapter at all.
+#[cfg(target_vendor = "apple")]
+pub const NO_ADAPTER_HELP: &str = "no GPU adapter found: tandem uses Metal, which comes with \
+macOS 10.13 and later on a Mac with a Metal GPU (`tandem devices` lists what wgpu sees)";
+/// What to tell a user who has no adapter at all.
+#[cfg(not(any(target_os = "linux", target_os = "windows", target_vendor = "apple")))]
+pub const NO_ADAPTER_HELP: &str = "no GPU adapter found: install a WebGPU-capable graphics \
+driver (Vulkan, Metal or DX12), or use a browser with WebGPU";
 
 /// A short description of one adapter, for `tandem devices` and benchmark headers.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -122,11 +136,21 @@ impl AdapterSummary {
 }
 
 /// Every adapter wgpu can see for the given options' backend (native only:
-/// a browser hands out one adapter at a time).
+/// a browser hands out one adapter at a time). Without a backend named, OpenGL is probed
+/// only when no modern API (Vulkan, Metal, DX12) has an adapter: its probing prints
+/// windowing-system errors on headless machines, and [`Gpu::new`] would not pick it anyway.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn list_adapters(options: &GpuOptions) -> Result<Vec<AdapterSummary>> {
-    let inst = instance(backends_for(options)?);
-    let adapters = pollster::block_on(inst.enumerate_adapters(backends_for(options)?));
+    let enumerate = |backends: wgpu::Backends| {
+        pollster::block_on(instance(backends).enumerate_adapters(backends))
+    };
+    let mut adapters = match &options.backend {
+        Some(b) => enumerate(parse_backend(b)?),
+        None => enumerate(wgpu::Backends::PRIMARY),
+    };
+    if adapters.is_empty() && options.backend.is_none() {
+        adapters = enumerate(wgpu::Backends::all());
+    }
     Ok(adapters
         .iter()
         .map(|a| AdapterSummary::new(&a.get_info(), a.features(), &a.limits()))
@@ -608,7 +632,10 @@ async fn pick_adapter(
         apply_limit_buckets: false,
     })
     .await
-    .map_err(|e| Error::Gpu(format!("{NO_ADAPTER_HELP} ({e})")))
+    .map_err(|e| {
+        log::debug!("request_adapter: {e}");
+        Error::Gpu(NO_ADAPTER_HELP.to_string())
+    })
 }
 
 /// Wall-clock seconds from an arbitrary origin (`Instant` natively; `Date.now()` in the

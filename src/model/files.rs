@@ -1,12 +1,12 @@
 //! Finding model files: a path, or a short name of one of the reference models in the
 //! model cache (`$TANDEM_MODELS`, default `~/.cache/tandem/models`, filled by
-//! `scripts/fetch-models.sh`).
+//! `tandem fetch`, which `scripts/fetch-models.sh` runs).
 
 use std::path::PathBuf;
 
 use crate::{Error, Result};
 
-/// The reference models by short name: (name, file name, what `fetch-models.sh` calls it).
+/// The reference models by short name: (name, file name, what `tandem fetch` calls it).
 pub const REFERENCE_MODELS: &[(&str, &str, &str)] = &[
     ("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2"),
     (
@@ -53,7 +53,7 @@ pub fn resolve(arg: &str) -> Result<PathBuf> {
             return Ok(path);
         }
         return Err(Error::Invalid(format!(
-            "model '{arg}' is not in the cache ({}); run `scripts/fetch-models.sh {fetch}`",
+            "model '{arg}' is not in the cache ({}); run `tandem fetch {fetch}`",
             path.display()
         )));
     }

@@ -1,9 +1,14 @@
 // The demo page: one engine at a time from the npm package (../dist/), a streaming chat whose
 // drafted-and-accepted tokens are highlighted, live statistics and a stop button.
 //
+// The visitor's own model: pair "custom" takes a GGUF file (picker or drag-and-drop; two
+// dropped files are the model and, the smaller, its drafter) or a URL, checked here before
+// loading (GGUF magic, the browser's 4 GiB WebAssembly memory) and explained when the engine
+// refuses it (not a model, unsupported family, drafter with another tokenizer, too large).
+//
 // Query parameters preset the controls (the browser tests use them): pair, method,
 // max_tokens, chat=0|1, adaptive=0|1, prompt, ctx (KV cache tokens), models (base URL of the
-// model files).
+// model files), model_url / draft_url (pair "custom").
 import { checkWebGPU, createEngine, deleteModelInCache } from '../dist/index.js';
 
 const FILES = {
@@ -16,7 +21,10 @@ const PAIRS = {
   'qwen-0.5b': { target: 'qwen-0.5b' },
   'qwen-1.5b': { target: 'qwen-1.5b' },
   'qwen-1.5b+0.5b': { target: 'qwen-1.5b', draft: 'qwen-0.5b' },
+  custom: { custom: true },
 };
+/** wasm32 addresses at most 4 GiB, and the whole model file lives in wasm memory. */
+const MAX_MODEL_BYTES = 4 * 1024 ** 3;
 
 const params = new URLSearchParams(location.search);
 const MODELS = new URL(params.get('models') ?? '../models/', location.href).href;
@@ -44,7 +52,17 @@ const ui = {
   acc: $('stat-acc'),
   speedup: $('stat-speedup'),
   adapter: $('stat-adapter'),
+  custom: $('custom'),
+  drop: $('drop'),
+  modelFile: $('model-file'),
+  modelUrl: $('model-url'),
+  draftFile: $('draft-file'),
+  draftUrl: $('draft-url'),
+  chosen: $('custom-chosen'),
 };
+
+/** The visitor's own model and drafter: a File, a URL string, or null (latest choice wins). */
+const custom = { target: null, draft: null };
 
 let engine = null;
 /** The adapter as the page sees it (the browser may hide its name from the worker's wgpu). */
@@ -61,6 +79,7 @@ function setState(state) {
   ui.load.disabled = busy || off;
   ui.send.disabled = busy || off;
   ui.pair.disabled = busy || off;
+  for (const input of [ui.modelFile, ui.modelUrl, ui.draftFile, ui.draftUrl]) input.disabled = busy || off;
   ui.stop.disabled = state !== 'generating';
 }
 
@@ -71,18 +90,100 @@ function showAlert(message, kind = 'error') {
 }
 
 function explain(e) {
-  if (e?.kind === 'no-webgpu' || e?.kind === 'no-adapter') return e.message;
+  if (e?.kind === 'no-webgpu' || e?.kind === 'no-adapter' || e?.kind === 'page') return e.message;
   if (e?.kind === 'gpu') {
     return `This model does not fit this browser's GPU (or the GPU failed): ${e.message}. Try a smaller model.`;
+  }
+  if (e?.kind === 'format') {
+    return `This file is not a model tandem can read (${e.message}). Choose a GGUF model file (.gguf).`;
+  }
+  if (e?.kind === 'unsupported') return `tandem cannot run this model here (${e.message}).`;
+  if (e?.kind === 'mismatch') {
+    return `The drafter does not go with this model: ${e.message}. A drafter must share the model's tokenizer.`;
   }
   return e?.message ?? String(e);
 }
 
+/** An error of the page's own checks, shown as it is. */
+function pageError(message) {
+  return Object.assign(new Error(message), { kind: 'page' });
+}
+
+function describe(source) {
+  if (!source) return null;
+  if (typeof source === 'string') return source;
+  return `${source.name} (${(source.size / 1048576).toFixed(1)} MB, from this computer)`;
+}
+
+function showChosen() {
+  const t = describe(custom.target);
+  const d = describe(custom.draft);
+  ui.chosen.textContent = t ? `Model: ${t}${d ? `; drafter: ${d}` : ''}.` : 'No model chosen yet.';
+}
+
+/** Check a chosen model before any byte goes to the worker: a URL, or a GGUF file that fits. */
+async function checkSource(source, role) {
+  const what = role === 'draft' ? 'drafter' : 'model';
+  if (typeof source === 'string') {
+    let url;
+    try {
+      url = new URL(source, location.href);
+    } catch {
+      throw pageError(`The ${what} URL "${source}" is not a URL.`);
+    }
+    if (!['http:', 'https:'].includes(url.protocol)) {
+      throw pageError(`The ${what} URL must start with https:// or http:// (got "${source}").`);
+    }
+    return;
+  }
+  if (source.size > MAX_MODEL_BYTES) {
+    throw pageError(
+      `The ${what} file ${source.name} is ${(source.size / 1024 ** 3).toFixed(2)} GiB: too large for the ` +
+        'browser, which holds a model in WebAssembly memory (at most 4 GiB, less in some browsers). ' +
+        'Choose a smaller or more strongly quantized model.',
+    );
+  }
+  const magic = new Uint8Array(await source.slice(0, 4).arrayBuffer());
+  if (String.fromCharCode(...magic) !== 'GGUF') {
+    throw pageError(
+      `The ${what} file ${source.name} is not a GGUF model file (a GGUF file starts with the bytes "GGUF"). ` +
+        'Choose a .gguf file, such as a llama.cpp quantized model.',
+    );
+  }
+}
+
+/** The engine's sources for the chosen pair: URLs of the server's files, or the visitor's. */
+async function sources(key) {
+  const pair = PAIRS[key];
+  if (!pair.custom) {
+    return { target: MODELS + FILES[pair.target], draft: pair.draft ? MODELS + FILES[pair.draft] : null };
+  }
+  if (!custom.target) throw pageError('Choose a GGUF model file, drop one on the page, or give its URL.');
+  await checkSource(custom.target, 'target');
+  if (custom.draft) await checkSource(custom.draft, 'draft');
+  return { target: custom.target, draft: custom.draft };
+}
+
+/** Identifies the loaded model(s), so that a new choice loads anew. */
+function sourceKey(key) {
+  if (!PAIRS[key].custom) return key;
+  const id = (s) => (s == null ? '' : typeof s === 'string' ? s : `${s.name}:${s.size}:${s.lastModified}`);
+  return `custom|${id(custom.target)}|${id(custom.draft)}`;
+}
+
 function updateMethods() {
   const pair = PAIRS[ui.pair.value];
+  ui.custom.hidden = !pair.custom;
+  const hasDraft = pair.custom ? custom.draft != null : Boolean(pair.draft);
   const draft = ui.method.querySelector('option[value="draft"]');
-  draft.disabled = !pair.draft;
-  draft.textContent = pair.draft ? 'Draft model chain (0.5B drafts for 1.5B)' : 'Draft model chain (needs a drafter pair)';
+  draft.disabled = !hasDraft;
+  draft.textContent = pair.custom
+    ? hasDraft
+      ? 'Draft model chain (your drafter)'
+      : 'Draft model chain (choose a drafter)'
+    : hasDraft
+      ? 'Draft model chain (0.5B drafts for 1.5B)'
+      : 'Draft model chain (needs a drafter pair)';
   if (draft.disabled && ui.method.value === 'draft') ui.method.value = 'plain';
 }
 
@@ -118,21 +219,21 @@ function onProgress(r) {
 }
 
 async function ensureEngine() {
-  const key = ui.pair.value;
+  const key = sourceKey(ui.pair.value);
   if (engine && engineKey === key) return engine;
   if (engine) {
     await engine.unload();
     engine = null;
     engineKey = null;
   }
-  const pair = PAIRS[key];
   ui.progress.replaceChildren();
   ui.alert.hidden = true;
   setState('loading');
   try {
+    const { target, draft } = await sources(ui.pair.value);
     engine = await createEngine({
-      target: MODELS + FILES[pair.target],
-      draft: pair.draft ? MODELS + FILES[pair.draft] : null,
+      target,
+      draft,
       onProgress,
       contextLength: CTX,
       maxDraft: 6,
@@ -248,6 +349,37 @@ async function send(text) {
 }
 
 ui.pair.addEventListener('change', updateMethods);
+function choose(role, source) {
+  custom[role] = source;
+  showChosen();
+  updateMethods();
+}
+ui.modelFile.addEventListener('change', () => choose('target', ui.modelFile.files[0] ?? null));
+ui.draftFile.addEventListener('change', () => choose('draft', ui.draftFile.files[0] ?? null));
+ui.modelUrl.addEventListener('change', () => choose('target', ui.modelUrl.value.trim() || null));
+ui.draftUrl.addEventListener('change', () => choose('draft', ui.draftUrl.value.trim() || null));
+// Drag-and-drop anywhere on the page: a dropped file must not replace the page.
+document.addEventListener('dragover', (e) => {
+  if (![...(e.dataTransfer?.types ?? [])].includes('Files')) return;
+  e.preventDefault();
+  document.body.classList.add('dragging');
+});
+document.addEventListener('dragleave', (e) => {
+  if (e.relatedTarget == null) document.body.classList.remove('dragging');
+});
+document.addEventListener('drop', (e) => {
+  const files = [...(e.dataTransfer?.files ?? [])];
+  if (!files.length) return;
+  e.preventDefault();
+  document.body.classList.remove('dragging');
+  if (['loading', 'generating'].includes(document.body.dataset.state)) return;
+  files.sort((a, b) => b.size - a.size);
+  ui.pair.value = 'custom';
+  custom.target = files[0];
+  if (files.length > 1) custom.draft = files[1];
+  showChosen();
+  updateMethods();
+});
 ui.load.addEventListener('click', () => ensureEngine().catch(() => null));
 ui.composer.addEventListener('submit', (e) => {
   e.preventDefault();
@@ -274,6 +406,9 @@ ui.forget.addEventListener('click', async () => {
 
 // Presets from the query string.
 if (params.has('pair') && PAIRS[params.get('pair')]) ui.pair.value = params.get('pair');
+if (params.has('model_url')) ui.modelUrl.value = custom.target = params.get('model_url');
+if (params.has('draft_url')) ui.draftUrl.value = custom.draft = params.get('draft_url');
+showChosen();
 updateMethods();
 if (params.has('method')) ui.method.value = params.get('method');
 if (params.has('max_tokens')) ui.maxTokens.value = params.get('max_tokens');
@@ -289,10 +424,11 @@ fetch(`${MODELS}index.json`)
     const have = new Set(list.map((m) => m.name));
     for (const opt of ui.pair.options) {
       const p = PAIRS[opt.value];
+      if (p.custom) continue;
       const missing = [p.target, p.draft].filter((m) => m && !have.has(FILES[m]));
       if (missing.length) {
         opt.disabled = true;
-        opt.textContent += ' — not on this server (scripts/fetch-models.sh)';
+        opt.textContent += ' — not on this server (tandem fetch)';
       }
     }
   })

@@ -3,7 +3,8 @@
 /** A model: a URL (downloaded with progress and kept in the Cache API) or a File/Blob. */
 export type ModelSource = string | URL | Blob;
 
-/** How drafts are made: none, prompt lookup, or the drafter model's greedy chain. */
+/** How drafts are made: none (`plain`), prompt lookup (`lookup`), the drafter model's chain
+ * (`draft`) or the drafter model's dynamic draft tree (`tree`). */
 export type Method = 'plain' | 'lookup' | 'draft' | 'tree';
 
 export interface ProgressReport {
@@ -79,6 +80,8 @@ export interface CompletionRequest extends RequestBase {
 
 /** The engine's statistics of one generation. */
 export interface Stats {
+  /** The method that made the drafts: `plain`, `lookup`, `sps` (drafter chain) or `tree`. */
+  method: string;
   prompt_tokens: number;
   /** Prompt tokens whose KV cache was reused from the previous request (multi-turn). */
   reused_prompt_tokens: number;

@@ -397,6 +397,46 @@ test('a corrupted model file gets the GGUF parser\'s error on the page', { skip 
   await page.close();
 });
 
+test('the demo loads the visitor\'s own model from disk (a wrong file gets a clear message)', { skip }, async () => {
+  // SmolLM2 from the model cache as the visitor's file: its greedy tokens must equal the
+  // native ones. Before it, a file that is not GGUF (refused by the page) and a GGUF model of
+  // a kind tandem does not run (the tiny Llama-3 fixture with llama3-style RoPE factors,
+  // refused by the engine), each with its message.
+  const page = await context.newPage();
+  page.on('pageerror', (e) => log(`page error: ${e.message}`));
+  await page.goto(`${server.url}/demo/?pair=custom&chat=0&adaptive=0&ctx=256`);
+  await page.waitForFunction(() => document.body.dataset.state === 'idle');
+  assert.ok(await page.isVisible('#custom'), 'the own-model panel shows for pair=custom');
+  const refused = async (file) => {
+    await page.setInputFiles('#model-file', file);
+    await page.click('#load');
+    await page.waitForFunction(() => ['ready', 'error'].includes(document.body.dataset.state), null, { timeout: LONG });
+    assert.equal(await page.evaluate(() => document.body.dataset.state), 'error');
+    const text = await page.textContent('#alert');
+    log(`refused: ${text}`);
+    return text;
+  };
+  assert.match(await refused(join(REPO, 'README.md')), /README\.md is not a GGUF model file/);
+  assert.match(
+    await refused(join(REPO, 'tests', 'fixtures', 'tiny-llama3.gguf')),
+    /tandem cannot run this model here \(unsupported: RoPE frequency factors/,
+  );
+  await page.setInputFiles('#model-file', join(MODELS_DIR, MODEL));
+  assert.match(await page.textContent('#custom-chosen'), /SmolLM2-135M-Instruct\.Q4_1\.gguf .*from this computer/);
+  await page.click('#load');
+  await page.waitForFunction(() => ['ready', 'error'].includes(document.body.dataset.state), null, { timeout: LONG });
+  assert.equal(await page.evaluate(() => document.body.dataset.state), 'ready', await page.textContent('#alert'));
+  assert.match(await page.textContent('.file[data-file="target"] .name'), /SmolLM2-135M-Instruct\.Q4_1\.gguf/);
+  const { tokens, note } = await sendAndWait(page, { method: 'plain', maxTokens: 4 });
+  log(`own model: ${note}`);
+  assert.deepEqual(
+    tokens.map((t) => t.id),
+    native.slice(0, 4),
+    'the page\'s greedy tokens for the chosen file differ from tandem run\'s',
+  );
+  await page.close();
+});
+
 test('the demo fits a phone screen', { skip }, async () => {
   const page = await context.newPage();
   await page.setViewportSize({ width: 360, height: 740 });

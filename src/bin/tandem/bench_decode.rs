@@ -63,7 +63,7 @@ pub fn run(options: &GpuOptions, args: &BenchDecodeArgs) -> Result<()> {
             .collect();
         if present.is_empty() {
             return Err(Error::Invalid(format!(
-                "no reference model is in the cache ({}): run scripts/fetch-models.sh, or name \
+                "no reference model is in the cache ({}): run `tandem fetch`, or name \
                  model files",
                 files::models_dir().display()
             )));

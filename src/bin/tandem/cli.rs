@@ -119,6 +119,11 @@ enum Command {
         #[command(flatten)]
         bench: crate::bench::BenchArgs,
     },
+    /// Download reference models into the model cache (sha256-checked; idempotent)
+    Fetch {
+        /// smollm2, qwen-0.5b, qwen-1.5b, gemma-3-270m or all (default: smollm2)
+        names: Vec<String>,
+    },
     /// Time the quantized matmul per weight type at the reference models' shapes (Markdown)
     BenchKernels {
         #[command(flatten)]
@@ -165,6 +170,7 @@ fn run(cli: Cli) -> tandem::Result<()> {
         Command::BenchDecode { gpu, bench } => crate::bench_decode::run(&gpu.options(), &bench),
         Command::Bench { gpu, bench } => crate::bench::run(&gpu.options(), &bench),
         Command::BenchKernels { gpu, bench } => crate::bench_kernels::run(&gpu.options(), &bench),
+        Command::Fetch { names } => crate::fetch::run(&names),
     }
 }
 
@@ -202,8 +208,9 @@ fn devices(options: &GpuOptions, json: bool) -> tandem::Result<()> {
 /// Model, method and generation options shared by `run` and `chat`.
 #[derive(Args, Clone, Debug)]
 pub(crate) struct GenArgs {
-    /// Target model: GGUF file or reference name (smollm2, qwen-0.5b, qwen-1.5b)
-    #[arg(short, long)]
+    /// Target model: GGUF file or reference name (smollm2, qwen-0.5b, qwen-1.5b), fetched
+    /// into the model cache on first use
+    #[arg(short, long, default_value = crate::fetch::DEFAULT_MODEL)]
     pub(crate) model: String,
     /// Drafter model (same tokenizer) for speculative decoding with a draft chain (SpS)
     #[arg(short, long)]
@@ -238,8 +245,12 @@ pub(crate) struct GenArgs {
 }
 
 impl GenArgs {
+    /// Load the target (and drafter) and warm the pipelines up, reporting both times on
+    /// stderr, so that the first prompt's prefill rate is prefill alone.
     pub(crate) fn engine(&self) -> tandem::Result<Engine> {
-        let file = ModelFile::open(files::resolve(&self.model)?)?;
+        let path = crate::fetch::resolve(&self.model)?;
+        let t0 = std::time::Instant::now();
+        let file = ModelFile::open(&path)?;
         let gpu = gpu::Gpu::new_blocking(&self.gpu.options())?;
         let max_draft = if self.draft.is_some() || self.lookup {
             self.draft_len
@@ -256,12 +267,20 @@ impl GenArgs {
         )?;
         if let Some(d) = &self.draft {
             engine.load_drafter_with(
-                &ModelFile::open(files::resolve(d)?)?,
+                &ModelFile::open(crate::fetch::resolve(d)?)?,
                 DrafterOptions {
                     vocab: self.draft_vocab,
                 },
             )?;
         }
+        let load = t0.elapsed().as_secs_f64();
+        let warm = crate::warmup::warm_up(&mut engine, &self.options())?;
+        eprintln!(
+            "[{} on {} ({}): loaded in {load:.2} s, warm-up (first dispatch of every pipeline) {warm:.2} s]",
+            path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default(),
+            engine.gpu.info.name,
+            format!("{:?}", engine.gpu.info.backend).to_lowercase(),
+        );
         Ok(engine)
     }
 
@@ -319,7 +338,7 @@ impl SamplingArgs {
 
 pub(crate) fn print_stats(engine: &Engine, s: &tandem::engine::Stats) {
     eprintln!(
-        "[{} prompt tokens ({} reused), {} generated; prefill {:.1} tok/s, decode {:.2} tok/s; {} target passes, τ = {:.2}, acceptance {:.0}%; adapter {}]",
+        "[{} prompt tokens ({} reused), {} generated; prefill {:.1} tok/s, decode {:.2} tok/s; {} target passes, τ = {:.2}, acceptance {:.0}%; method {}; adapter {} ({})]",
         s.prompt_tokens,
         s.reused_prompt_tokens,
         s.generated_tokens,
@@ -328,7 +347,9 @@ pub(crate) fn print_stats(engine: &Engine, s: &tandem::engine::Stats) {
         s.target_passes,
         s.mean_accepted_tokens,
         s.acceptance_rate * 100.0,
-        engine.gpu.info.name
+        s.method,
+        engine.gpu.info.name,
+        format!("{:?}", engine.gpu.info.backend).to_lowercase(),
     );
 }
 

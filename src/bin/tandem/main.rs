@@ -11,9 +11,16 @@ mod bench_kernels;
 mod chat;
 #[cfg(not(target_arch = "wasm32"))]
 mod cli;
+#[cfg(not(target_arch = "wasm32"))]
+mod fetch;
+#[cfg(not(target_arch = "wasm32"))]
+mod quiet;
+#[cfg(not(target_arch = "wasm32"))]
+mod warmup;
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
+    quiet::headless_runtime_dir();
     cli::main()
 }
 
