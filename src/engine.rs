@@ -19,9 +19,9 @@ use crate::kernels::verify::{Draft, Verifier, VerifyBound, VerifyBuffers};
 use crate::kernels::{Bound, Step};
 use crate::model::loader::ModelFile;
 use crate::model::transformer::{ForwardLimits, Transformer};
-use crate::spec::budget::Budget;
-use crate::spec::tree::DraftTree;
-use crate::spec::{Drafter, PromptLookup};
+use crate::speculative::budget::Budget;
+use crate::speculative::tree::DraftTree;
+use crate::speculative::{Drafter, PromptLookup};
 use crate::tokenizer::{Detokenizer, Tokenizer};
 use crate::{Error, Result};
 
@@ -946,7 +946,7 @@ impl Engine {
             // Score the newest level: all nodes under the tree mask after the root.
             let depths = tree.depths();
             let pos: Vec<u32> = depths.iter().map(|&dp| (n_past as u32) + dp).collect();
-            let mask = crate::spec::tree::ancestor_mask(&tree.parents, d.model.mask_words());
+            let mask = crate::speculative::tree::ancestor_mask(&tree.parents, d.model.mask_words());
             d.model
                 .write_inputs(gpu, &tree.tokens, &pos, &mask, n_past + 1, last - first);
             let mut enc = gpu.encoder("draft tree level");

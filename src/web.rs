@@ -18,7 +18,7 @@ use crate::engine::{Engine, EngineOptions, Event, GenerateOptions, Method};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::model::gguf::GgufFile;
 use crate::model::loader::ModelFile;
-use crate::spec::PromptLookup;
+use crate::speculative::PromptLookup;
 use crate::tokenizer::ChatMessage;
 use crate::Error;
 

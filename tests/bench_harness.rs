@@ -17,7 +17,7 @@ use tandem::model::gguf::GgufFile;
 use tandem::model::loader::ModelFile;
 use tandem::model::quant::GgmlType;
 use tandem::model::writer::tiny_model;
-use tandem::spec::PromptLookup;
+use tandem::speculative::PromptLookup;
 use tandem::Error;
 
 fn q(id: u32, cat: &str, turns: &[&str]) -> String {

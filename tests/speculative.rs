@@ -9,7 +9,7 @@ use tandem::model::loader::ModelFile;
 use tandem::model::quant::GgmlType;
 use tandem::model::transformer::{ForwardLimits, Transformer};
 use tandem::model::writer::tiny_model;
-use tandem::spec::{DraftTree, PromptLookup};
+use tandem::speculative::{DraftTree, PromptLookup};
 
 fn tiny(arch: Arch, ty: GgmlType, seed: u64) -> ModelFile {
     ModelFile::from_gguf(GgufFile::from_bytes(tiny_model(arch, ty, seed).unwrap()).unwrap())

@@ -15,7 +15,7 @@ use tandem::engine::{DrafterOptions, Engine, EngineOptions, Method};
 use tandem::gpu::{Gpu, GpuOptions};
 use tandem::model::files;
 use tandem::model::loader::ModelFile;
-use tandem::spec::PromptLookup;
+use tandem::speculative::PromptLookup;
 use tandem::{Error, Result};
 
 use crate::cli::SamplingArgs;

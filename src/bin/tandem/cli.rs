@@ -7,7 +7,7 @@ use tandem::engine::{
 use tandem::gpu::{self, GpuOptions};
 use tandem::model::loader::ModelFile;
 use tandem::model::{files, gguf::GgufFile};
-use tandem::spec::PromptLookup;
+use tandem::speculative::PromptLookup;
 use tandem::tokenizer::{ChatMessage, Tokenizer};
 
 fn open_gguf(arg: &str) -> tandem::Result<GgufFile> {
