@@ -20,10 +20,7 @@ use crate::model::transformer::{ForwardLimits, Transformer};
 use crate::speculative::budget::Budget;
 use crate::speculative::tree::DraftTree;
 use crate::speculative::verify::Verification;
-use crate::speculative::{
-    DraftChain, DraftContext, DraftModel, Drafter, DynamicTree, Lookup, Plain, PromptLookup,
-    Proposal, Verdict,
-};
+use crate::speculative::{DraftContext, DraftModel, Drafter, Proposal, Verdict};
 use crate::tokenizer::{Detokenizer, Tokenizer};
 use crate::{Error, Result};
 
@@ -37,45 +34,9 @@ pub use crate::kernels::sample::SampleParams;
 /// Most tokens one step verifies (root + draft nodes).
 pub use crate::speculative::MAX_STEP_TOKENS;
 
-/// How drafts are made.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub enum Method {
-    /// Plain decoding (the empty tree every step).
-    #[default]
-    Plain,
-    /// Prompt lookup with at most `budget` draft nodes per step.
-    Lookup { lookup: PromptLookup, budget: usize },
-    /// The drafter model drafts a chain of at most `k` tokens per step (SpS).
-    Draft { k: usize },
-    /// The drafter model grows a tree of at most `nodes` nodes per step, EAGLE-2 style: each
-    /// drafter pass expands the most probable nodes of the newest level by their top-K
-    /// children and keeps the `width` best by cumulative probability.
-    DraftTree { nodes: usize, width: usize },
-}
-
-impl Method {
-    /// A fresh drafter for this method.
-    pub fn drafter(&self) -> Box<dyn Drafter> {
-        match self {
-            Method::Plain => Box::new(Plain),
-            Method::Lookup { lookup, budget } => Box::new(Lookup {
-                lookup: lookup.clone(),
-                len: *budget,
-            }),
-            Method::Draft { k } => Box::new(DraftChain::new(*k)),
-            Method::DraftTree { nodes, width } => Box::new(DynamicTree::new(*nodes, *width)),
-        }
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Method::Plain => "plain",
-            Method::Lookup { .. } => "lookup",
-            Method::Draft { .. } => "sps",
-            Method::DraftTree { .. } => "tree",
-        }
-    }
-}
+/// How drafts are made: a method of the registry with its parameters
+/// (`"tree:nodes=16,width=4".parse()`).
+pub use crate::speculative::registry::{MethodSpec, METHODS};
 
 /// What to generate.
 #[derive(Clone, Debug)]
@@ -83,7 +44,7 @@ pub struct GenerateOptions {
     pub max_tokens: usize,
     /// Stop when the text ends with one of these (the stop string is kept out of the text).
     pub stop: Vec<String>,
-    pub method: Method,
+    pub method: MethodSpec,
     /// Choose the draft size each step from measured acceptance and step times, backing off
     /// to plain decoding where drafting does not pay. On by default.
     pub adaptive: bool,
@@ -97,7 +58,7 @@ impl Default for GenerateOptions {
         GenerateOptions {
             max_tokens: 128,
             stop: vec![],
-            method: Method::Plain,
+            method: MethodSpec::plain(),
             adaptive: true,
             sampling: None,
         }
@@ -196,7 +157,6 @@ impl Default for EngineOptions {
     }
 }
 
-
 /// A loaded target (and optional drafter model) on a GPU.
 pub struct Engine {
     pub gpu: Gpu,
@@ -204,7 +164,7 @@ pub struct Engine {
     pub target: Transformer,
     draft_model: Option<DraftModel>,
     /// The drafter of the last generation's method (kept while the method stays the same).
-    drafter: Option<(Method, Box<dyn Drafter>)>,
+    drafter: Option<(MethodSpec, Box<dyn Drafter>)>,
     options: EngineOptions,
     verification: Verification,
     /// The staging buffer every step's readback goes through.
@@ -247,7 +207,6 @@ fn tokenizer_of(file: &ModelFile) -> Result<Tokenizer> {
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
-
 
 /// Turns each step's emitted tokens into output, text and events, applying the stop rules.
 struct Emitter<'t> {
@@ -457,9 +416,10 @@ impl Engine {
                 .insert((opts.method.clone(), opts.method.drafter())),
         };
         if drafter.needs_model() && self.draft_model.is_none() {
-            return Err(Error::Invalid(
-                "the draft-model method needs a drafter (load_drafter)".into(),
-            ));
+            return Err(Error::Invalid(format!(
+                "method {} needs a drafter model (load_drafter, --drafter)",
+                opts.method.name()
+            )));
         }
         self.verification
             .set_sampling(&self.gpu, opts.sampling.as_ref())?;

@@ -106,7 +106,9 @@ impl Drafter for DynamicTree {
         let kb = TREE_BRANCH as usize;
         // Candidates of the next level: (cumulative probability, parent, token).
         let mut cand: Vec<(f32, Option<usize>, u32)> = if l.tree.is_empty() {
-            (0..kb.min(ids.len())).map(|j| (probs[j], None, ids[j])).collect()
+            (0..kb.min(ids.len()))
+                .map(|j| (probs[j], None, ids[j]))
+                .collect()
         } else {
             (l.first..l.last)
                 .flat_map(|node| (0..kb).map(move |j| (node, j)))
@@ -140,14 +142,8 @@ impl Drafter for DynamicTree {
             .map(|&dp| l.n_past as u32 + dp)
             .collect();
         let mask = ancestor_mask(&l.tree.parents, d.model.mask_words());
-        d.model.write_inputs(
-            gpu,
-            &l.tree.tokens,
-            &pos,
-            &mask,
-            l.n_past + 1,
-            last - first,
-        );
+        d.model
+            .write_inputs(gpu, &l.tree.tokens, &pos, &mask, l.n_past + 1, last - first);
         d.model.encode(enc, l.tree.len(), first..last)?;
         let reads = d.encode_topk(enc, last - first)?;
         ctx.passes += 1;

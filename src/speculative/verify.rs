@@ -254,7 +254,14 @@ impl Verification {
                 let mut batch = vec![0u32; k + 1];
                 batch[0] = root;
                 let tpos: Vec<u32> = (0..=k).map(|i| (n_past + i) as u32).collect();
-                target.write_inputs(gpu, &batch, &tpos, &target.causal_mask(k + 1), n_past, k + 1);
+                target.write_inputs(
+                    gpu,
+                    &batch,
+                    &tpos,
+                    &target.causal_mask(k + 1),
+                    n_past,
+                    k + 1,
+                );
                 let chain = DraftTree::chain(&vec![0; k]);
                 self.write_parents(gpu, &chain.batch_parents());
                 (batch, chain.parents, k)
