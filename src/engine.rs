@@ -361,6 +361,12 @@ impl Engine {
         Ok(())
     }
 
+    /// Use `drafter` for the generations whose method is `method` (until another method
+    /// runs): a drafter from outside the registry, or one whose state the caller prepared.
+    pub fn set_drafter(&mut self, method: MethodSpec, drafter: Box<dyn Drafter>) {
+        self.drafter = Some((method, drafter));
+    }
+
     pub fn has_drafter(&self) -> bool {
         self.draft_model.is_some()
     }
