@@ -2,7 +2,7 @@
 //!
 //! Layers, bottom up (`tests/layering.rs` checks the imports against its table): `error`;
 //! `quant` (GGML block formats, CPU (de)quantizers) and `gpu`; `kernels` (WGSL + wrappers);
-//! `model` (files, config, CPU reference, GPU forward) and `tokenizer`; `spec` (drafts,
+//! `model` (files, config, CPU reference, GPU forward) and `tokenizer`; `speculative` (drafts,
 //! drafters); `engine` (the draft → verify → accept loop); the faces (`bench`, `web`, the
 //! CLI in `src/bin`), which reach the kernels only through the engine.
 #[cfg(not(target_arch = "wasm32"))]
@@ -13,7 +13,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod model;
 pub mod quant;
-pub mod spec;
+pub mod speculative;
 pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

@@ -14,11 +14,10 @@ use js_sys::{Function, Object, Promise, Reflect, Uint32Array};
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 
-use crate::engine::{Engine, EngineOptions, Event, GenerateOptions, Method};
+use crate::engine::{Engine, EngineOptions, Event, GenerateOptions, MethodSpec};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::model::gguf::GgufFile;
 use crate::model::loader::ModelFile;
-use crate::spec::PromptLookup;
 use crate::tokenizer::ChatMessage;
 use crate::Error;
 
@@ -114,10 +113,12 @@ fn model_file(bytes: ModelBytes) -> crate::Result<ModelFile> {
 struct GenerateJson {
     max_tokens: Option<usize>,
     stop: Vec<String>,
-    /// `"plain"`, `"lookup"` or `"draft"` (the drafter model); default: the drafter when one
-    /// is loaded, else plain.
+    /// A method of the registry, `name[:key=value,...]` (`"plain"`, `"lookup"`, `"sps"`,
+    /// `"tree:nodes=16"`; [`methods_json`] lists them); default: `sps` when a drafter model is
+    /// loaded, else plain.
     method: Option<String>,
-    /// Most draft tokens per step (default: the engine's `max_draft`).
+    /// Sets the method's draft size (`len`, or `nodes` for tree; default: the engine's
+    /// `max_draft`).
     draft_len: Option<usize>,
     adaptive: Option<bool>,
     temperature: Option<f64>,
@@ -139,21 +140,20 @@ impl GenerateJson {
             }),
             _ => None,
         };
-        let k = o.draft_len.unwrap_or(max_draft);
         let method = match o.method.as_deref() {
-            None if engine.has_drafter() => Method::Draft { k },
-            None | Some("plain") => Method::Plain,
-            Some("lookup") => Method::Lookup {
-                lookup: PromptLookup::default(),
-                budget: k,
-            },
-            Some("draft") => Method::Draft { k },
-            Some("tree") => Method::DraftTree { nodes: k, width: 4 },
-            Some(m) => {
-                return Err(Error::Invalid(format!(
-                    "unknown method '{m}' (expected plain, lookup, draft or tree)"
-                )))
+            Some(m) => MethodSpec::parse(m)?,
+            None if engine.has_drafter() => MethodSpec::named("sps")?,
+            None => MethodSpec::plain(),
+        };
+        // The draft size: `draft_len`, else the engine's `max_draft` unless the spec set it.
+        let explicit = o.method.as_deref().is_some_and(|m| m.contains(':'));
+        let size = ["len", "nodes"].into_iter().find(|k| method.has(k));
+        let method = match (size, o.draft_len) {
+            (Some(key), Some(k)) => method.with(key, k)?,
+            (Some(key), None) if !explicit => {
+                method.with(key, max_draft.clamp(1, crate::engine::MAX_STEP_TOKENS - 1))?
             }
+            _ => method,
         };
         Ok(GenerateOptions {
             max_tokens: o.max_tokens.unwrap_or(256),
@@ -163,6 +163,13 @@ impl GenerateJson {
             sampling,
         })
     }
+}
+
+/// The method registry as JSON: `[{ name, about, needs_drafter_model, params: [{ key,
+/// default, min, max, about }] }]` (the npm package and the demo page list methods from it).
+#[wasm_bindgen(js_name = methodsJson)]
+pub fn methods_json() -> String {
+    serde_json::to_string(crate::engine::METHODS).unwrap_or_default()
 }
 
 /// The engine for JavaScript. One generation at a time; [`WebEngine::interrupt`] may be

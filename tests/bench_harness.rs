@@ -7,17 +7,16 @@ use tandem::bench::metrics::{metrics, TurnRecord};
 use tandem::bench::questions::{even_indices, group_label, groups_of};
 use tandem::bench::{
     check_lossless, parse_questions, run_questions, sample_per_category, task_group, BenchMeta,
-    BenchReport, DeviceInfo, MethodInfo, MethodSpec, ModelInfo, QuestionRecord, RunSettings,
+    BenchMethod, BenchReport, DeviceInfo, MethodInfo, ModelInfo, QuestionRecord, RunSettings,
     Settings,
 };
-use tandem::engine::{Engine, EngineOptions, Method};
+use tandem::engine::{Engine, EngineOptions, MethodSpec};
 use tandem::kernels::sample::SampleParams;
 use tandem::model::config::Arch;
 use tandem::model::gguf::GgufFile;
 use tandem::model::loader::ModelFile;
 use tandem::model::quant::GgmlType;
 use tandem::model::writer::tiny_model;
-use tandem::spec::PromptLookup;
 use tandem::Error;
 
 fn q(id: u32, cat: &str, turns: &[&str]) -> String {
@@ -482,20 +481,17 @@ fn end_to_end_on_a_tiny_model_is_lossless_and_writes_every_output() {
     );
     let questions = parse_questions(&text, "tiny.jsonl").unwrap();
     let methods = vec![
-        MethodSpec {
+        BenchMethod {
             name: "plain".into(),
-            method: Method::Plain,
+            method: MethodSpec::plain(),
         },
-        MethodSpec {
+        BenchMethod {
             name: "sps".into(),
-            method: Method::Draft { k: 4 },
+            method: spec("sps:len=4"),
         },
-        MethodSpec {
+        BenchMethod {
             name: "lookup".into(),
-            method: Method::Lookup {
-                lookup: PromptLookup::default(),
-                budget: 4,
-            },
+            method: spec("lookup:len=4"),
         },
     ];
     let settings = RunSettings {
@@ -616,13 +612,13 @@ fn sampling_runs_repeat_with_their_seed_and_are_not_compared_token_for_token() {
     };
     let questions = parse_questions(&q(5, "qa", &["the world and the"]), "s.jsonl").unwrap();
     let methods = vec![
-        MethodSpec {
+        BenchMethod {
             name: "plain".into(),
-            method: Method::Plain,
+            method: MethodSpec::plain(),
         },
-        MethodSpec {
+        BenchMethod {
             name: "sps".into(),
-            method: Method::Draft { k: 3 },
+            method: spec("sps:len=3"),
         },
     ];
     let settings = RunSettings {
@@ -659,4 +655,8 @@ fn sampling_runs_repeat_with_their_seed_and_are_not_compared_token_for_token() {
     let md = report.to_markdown();
     assert!(md.contains("not checked token for token"), "{md}");
     assert!(md.contains("sampling (temperature 1.5"), "{md}");
+}
+
+fn spec(text: &str) -> MethodSpec {
+    MethodSpec::parse(text).unwrap()
 }

@@ -13,7 +13,7 @@ use tandem::kernels::reference as cpu;
 use tandem::kernels::sample::{cdf_order, rng_uniform, SampleParams, Sampler, DOMAIN};
 use tandem::kernels::verify::{self, Draft, Verifier, VerifyBuffers};
 use tandem::kernels::Step;
-use tandem::spec::tree::{verify_greedy, DraftTree};
+use tandem::speculative::tree::{verify_greedy, DraftTree};
 
 fn step(gpu: &Gpu, t: u32) -> wgpu::Buffer {
     gpu.uniform("step", &Step::new(t, 0))

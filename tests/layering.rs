@@ -13,8 +13,8 @@
 
 use std::path::{Path, PathBuf};
 
-/// Modules the speculative layer may use (it is `src/spec/` today and becomes
-/// `src/speculative/`; both names are accepted).
+/// Modules the speculative layer may use (`src/speculative/`, once `src/spec/`; both names
+/// are accepted).
 const SPECULATIVE_MAY: &[&str] = &["error", "quant", "gpu", "kernels", "model", "tokenizer"];
 /// What the engine and the faces may use below them. The faces (bench, web, the CLI, the
 /// server) reach the kernels only through the engine: sampling parameters are
@@ -595,7 +595,7 @@ fn grouped_super_and_inline_module_paths_resolve_like_rustc() {
         "use crate::model::loader::ModelFile;\n"
     )
     .is_empty());
-    assert!(check("spec/tree.rs", "use crate::engine::Engine;\n").len() == 1);
+    assert!(check("speculative/tree.rs", "use crate::engine::Engine;\n").len() == 1);
     // A raw string holding a path and a lifetime next to a char literal are not imports.
     let src = "fn f<'a>(x: &'a str) -> char { let _ = r#\"crate::engine\"#; '{' }\n";
     assert!(check("kernels/add.rs", src).is_empty());

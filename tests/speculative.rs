@@ -2,25 +2,26 @@
 //! for token, and a tree node's logits equal the same token decoded alone, bit for bit.
 mod common;
 
-use tandem::engine::{DrafterOptions, Engine, EngineOptions, Event, GenerateOptions, Method};
+use tandem::engine::{DrafterOptions, Engine, EngineOptions, Event, GenerateOptions, MethodSpec};
 use tandem::model::config::Arch;
 use tandem::model::gguf::GgufFile;
 use tandem::model::loader::ModelFile;
 use tandem::model::quant::GgmlType;
 use tandem::model::transformer::{ForwardLimits, Transformer};
 use tandem::model::writer::tiny_model;
-use tandem::spec::{DraftTree, PromptLookup};
+use tandem::speculative::DraftTree;
 
 fn tiny(arch: Arch, ty: GgmlType, seed: u64) -> ModelFile {
     ModelFile::from_gguf(GgufFile::from_bytes(tiny_model(arch, ty, seed).unwrap()).unwrap())
         .unwrap()
 }
 
-fn lookup(budget: usize) -> Method {
-    Method::Lookup {
-        lookup: PromptLookup::default(),
-        budget,
-    }
+fn lookup(budget: usize) -> MethodSpec {
+    spec(&format!("lookup:len={budget}"))
+}
+
+fn spec(text: &str) -> MethodSpec {
+    MethodSpec::parse(text).unwrap()
 }
 
 #[test]
@@ -270,7 +271,7 @@ fn self_drafting_accepts_every_draft_and_tau_is_k_plus_one() {
     let a = engine.generate(&prompt, &plain, |_| true).unwrap();
     engine.reset();
     let sps = GenerateOptions {
-        method: Method::Draft { k },
+        method: spec(&format!("sps:len={k}")),
         ..plain.clone()
     };
     let b = engine.generate(&prompt, &sps, |_| true).unwrap();
@@ -300,7 +301,7 @@ fn greedy_draft_model_equals_plain_and_multi_turn_reuses_the_cache() {
         .tokenizer
         .encode("the world and the world", false)
         .unwrap();
-    for method in [Method::Plain, Method::Draft { k: 3 }] {
+    for method in [MethodSpec::plain(), spec("sps:len=3")] {
         engine.reset();
         let o = GenerateOptions {
             max_tokens: 20,
@@ -318,7 +319,7 @@ fn greedy_draft_model_equals_plain_and_multi_turn_reuses_the_cache() {
         // Reference: the same second prompt from an empty cache with plain decoding.
         engine.reset();
         let fresh = GenerateOptions {
-            method: Method::Plain,
+            method: MethodSpec::plain(),
             ..o.clone()
         };
         let reference = engine.generate(&p2, &fresh, |_| true).unwrap();
@@ -346,7 +347,7 @@ fn adaptive_budget_output_equals_plain() {
     let a = engine.generate(&prompt, &plain, |_| true).unwrap();
     engine.reset();
     let adaptive = GenerateOptions {
-        method: Method::Draft { k: 6 },
+        method: spec("sps:len=6"),
         adaptive: true,
         ..plain
     };
@@ -404,7 +405,7 @@ fn draft_tree_equals_plain_and_self_drafting_accepts_deep_paths() {
         let (prompt, plain, a) = plain_reference(&mut engine);
         engine.reset();
         let tree = GenerateOptions {
-            method: Method::DraftTree { nodes: 8, width: 2 },
+            method: spec("tree:nodes=8,width=2"),
             ..plain.clone()
         };
         let b = engine.generate(&prompt, &tree, |_| true).unwrap();
@@ -487,10 +488,7 @@ fn a_drafter_with_a_truncated_vocabulary_stays_lossless() {
         a.tokens.iter().any(|&t| t as usize >= half),
         "the test needs greedy tokens the truncated drafter cannot propose"
     );
-    for method in [
-        Method::Draft { k: 4 },
-        Method::DraftTree { nodes: 8, width: 2 },
-    ] {
+    for method in [spec("sps:len=4"), spec("tree:nodes=8,width=2")] {
         engine.reset();
         let o = GenerateOptions {
             method,
@@ -577,11 +575,7 @@ fn qwen_pair_speculative_equals_plain_on_specbench_questions() {
         };
         engine.reset();
         let reference = engine.generate(ids, &plain, |_| true).unwrap();
-        for method in [
-            Method::Draft { k: 4 },
-            Method::DraftTree { nodes: 8, width: 4 },
-            lookup(6),
-        ] {
+        for method in [spec("sps:len=4"), spec("tree:nodes=8,width=4"), lookup(6)] {
             engine.reset();
             let o = GenerateOptions {
                 method: method.clone(),
@@ -621,7 +615,7 @@ fn sampling_is_repeatable_for_a_seed_and_varies_across_seeds() {
         return;
     };
     let prompt = engine.tokenizer.encode("the world and the", false).unwrap();
-    for method in [Method::Plain, Method::Draft { k: 3 }, lookup(4)] {
+    for method in [MethodSpec::plain(), spec("sps:len=3"), lookup(4)] {
         let o = |seed| GenerateOptions {
             max_tokens: 16,
             adaptive: false,
@@ -678,7 +672,7 @@ fn speculative_sampling_first_token_follows_the_target_distribution() {
         let o = GenerateOptions {
             max_tokens: 3,
             adaptive: false,
-            method: Method::Draft { k: 2 },
+            method: spec("sps:len=2"),
             sampling: sampling(seed as u64 + 100),
             ..Default::default()
         };

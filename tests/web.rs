@@ -25,7 +25,7 @@ use tandem::kernels::verify::{Draft, Verifier, VerifyBuffers};
 use tandem::kernels::Layout;
 use tandem::kernels::Step;
 use tandem::model::quant::{dequantize, quantize, GgmlType};
-use tandem::spec::tree::{verify_greedy, DraftTree};
+use tandem::speculative::tree::{verify_greedy, DraftTree};
 use wasm_bindgen_test::*;
 
 use GgmlType::*;
@@ -662,7 +662,7 @@ async fn speculative_sampling_one_draft_token_is_lossless() {
     assert!(chi2 < 24.32, "χ² {chi2:.1} >= 24.32: counts {counts:?}");
 }
 
-/// Greedy tree verification on the GPU equals `spec::tree::verify_greedy` on random trees
+/// Greedy tree verification on the GPU equals `speculative::tree::verify_greedy` on random trees
 /// (rows, n_keep and the `[n, bonus, emitted…]` result).
 #[wasm_bindgen_test]
 async fn greedy_verification_equals_the_host_reference() {

@@ -28,7 +28,7 @@ pub use metrics::{
 };
 pub use questions::{load_questions, parse_questions, sample_per_category, task_group, Question};
 pub use report::BenchReport;
-pub use run::{run_questions, MethodSpec, Progress, RunSettings};
+pub use run::{run_questions, BenchMethod, Progress, RunSettings};
 
 /// A model as the reports name it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -139,23 +139,18 @@ pub struct MethodInfo {
 }
 
 impl MethodInfo {
-    pub fn of(spec: &MethodSpec, adaptive: bool) -> Self {
-        use crate::engine::Method;
+    pub fn of(spec: &BenchMethod, adaptive: bool) -> Self {
         let budget = if adaptive {
             "adaptive budget"
         } else {
             "fixed budget"
         };
-        let params = match &spec.method {
-            Method::Plain => "one token per target pass".to_string(),
-            Method::Draft { k } => format!("drafter chain of ≤ {k} tokens, {budget}"),
-            Method::DraftTree { nodes, width } => {
-                format!("drafter tree of ≤ {nodes} nodes, width {width}, {budget}")
-            }
-            Method::Lookup { lookup, budget: b } => format!(
-                "≤ {b} draft nodes, n-grams {}..{}, ≤ {} branches, {budget}",
-                lookup.min_ngram, lookup.max_ngram, lookup.max_branches
-            ),
+        let m = &spec.method;
+        let params: Vec<String> = m.params().map(|(k, v)| format!("{k}={v}")).collect();
+        let params = if params.is_empty() {
+            "one token per target pass".to_string()
+        } else {
+            format!("{}, {budget}", params.join(", "))
         };
         MethodInfo {
             name: spec.name.clone(),

@@ -5,16 +5,26 @@
 
 use super::metrics::{QuestionRecord, TurnRecord, BASELINE};
 use super::questions::{task_group, Question};
-use crate::engine::{Engine, Event, GenerateOptions, Method, SampleParams};
+use crate::engine::{Engine, Event, GenerateOptions, MethodSpec, SampleParams};
 use crate::gpu::seconds;
 use crate::tokenizer::ChatMessage;
 use crate::{Error, Result};
 
-/// A method as the benchmark names it (`plain`, `sps`, `lookup`) with its parameters.
+/// A method as the benchmark names it (its spec's text: `plain`, `sps`, `tree:nodes=16`)
+/// with its parameters.
 #[derive(Clone, Debug)]
-pub struct MethodSpec {
+pub struct BenchMethod {
     pub name: String,
-    pub method: Method,
+    pub method: MethodSpec,
+}
+
+impl BenchMethod {
+    pub fn new(method: MethodSpec) -> Self {
+        BenchMethod {
+            name: method.to_string(),
+            method,
+        }
+    }
 }
 
 /// How every question is answered.
@@ -71,8 +81,8 @@ fn at_question(e: Error, method: &str, q: &Question, turn: usize) -> Error {
 
 /// The methods in run order: the baseline first (its speed is what the others are divided
 /// by, and it must exist before the losslessness check can compare).
-pub fn run_order(methods: &[MethodSpec]) -> Vec<MethodSpec> {
-    let mut v: Vec<MethodSpec> = methods
+pub fn run_order(methods: &[BenchMethod]) -> Vec<BenchMethod> {
+    let mut v: Vec<BenchMethod> = methods
         .iter()
         .filter(|m| m.name == BASELINE)
         .cloned()
@@ -85,7 +95,7 @@ pub fn run_order(methods: &[MethodSpec]) -> Vec<MethodSpec> {
 pub fn answer(
     engine: &mut Engine,
     question: &Question,
-    spec: &MethodSpec,
+    spec: &BenchMethod,
     settings: &RunSettings,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<QuestionRecord> {
@@ -117,7 +127,7 @@ pub fn answer(
 fn answer_turn(
     engine: &mut Engine,
     messages: &[ChatMessage],
-    spec: &MethodSpec,
+    spec: &BenchMethod,
     settings: &RunSettings,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<TurnRecord> {
@@ -182,7 +192,7 @@ fn answer_turn(
 pub fn warm_up(
     engine: &mut Engine,
     questions: &[Question],
-    methods: &[MethodSpec],
+    methods: &[BenchMethod],
     settings: &RunSettings,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<()> {
@@ -213,7 +223,7 @@ pub fn warm_up(
 pub fn run_questions(
     engine: &mut Engine,
     questions: &[Question],
-    methods: &[MethodSpec],
+    methods: &[BenchMethod],
     settings: &RunSettings,
     mut progress: impl FnMut(Progress),
 ) -> Result<Vec<QuestionRecord>> {

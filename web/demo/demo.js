@@ -171,20 +171,41 @@ function sourceKey(key) {
   return `custom|${id(custom.target)}|${id(custom.draft)}`;
 }
 
+// Once an engine is loaded the method list is its registry (`engine.methods`); before, the
+// page's static options stand in for it.
+function listMethods(methods) {
+  const chosen = ui.method.value;
+  ui.method.replaceChildren(...methods.map((m) => {
+    const o = document.createElement('option');
+    o.value = m.name;
+    o.title = m.about;
+    o.dataset.needsDrafter = m.needs_drafter_model ? '1' : '';
+    o.textContent = m.about.split(':')[0].split('(')[0].trim();
+    return o;
+  }));
+  ui.method.value = methods.some((m) => m.name === chosen) ? chosen : 'plain';
+  updateMethods();
+}
+
 function updateMethods() {
   const pair = PAIRS[ui.pair.value];
   ui.custom.hidden = !pair.custom;
   const hasDraft = pair.custom ? custom.draft != null : Boolean(pair.draft);
-  const draft = ui.method.querySelector('option[value="draft"]');
-  draft.disabled = !hasDraft;
-  draft.textContent = pair.custom
-    ? hasDraft
-      ? 'Draft model chain (your drafter)'
-      : 'Draft model chain (choose a drafter)'
-    : hasDraft
-      ? 'Draft model chain (0.5B drafts for 1.5B)'
-      : 'Draft model chain (needs a drafter pair)';
-  if (draft.disabled && ui.method.value === 'draft') ui.method.value = 'plain';
+  for (const o of ui.method.options) {
+    const needs = o.dataset.needsDrafter === '1' || o.value === 'sps';
+    if (!needs) continue;
+    o.disabled = !hasDraft;
+    if (!o.dataset.label) o.dataset.label = o.textContent;
+    const note = pair.custom
+      ? hasDraft
+        ? 'your drafter'
+        : 'choose a drafter'
+      : hasDraft
+        ? '0.5B drafts for 1.5B'
+        : 'needs a drafter pair';
+    o.textContent = `${o.dataset.label} (${note})`;
+  }
+  if (ui.method.selectedOptions[0]?.disabled) ui.method.value = 'plain';
 }
 
 function progressRow(file) {
@@ -238,6 +259,7 @@ async function ensureEngine() {
       contextLength: CTX,
       maxDraft: 6,
     });
+    listMethods(engine.methods);
   } catch (e) {
     setState('error');
     showAlert(explain(e));

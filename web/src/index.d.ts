@@ -3,9 +3,20 @@
 /** A model: a URL (downloaded with progress and kept in the Cache API) or a File/Blob. */
 export type ModelSource = string | URL | Blob;
 
-/** How drafts are made: none (`plain`), prompt lookup (`lookup`), the drafter model's chain
- * (`draft`) or the drafter model's dynamic draft tree (`tree`). */
-export type Method = 'plain' | 'lookup' | 'draft' | 'tree';
+/** The methods of tandem's registry (`tandem methods`): plain decoding, prompt lookup, the
+ * drafter model's greedy chain (sps) or dynamic tree. */
+export type MethodName = 'plain' | 'lookup' | 'sps' | 'tree';
+
+/** A method with optional parameters, `name[:key=value,...]`, e.g. `"tree:nodes=16,width=4"`. */
+export type Method = MethodName | `${MethodName}:${string}`;
+
+/** One row of the method registry (`engine.methods`). */
+export interface MethodInfo {
+  name: MethodName;
+  about: string;
+  needs_drafter_model: boolean;
+  params: { key: string; default: number; min: number; max: number; about: string }[];
+}
 
 export interface ProgressReport {
   /** 0…1 over all files of this engine. */
@@ -226,6 +237,8 @@ export declare class TandemEngine {
   drafter: string | null;
   /** The method used when a request names none. */
   defaultMethod: Method;
+  /** The engine's method registry (what `method` may name). */
+  methods: MethodInfo[];
   adapter: AdapterSummary | null;
   /** Statistics of the last finished generation. */
   lastStats: Stats | null;

@@ -150,8 +150,10 @@ export class TandemEngine {
   model = '';
   /** The drafter model's file name, when one is loaded. */
   drafter = null;
-  /** The method used when a request names none: 'plain', 'lookup' or 'draft'. */
+  /** The method used when a request names none: 'plain', 'lookup' or 'sps'. */
   defaultMethod = 'plain';
+  /** The engine's method registry: `[{ name, about, needs_drafter_model, params }]`. */
+  methods = [];
   /** The WebGPU adapter tandem runs on (name, features, limits). */
   adapter = null;
   /** Statistics of the last finished generation. */
@@ -206,7 +208,8 @@ export class TandemEngine {
 
   /** @internal */
   async load({ target, draft, contextLength, maxDraft }) {
-    const { adapter, drafter } = await this.#call({ type: 'load', target, draft, contextLength, maxDraft }).done;
+    const { adapter, drafter, methods } = await this.#call({ type: 'load', target, draft, contextLength, maxDraft }).done;
+    this.methods = methods;
     this.adapter = adapter;
     this.drafter = drafter;
     this.model = modelName(target);
@@ -409,6 +412,6 @@ export async function createEngine({
     worker.terminate();
     throw e;
   }
-  engine.defaultMethod = draftModel ? 'draft' : draft === 'lookup' ? 'lookup' : 'plain';
+  engine.defaultMethod = draftModel ? 'sps' : draft === 'lookup' ? 'lookup' : 'plain';
   return engine;
 }

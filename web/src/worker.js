@@ -1,6 +1,6 @@
 // The module Web Worker that owns the engine: model bytes stream into wasm memory here and
 // generation runs here, so the page never freezes. Messages: see index.js.
-import init, { ModelBytes, WebEngine } from './tandem.js';
+import init, { ModelBytes, WebEngine, methodsJson } from './tandem.js';
 import { modelName, streamModel } from './models.js';
 
 const ready = init();
@@ -46,7 +46,7 @@ async function load({ target, draft, contextLength, maxDraft }) {
     engine.loadDrafter(d.bytes);
     drafter = modelName(draft);
   }
-  return { adapter: JSON.parse(engine.adapterJson()), drafter };
+  return { adapter: JSON.parse(engine.adapterJson()), drafter, methods: JSON.parse(methodsJson()) };
 }
 
 function generate({ id, kind, input, options }) {

@@ -273,7 +273,7 @@ window.result = (async () => {
   // draft is accepted and the tokens must still be plain greedy decoding's.
   const pairEngine = await createEngine({ target: url, draft: url, contextLength: 128, maxDraft: 3 });
   const pairRequest = { messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi' }], max_tokens: 4 };
-  const chain = await pairEngine.chat.completions.create({ ...pairRequest, method: 'draft', draft_len: 3, adaptive: false });
+  const chain = await pairEngine.chat.completions.create({ ...pairRequest, method: 'sps', draft_len: 3, adaptive: false });
   const plain = await pairEngine.chat.completions.create({ ...pairRequest, method: 'plain' });
   await pairEngine.unload();
   const pair = { chain: chain.tandem, plain: plain.tandem };

@@ -8,19 +8,16 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tandem::bench::{
-    self, questions, summarize, BenchMeta, BenchReport, DeviceInfo, MethodSpec, ModelInfo,
+    self, questions, summarize, BenchMeta, BenchMethod, BenchReport, DeviceInfo, ModelInfo,
     Progress, RunSettings, Settings, BASELINE,
 };
-use tandem::engine::{DrafterOptions, Engine, EngineOptions, Method};
+use tandem::engine::{DrafterOptions, Engine, EngineOptions, MethodSpec};
 use tandem::gpu::{Gpu, GpuOptions};
 use tandem::model::files;
 use tandem::model::loader::ModelFile;
-use tandem::spec::PromptLookup;
 use tandem::{Error, Result};
 
 use crate::cli::SamplingArgs;
-
-const METHODS: &str = "plain, sps, tree, lookup";
 
 /// The Spec-Bench subset the repository carries (provenance: benchmarks/specbench/README.md),
 /// built in so `tandem bench` works from any directory.
@@ -32,8 +29,9 @@ pub struct BenchArgs {
     /// Target model: GGUF file or reference name (smollm2, qwen-0.5b, qwen-1.5b)
     #[arg(short, long)]
     model: String,
-    /// Drafter model (same tokenizer), needed by the sps method
-    #[arg(short, long)]
+    /// Drafter model (same tokenizer), needed by the methods that draft with a model
+    /// (sps, tree)
+    #[arg(short, long = "drafter", visible_alias = "draft", value_name = "PATH")]
     draft: Option<String>,
     /// Question file in Spec-Bench's JSONL format (question_id, category, turns); default:
     /// the 240-question subset built into tandem (benchmarks/specbench/questions.jsonl)
@@ -45,25 +43,26 @@ pub struct BenchArgs {
     /// Most new tokens per turn
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
-    /// Methods, comma-separated: plain (the baseline, always run), sps (drafter chain),
-    /// tree (drafter dynamic tree), lookup (prompt lookup)
-    #[arg(long, value_delimiter = ',', default_value = "plain,sps,lookup")]
-    methods: Vec<String>,
-    /// Draft tree size for the tree method (nodes per step)
-    #[arg(long, default_value_t = 8)]
-    tree_nodes: usize,
-    /// Most draft tokens per step (sps: chain length; lookup: tree nodes)
-    #[arg(long, default_value_t = 6)]
-    draft_len: usize,
-    /// lookup: shortest n-gram matched
-    #[arg(long, default_value_t = 1)]
-    lookup_min_ngram: usize,
-    /// lookup: longest n-gram matched (tried first)
-    #[arg(long, default_value_t = 4)]
-    lookup_max_ngram: usize,
-    /// lookup: most continuations merged into one draft tree
-    #[arg(long, default_value_t = 3)]
-    lookup_branches: usize,
+    /// Methods, comma-separated, each `name[:key=value,...]` (e.g.
+    /// `plain,sps:len=4,tree:nodes=16,width=4,lookup`; `tandem methods` lists them); plain,
+    /// the baseline, always runs
+    #[arg(long, default_value = "plain,sps,lookup")]
+    methods: String,
+    /// Sets `nodes` of the tree method (alias of `tree:nodes=N`)
+    #[arg(long, value_name = "N")]
+    tree_nodes: Option<usize>,
+    /// Sets `len` of every method that has it (sps: chain length; lookup: tree nodes)
+    #[arg(long, value_name = "K")]
+    draft_len: Option<usize>,
+    /// Sets `min_ngram` of lookup
+    #[arg(long, value_name = "N")]
+    lookup_min_ngram: Option<usize>,
+    /// Sets `max_ngram` of lookup
+    #[arg(long, value_name = "N")]
+    lookup_max_ngram: Option<usize>,
+    /// Sets `branches` of lookup
+    #[arg(long, value_name = "N")]
+    lookup_branches: Option<usize>,
     /// Draft exactly --draft-len tokens every step instead of adapting to measured speed
     #[arg(long)]
     no_adaptive: bool,
@@ -88,76 +87,37 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
-    fn method_specs(&self) -> Result<Vec<MethodSpec>> {
-        let mut names: Vec<String> = Vec::new();
-        for m in &self.methods {
-            let m = m.trim().to_lowercase();
-            if m.is_empty() || names.contains(&m) {
-                continue;
+    fn method_specs(&self) -> Result<Vec<BenchMethod>> {
+        let mut specs: Vec<MethodSpec> = Vec::new();
+        for mut spec in MethodSpec::parse_list(&self.methods)? {
+            for (key, value) in [
+                ("nodes", self.tree_nodes),
+                ("len", self.draft_len),
+                ("min_ngram", self.lookup_min_ngram),
+                ("max_ngram", self.lookup_max_ngram),
+                ("branches", self.lookup_branches),
+            ] {
+                if let (Some(v), true) = (value, spec.has(key)) {
+                    spec = spec.with(key, v)?;
+                }
             }
-            names.push(m);
+            let spec = MethodSpec::parse(&spec.to_string())?;
+            if spec.needs_drafter_model() && self.draft.is_none() {
+                return Err(Error::Invalid(format!(
+                    "method {} needs a drafter model: pass -d DRAFTER (or leave it out of \
+                     --methods)",
+                    spec.name()
+                )));
+            }
+            if !specs.contains(&spec) {
+                specs.push(spec);
+            }
         }
-        if !names.iter().any(|m| m == BASELINE) {
+        if !specs.iter().any(|m| m.name() == BASELINE) {
             eprintln!("note: plain decoding is always run: it is the baseline of every speedup");
-            names.insert(0, BASELINE.to_string());
+            specs.insert(0, MethodSpec::plain());
         }
-        names
-            .iter()
-            .map(|name| {
-                let method = match name.as_str() {
-                    "plain" => Method::Plain,
-                    "sps" => {
-                        if self.draft.is_none() {
-                            return Err(Error::Invalid(
-                                "method sps needs a drafter model: pass -d DRAFT (or leave sps \
-                                 out of --methods)"
-                                    .into(),
-                            ));
-                        }
-                        Method::Draft { k: self.draft_len }
-                    }
-                    "tree" => {
-                        if self.draft.is_none() {
-                            return Err(Error::Invalid(
-                                "method tree needs a drafter model: pass -d DRAFT".into(),
-                            ));
-                        }
-                        Method::DraftTree {
-                            nodes: self.tree_nodes,
-                            width: 4,
-                        }
-                    }
-                    "lookup" => {
-                        if self.lookup_min_ngram == 0
-                            || self.lookup_min_ngram > self.lookup_max_ngram
-                        {
-                            return Err(Error::Invalid(format!(
-                                "lookup n-gram sizes: need 1 ≤ --lookup-min-ngram ({}) ≤ \
-                                 --lookup-max-ngram ({})",
-                                self.lookup_min_ngram, self.lookup_max_ngram
-                            )));
-                        }
-                        Method::Lookup {
-                            lookup: PromptLookup {
-                                min_ngram: self.lookup_min_ngram,
-                                max_ngram: self.lookup_max_ngram,
-                                max_branches: self.lookup_branches.max(1),
-                            },
-                            budget: self.draft_len,
-                        }
-                    }
-                    other => {
-                        return Err(Error::Invalid(format!(
-                            "unknown method '{other}' in --methods (known: {METHODS})"
-                        )))
-                    }
-                };
-                Ok(MethodSpec {
-                    name: name.clone(),
-                    method,
-                })
-            })
-            .collect()
+        Ok(specs.into_iter().map(BenchMethod::new).collect())
     }
 
     fn check(&self) -> Result<()> {
@@ -173,11 +133,6 @@ impl BenchArgs {
         if self.max_new_tokens == 0 {
             return Err(Error::Invalid("--max-new-tokens must be at least 1".into()));
         }
-        if self.draft_len == 0 && self.methods.iter().any(|m| m.trim() != BASELINE) {
-            return Err(Error::Invalid(
-                "--draft-len must be at least 1 for sps and lookup".into(),
-            ));
-        }
         Ok(())
     }
 }
@@ -190,9 +145,7 @@ pub fn run(gpu_options: &GpuOptions, args: &BenchArgs) -> Result<()> {
         None => questions::parse_questions(BUILTIN_QUESTIONS, BUILTIN_QUESTIONS_NAME)?,
     };
     let qs = questions::sample_per_category(&all, args.limit_per_category)?;
-    let uses_drafter = methods
-        .iter()
-        .any(|m| matches!(m.method, Method::Draft { .. }));
+    let uses_drafter = methods.iter().any(|m| m.method.needs_drafter_model());
 
     let target_path = files::resolve(&args.model)?;
     eprintln!("hashing {} …", target_path.display());
@@ -209,11 +162,11 @@ pub fn run(gpu_options: &GpuOptions, args: &BenchArgs) -> Result<()> {
 
     let gpu = Gpu::new_blocking(gpu_options)?;
     let device = DeviceInfo::of(&gpu);
-    let max_draft = if methods.iter().any(|m| m.name != BASELINE) {
-        args.draft_len.max(args.tree_nodes)
-    } else {
-        0
-    };
+    let max_draft = methods
+        .iter()
+        .map(|m| m.method.max_budget())
+        .max()
+        .unwrap_or(0);
     let mut engine = Engine::new(
         gpu,
         &ModelFile::open(&target_path)?,

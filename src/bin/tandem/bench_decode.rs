@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use clap::Args;
-use tandem::engine::{Engine, EngineOptions, GenerateOptions, Method};
+use tandem::engine::{Engine, EngineOptions, GenerateOptions, MethodSpec};
 use tandem::gpu::{Gpu, GpuOptions};
 use tandem::model::files;
 use tandem::model::loader::ModelFile;
@@ -158,7 +158,7 @@ fn bench_one(gpu: Gpu, path: &Path, args: &BenchDecodeArgs) -> Result<Row> {
         max_tokens: n,
         stop: vec![],
         sampling: None,
-        method: Method::Plain,
+        method: MethodSpec::plain(),
         adaptive: false,
     };
     // A first, short run takes the one-time costs (shader compilation in the driver on the

@@ -36,7 +36,7 @@ fn on_ctrl_c() {
 
 pub fn run(gen: &GenArgs, system: Option<&str>) -> Result<()> {
     let mut engine = gen.engine()?;
-    let opts = gen.options();
+    let opts = gen.options()?;
     if let Err(e) = ctrlc::set_handler(on_ctrl_c) {
         eprintln!("warning: Ctrl-C will end the program, not just an answer ({e})");
     }

@@ -1,13 +1,12 @@
 //! The native command-line interface (clap).
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tandem::engine::{
-    DrafterOptions, Engine, EngineOptions, Event, GenerateOptions, Method, SampleParams,
+    DrafterOptions, Engine, EngineOptions, Event, GenerateOptions, MethodSpec, SampleParams,
 };
 use tandem::gpu::{self, GpuOptions};
 use tandem::model::loader::ModelFile;
 use tandem::model::{files, gguf::GgufFile};
-use tandem::spec::PromptLookup;
 use tandem::tokenizer::{ChatMessage, Tokenizer};
 
 fn open_gguf(arg: &str) -> tandem::Result<GgufFile> {
@@ -65,6 +64,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the drafting methods (the registry `--method` and `bench --methods` read)
+    Methods,
     /// Print a model's description and its tensor counts per type
     Inspect {
         /// Model file (GGUF) or reference model name (smollm2, qwen-0.5b, qwen-1.5b)
@@ -133,8 +134,23 @@ enum Command {
     },
 }
 
+/// The method table under `--help` of the commands that take a method.
+fn methods_help() -> String {
+    format!(
+        "Methods (--method SPEC, bench --methods; SPEC = name[:key=value,...]):\n{}",
+        tandem::speculative::registry::methods_table()
+    )
+}
+
 pub fn main() {
-    let cli = Cli::parse();
+    let mut cmd = Cli::command().after_help(methods_help());
+    for name in ["run", "chat", "bench"] {
+        cmd = cmd.mut_subcommand(name, |c| c.after_help(methods_help()));
+    }
+    let cli = match Cli::from_arg_matches(&cmd.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     if let Err(e) = run(cli) {
         eprintln!("error: {e}");
         std::process::exit(1);
@@ -144,6 +160,10 @@ pub fn main() {
 fn run(cli: Cli) -> tandem::Result<()> {
     match cli.command {
         Command::Devices { gpu, json } => devices(&gpu.options(), json),
+        Command::Methods => {
+            print!("{}", tandem::speculative::registry::methods_table());
+            Ok(())
+        }
         Command::Inspect { model } => {
             let file = ModelFile::open(files::resolve(&model)?)?;
             println!("{}", file.describe());
@@ -212,19 +232,23 @@ pub(crate) struct GenArgs {
     /// into the model cache on first use
     #[arg(short, long, default_value = crate::fetch::DEFAULT_MODEL)]
     pub(crate) model: String,
-    /// Drafter model (same tokenizer) for speculative decoding with a draft chain (SpS)
-    #[arg(short, long)]
+    /// Drafting method: `name[:key=value,...]`, e.g. `sps`, `tree:nodes=16,width=4`,
+    /// `lookup:len=8` (`tandem methods` lists every method and parameter). Default: sps
+    /// with --drafter, else plain
+    #[arg(long, value_name = "SPEC")]
+    method: Option<String>,
+    /// Drafter model (same tokenizer) for the methods that draft with a model (sps, tree)
+    #[arg(short, long = "drafter", visible_alias = "draft", value_name = "PATH")]
     draft: Option<String>,
-    /// Speculative decoding with prompt lookup (drafts copied from the prompt and output)
-    #[arg(long, conflicts_with = "draft")]
+    /// Alias of `--method lookup`
+    #[arg(long, conflicts_with_all = ["method", "tree"])]
     lookup: bool,
-    /// With --draft: grow a draft tree of up to NODES nodes per step (EAGLE-2 style dynamic
-    /// tree) instead of a chain
-    #[arg(long, value_name = "NODES", requires = "draft")]
+    /// Alias of `--method tree:nodes=NODES` (a dynamic draft tree with the drafter model)
+    #[arg(long, value_name = "NODES", conflicts_with = "method")]
     tree: Option<usize>,
-    /// Most draft tokens per step (chain length for --draft, tree nodes for --lookup)
-    #[arg(long, default_value_t = 6)]
-    draft_len: usize,
+    /// Sets the method's `len` (sps: chain length; lookup: tree nodes)
+    #[arg(long, value_name = "K")]
+    draft_len: Option<usize>,
     /// Draft exactly --draft-len tokens every step instead of adapting to measured speed
     #[arg(long)]
     no_adaptive: bool,
@@ -245,18 +269,42 @@ pub(crate) struct GenArgs {
 }
 
 impl GenArgs {
+    /// The method the flags name (`--method`, or its aliases `--lookup`, `--tree`).
+    pub(crate) fn method(&self) -> tandem::Result<MethodSpec> {
+        let mut spec = match (&self.method, self.tree, self.lookup) {
+            (Some(m), _, _) => MethodSpec::parse(m)?,
+            (None, Some(nodes), _) => MethodSpec::named("tree")?.with("nodes", nodes)?,
+            (None, None, true) => MethodSpec::named("lookup")?,
+            (None, None, false) if self.draft.is_some() => MethodSpec::named("sps")?,
+            _ => MethodSpec::plain(),
+        };
+        if let Some(k) = self.draft_len {
+            if !spec.has("len") {
+                return Err(tandem::Error::Invalid(format!(
+                    "--draft-len sets a method's len, and method {} has none (use --method {}:…)",
+                    spec.name(),
+                    spec.name()
+                )));
+            }
+            spec = spec.with("len", k)?;
+        }
+        if spec.needs_drafter_model() && self.draft.is_none() {
+            return Err(tandem::Error::Invalid(format!(
+                "method {} needs a drafter model: pass --drafter PATH",
+                spec.name()
+            )));
+        }
+        Ok(spec)
+    }
+
     /// Load the target (and drafter) and warm the pipelines up, reporting both times on
     /// stderr, so that the first prompt's prefill rate is prefill alone.
     pub(crate) fn engine(&self) -> tandem::Result<Engine> {
         let path = crate::fetch::resolve(&self.model)?;
         let t0 = std::time::Instant::now();
         let file = ModelFile::open(&path)?;
+        let max_draft = self.method()?.max_budget();
         let gpu = gpu::Gpu::new_blocking(&self.gpu.options())?;
-        let max_draft = if self.draft.is_some() || self.lookup {
-            self.draft_len
-        } else {
-            0
-        };
         let mut engine = Engine::new(
             gpu,
             &file,
@@ -274,7 +322,7 @@ impl GenArgs {
             )?;
         }
         let load = t0.elapsed().as_secs_f64();
-        let warm = crate::warmup::warm_up(&mut engine, &self.options())?;
+        let warm = crate::warmup::warm_up(&mut engine, &self.options()?)?;
         eprintln!(
             "[{} on {} ({}): loaded in {load:.2} s, warm-up (first dispatch of every pipeline) {warm:.2} s]",
             path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default(),
@@ -284,26 +332,14 @@ impl GenArgs {
         Ok(engine)
     }
 
-    pub(crate) fn options(&self) -> GenerateOptions {
-        let method = if let Some(nodes) = self.tree {
-            Method::DraftTree { nodes, width: 4 }
-        } else if self.draft.is_some() {
-            Method::Draft { k: self.draft_len }
-        } else if self.lookup {
-            Method::Lookup {
-                lookup: PromptLookup::default(),
-                budget: self.draft_len,
-            }
-        } else {
-            Method::Plain
-        };
-        GenerateOptions {
+    pub(crate) fn options(&self) -> tandem::Result<GenerateOptions> {
+        Ok(GenerateOptions {
             max_tokens: self.max_tokens,
             stop: vec![],
-            method,
+            method: self.method()?,
             adaptive: !self.no_adaptive,
             sampling: self.sampling.params(),
-        }
+        })
     }
 }
 
@@ -365,7 +401,8 @@ fn run_generate(gen: &GenArgs, prompt: &str, chat: bool, json: bool) -> tandem::
     };
     let ids = engine.tokenizer.encode(&text, chat)?;
     let mut stdout = std::io::stdout();
-    let out = engine.generate(&ids, &gen.options(), |ev| {
+    let opts = gen.options()?;
+    let out = engine.generate(&ids, &opts, |ev| {
         let Event::Tokens { text, .. } = ev;
         let _ = write!(stdout, "{text}");
         let _ = stdout.flush();

@@ -3,9 +3,11 @@
 //! Several different continuations become branches of one tree (merged as a trie).
 
 use super::tree::DraftTree;
+use super::{DraftContext, Drafter, Proposal};
+use crate::Result;
 
 /// Settings of the prompt-lookup drafter.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PromptLookup {
     /// Longest suffix n-gram to match (tried first).
     pub max_ngram: usize,
@@ -56,6 +58,30 @@ impl PromptLookup {
             }
         }
         tree
+    }
+}
+
+/// The prompt-lookup method: [`PromptLookup`] proposing at most `len` nodes per step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lookup {
+    pub lookup: PromptLookup,
+    pub len: usize,
+}
+
+impl Drafter for Lookup {
+    fn max_budget(&self) -> usize {
+        self.len
+    }
+
+    fn propose(
+        &mut self,
+        ctx: &mut DraftContext<'_>,
+        _enc: &mut wgpu::CommandEncoder,
+        budget: usize,
+    ) -> Result<Proposal> {
+        Ok(Proposal::Tree(
+            self.lookup.propose(ctx.history, budget.min(self.len)),
+        ))
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! With per-token acceptance `a`, a chain of k drafts yields `E(k) = (1 - a^(k+1)) / (1 - a)`
 //! tokens per target pass (Leviathan et al.); a step of size k takes `time(k)` (drafter passes
-//! + one verification of k + 1 tokens). The budget picks the k with the most tokens per
+//! plus one verification of k + 1 tokens). The budget picks the k with the most tokens per
 //! second, so where drafting does not pay (a slow drafter, verification that grows with T, low
 //! acceptance) it settles on k = 0: plain decoding.
 
