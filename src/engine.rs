@@ -98,7 +98,7 @@ pub enum StopReason {
 /// Statistics of one generation.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Stats {
-    /// The method's name ([`Method::name`]).
+    /// The method's name ([`MethodSpec::name`]).
     pub method: &'static str,
     pub prompt_tokens: usize,
     /// Prompt tokens whose KV cache was reused from the previous generation (multi-turn).

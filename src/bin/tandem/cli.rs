@@ -300,10 +300,11 @@ impl GenArgs {
     /// Load the target (and drafter) and warm the pipelines up, reporting both times on
     /// stderr, so that the first prompt's prefill rate is prefill alone.
     pub(crate) fn engine(&self) -> tandem::Result<Engine> {
+        // The method first: an unknown one is an error before any model is fetched or loaded.
+        let max_draft = self.method()?.max_budget();
         let path = crate::fetch::resolve(&self.model)?;
         let t0 = std::time::Instant::now();
         let file = ModelFile::open(&path)?;
-        let max_draft = self.method()?.max_budget();
         let gpu = gpu::Gpu::new_blocking(&self.gpu.options())?;
         let mut engine = Engine::new(
             gpu,
