@@ -13,7 +13,7 @@ use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
 use super::{
-    check_merge_count, gguf_chat_template, gguf_special_ids, gguf_str_array, tok_err, Inner,
+    check_merge_count, gguf_chat_template, gguf_special_ids, gguf_str_array, tok_err, Inner, Model,
     Pieces, SpecialMatcher, TokenKind, Tokenizer,
 };
 use crate::model::gguf::MetaValue;
@@ -235,7 +235,7 @@ pub(super) fn from_gguf(
 
     let pieces = Pieces::byte_level(&tokens, &kinds)?;
     Ok(Tokenizer::assemble(Inner {
-        hf,
+        model: Model::Hf(hf),
         tokens,
         kinds,
         pieces: Some(pieces),
@@ -245,6 +245,7 @@ pub(super) fn from_gguf(
         pad: ids.pad,
         eos_ids: ids.eos_ids,
         add_bos,
+        add_space_prefix: false,
         chat_template,
     }))
 }

@@ -5,7 +5,9 @@ use crate::Result;
 
 /// Turns a stream of token ids into text deltas that are always complete UTF-8: a character
 /// spread over several byte tokens is held back until its last byte arrives. The concatenated
-/// deltas plus [`Detokenizer::finish`] equal `decode(all ids)`.
+/// deltas plus [`Detokenizer::finish`] equal `decode(all ids)`, except for the one space a
+/// SentencePiece [`Tokenizer::add_space_prefix`] put in front of the text, which `decode` drops
+/// and a stream keeps (it continues a prompt, so that space separates it from the prompt).
 pub struct Detokenizer {
     tok: Tokenizer,
     skip_special: bool,

@@ -3,7 +3,7 @@
 //! and BOS/EOS/`add_bos_token`/`chat_template` from it and refuses what would panic in that crate.
 
 use super::{
-    check_merge_count, tok_err, Inner, Pieces, SpecialMatcher, TokenKind, Tokenizer,
+    check_merge_count, tok_err, Inner, Model, Pieces, SpecialMatcher, TokenKind, Tokenizer,
     END_OF_GENERATION, MAX_VOCAB,
 };
 use crate::{Error, Result};
@@ -139,7 +139,7 @@ impl Tokenizer {
             });
 
         Ok(Self::assemble(Inner {
-            hf,
+            model: Model::Hf(hf),
             tokens,
             kinds,
             pieces,
@@ -149,6 +149,7 @@ impl Tokenizer {
             pad,
             eos_ids: eos.into_iter().collect(),
             add_bos,
+            add_space_prefix: false,
             chat_template,
         }))
     }

@@ -1,6 +1,8 @@
 //! Text ↔ token ids, for every tokenizer a model file can carry, behind one [`Tokenizer`]:
 //! - `bpe`: byte-level BPE from GGUF `tokenizer.ggml.model = gpt2` (the `tokenizers` crate's BPE
 //!   with llama.cpp's pre-tokenizer regexes);
+//! - `spm`: SentencePiece from GGUF `tokenizer.ggml.model = llama` (scores-based merging and
+//!   byte fallback as llama.cpp's `llm_tokenizer_spm`; Gemma 3, Llama 2, Mistral);
 //! - `hf`: a Hugging Face `tokenizer.json` (safetensors models);
 //! - `template`: the model's own chat template rendered with `minijinja`, under limits;
 //! - `detok`: a streaming [`Detokenizer`] that only ever emits complete UTF-8 text.
@@ -14,7 +16,9 @@
 //!   characters. User-defined tokens (4) are always recognised, as in llama.cpp and HF.
 //! - `encode` never adds BOS; a caller that builds a raw prompt prepends [`Tokenizer::bos_id`] when
 //!   [`Tokenizer::add_bos`] says so (chat templates usually write the BOS text themselves).
-//! - Decoding writes every token, special ones included, so `decode(encode(s, true)) == s`.
+//! - Decoding writes every token, special ones included, so `decode(encode(s, true)) == s`
+//!   (for a SentencePiece file with `add_space_prefix`, only where no special token is followed by
+//!   text: llama.cpp puts a space in front of each such stretch and keeps it when decoding).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +29,7 @@ use crate::{Error, Result};
 mod bpe;
 mod detok;
 mod hf;
+mod spm;
 mod template;
 
 pub use bpe::byte_level_chars;
@@ -64,6 +69,29 @@ struct Pieces {
 }
 
 impl Pieces {
+    /// An empty table for `n` tokens, filled with [`Pieces::push`] and [`Pieces::end_token`].
+    fn empty(n: usize) -> Self {
+        let mut offsets = Vec::with_capacity(n + 1);
+        offsets.push(0);
+        Pieces {
+            bytes: Vec::new(),
+            offsets,
+        }
+    }
+
+    /// Appends bytes to the token being built.
+    fn push(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    /// Ends the token being built.
+    fn end_token(&mut self) -> Result<()> {
+        let end = u32::try_from(self.bytes.len())
+            .map_err(|_| Error::Tokenizer("vocabulary text exceeds 4 GiB".into()))?;
+        self.offsets.push(end);
+        Ok(())
+    }
+
     fn get(&self, id: u32) -> Option<&[u8]> {
         let i = id as usize;
         let start = *self.offsets.get(i)? as usize;
@@ -72,44 +100,78 @@ impl Pieces {
     }
 }
 
-/// Finds special tokens written in text: leftmost, and the longest one at a position.
+/// Finds special tokens written in text: leftmost, and the longest one at a position (the lowest
+/// id among tokens with the same text). A byte trie, so a position costs at most the longest
+/// token's length whatever the number of special tokens (Gemma 3 has 6,414).
 struct SpecialMatcher {
-    /// Sorted by length, longest first.
-    tokens: Vec<(String, u32)>,
-    first_bytes: [bool; 256],
+    nodes: Vec<TrieNode>,
+}
+
+#[derive(Default)]
+struct TrieNode {
+    /// (byte, child node), sorted by byte.
+    children: Vec<(u8, u32)>,
+    /// The token ending here: (id, length in bytes).
+    token: Option<(u32, usize)>,
 }
 
 impl SpecialMatcher {
     fn new(mut tokens: Vec<(String, u32)>) -> Self {
         tokens.retain(|(s, _)| !s.is_empty());
-        tokens.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
-        let mut first_bytes = [false; 256];
-        for (s, _) in &tokens {
-            first_bytes[s.as_bytes()[0] as usize] = true;
+        tokens.sort_by_key(|t| t.1);
+        let mut nodes = vec![TrieNode::default()];
+        for (s, id) in &tokens {
+            let mut node = 0usize;
+            for &b in s.as_bytes() {
+                node = match nodes[node].children.binary_search_by_key(&b, |c| c.0) {
+                    Ok(k) => nodes[node].children[k].1 as usize,
+                    Err(k) => {
+                        let child = nodes.len();
+                        nodes[node].children.insert(k, (b, child as u32));
+                        nodes.push(TrieNode::default());
+                        child
+                    }
+                };
+            }
+            nodes[node].token.get_or_insert((*id, s.len()));
         }
-        SpecialMatcher {
-            tokens,
-            first_bytes,
-        }
+        SpecialMatcher { nodes }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.nodes[0].children.is_empty()
     }
 
     /// The special token starting at `at`, if any: (id, length in bytes).
     fn match_at(&self, text: &[u8], at: usize) -> Option<(u32, usize)> {
-        if !self.first_bytes[text[at] as usize] {
-            return None;
+        let mut node = 0usize;
+        let mut found = None;
+        for &b in &text[at..] {
+            let children = &self.nodes[node].children;
+            match children.binary_search_by_key(&b, |c| c.0) {
+                Ok(k) => node = children[k].1 as usize,
+                Err(_) => break,
+            }
+            if let Some(t) = self.nodes[node].token {
+                found = Some(t);
+            }
         }
-        let rest = &text[at..];
-        self.tokens
-            .iter()
-            .find(|(s, _)| rest.starts_with(s.as_bytes()))
-            .map(|(s, id)| (*id, s.len()))
+        found
     }
 }
 
+/// What turns plain text into ids.
+enum Model {
+    /// The `tokenizers` crate's pipeline (GGUF byte-level BPE, `tokenizer.json`). Always has
+    /// `encode_special_tokens` on: special tokens are split out by [`SpecialMatcher`] here, so
+    /// one instance serves both `special = true` and `false`.
+    Hf(tokenizers::Tokenizer),
+    /// tandem's own SentencePiece (GGUF `llama`), which splits out special tokens itself.
+    Spm(spm::Spm),
+}
+
 struct Inner {
-    /// Always has `encode_special_tokens` on: special tokens are split out by [`SpecialMatcher`]
-    /// here, so one instance serves both `special = true` and `false`.
-    hf: tokenizers::Tokenizer,
+    model: Model,
     tokens: Vec<String>,
     kinds: Vec<TokenKind>,
     /// Byte-level vocabularies decode through this table; others through the HF decoder.
@@ -120,6 +182,8 @@ struct Inner {
     pad: Option<u32>,
     eos_ids: Vec<u32>,
     add_bos: bool,
+    /// SentencePiece put a space in front of the text; decoding drops it again.
+    add_space_prefix: bool,
     chat_template: Option<String>,
 }
 
@@ -188,16 +252,15 @@ impl Tokenizer {
                 "GGUF tokenizer.ggml.model is {model:?}, expected a string"
             ))
         })?;
-        if model != "gpt2" {
+        if model != "gpt2" && model != "llama" {
             let kind = match model {
-                "llama" => " (SentencePiece)",
                 "bert" => " (WordPiece)",
                 "t5" => " (Unigram)",
                 "rwkv" => " (RWKV world)",
                 _ => "",
             };
             return Err(Error::Unsupported(format!(
-                "GGUF tokenizer.ggml.model = '{model}'{kind}: only 'gpt2' (byte-level BPE) is implemented"
+                "GGUF tokenizer.ggml.model = '{model}'{kind}: only 'gpt2' (byte-level BPE) and 'llama' (SentencePiece) are implemented"
             )));
         }
 
@@ -209,12 +272,13 @@ impl Tokenizer {
         }
         let n = tokens.len();
         check_vocab_limits("GGUF tokenizer.ggml.tokens", n, &tokens)?;
-        let kinds = match meta.get("tokenizer.ggml.token_type") {
+        // Raw llama.cpp token types (SentencePiece needs "byte" and "unused"); 1 = normal.
+        let types = match meta.get("tokenizer.ggml.token_type") {
             None => {
                 log::warn!(
                     "GGUF has no tokenizer.ggml.token_type: every token is treated as normal text"
                 );
-                vec![TokenKind::Normal; n]
+                vec![1i64; n]
             }
             Some(v) => {
                 let arr = v.as_array().ok_or_else(|| {
@@ -232,7 +296,7 @@ impl Tokenizer {
                 arr.iter()
                     .enumerate()
                     .map(|(i, t)| {
-                        t.as_i64().map(TokenKind::from_gguf).ok_or_else(|| {
+                        t.as_i64().ok_or_else(|| {
                             tok_err(format!(
                                 "GGUF tokenizer.ggml.token_type[{i}] is {t:?}, expected an integer"
                             ))
@@ -241,7 +305,11 @@ impl Tokenizer {
                     .collect::<Result<Vec<_>>>()?
             }
         };
-        bpe::from_gguf(meta, tokens, kinds)
+        let kinds = types.iter().map(|&t| TokenKind::from_gguf(t)).collect();
+        match model {
+            "llama" => spm::from_gguf(meta, tokens, kinds, types),
+            _ => bpe::from_gguf(meta, tokens, kinds),
+        }
     }
 
     /// Adds the end-of-turn tokens the vocabulary has to the EOS set.
@@ -263,8 +331,15 @@ impl Tokenizer {
     /// (`<|im_start|>`) become their ids; without, they are tokenized as ordinary characters.
     pub fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {
         let mut out = Vec::new();
-        if !special || self.inner.specials.tokens.is_empty() {
-            self.encode_plain(text, &mut out)?;
+        let hf = match &self.inner.model {
+            Model::Spm(spm) => {
+                spm.encode(text, special, &mut out)?;
+                return Ok(out);
+            }
+            Model::Hf(hf) => hf,
+        };
+        if !special || self.inner.specials.is_empty() {
+            encode_plain(hf, text, &mut out)?;
             return Ok(out);
         }
         let bytes = text.as_bytes();
@@ -274,7 +349,7 @@ impl Tokenizer {
             match self.inner.specials.match_at(bytes, at) {
                 Some((id, len)) => {
                     // A match starts with a UTF-8 lead byte, so `at` is a char boundary.
-                    self.encode_plain(&text[start..at], &mut out)?;
+                    encode_plain(hf, &text[start..at], &mut out)?;
                     out.push(id);
                     at += len;
                     start = at;
@@ -282,21 +357,8 @@ impl Tokenizer {
                 None => at += 1,
             }
         }
-        self.encode_plain(&text[start..], &mut out)?;
+        encode_plain(hf, &text[start..], &mut out)?;
         Ok(out)
-    }
-
-    fn encode_plain(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
-        if text.is_empty() {
-            return Ok(());
-        }
-        let enc = self
-            .inner
-            .hf
-            .encode_fast(text, false)
-            .map_err(|e| tok_err(format!("encoding {:?}: {e}", preview(text))))?;
-        out.extend_from_slice(enc.get_ids());
-        Ok(())
     }
 
     /// The text of `ids`, special tokens included. Bytes that do not form valid UTF-8 (ids cut in
@@ -313,19 +375,37 @@ impl Tokenizer {
     fn decode_inner(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         match &self.inner.pieces {
             Some(_) => {
+                // The space SentencePiece put in front of the text goes again, from the first
+                // token only; a BOS skipped in front keeps it (both as llama_detokenize does).
+                let mut strip_space = self.inner.add_space_prefix;
+                let mut ids = ids;
+                if skip_special && self.inner.add_bos {
+                    if let Some((&first, rest)) = ids.split_first() {
+                        if Some(first) == self.inner.bos {
+                            strip_space = false;
+                            ids = rest;
+                        }
+                    }
+                }
                 let mut bytes = Vec::new();
                 for &id in ids {
-                    if !(skip_special && self.is_special(id)) {
-                        bytes.extend_from_slice(self.piece(id)?);
+                    let mut piece = self.piece(id)?;
+                    if skip_special && self.is_special(id) {
+                        piece = &[];
                     }
+                    if std::mem::take(&mut strip_space) {
+                        piece = piece.strip_prefix(b" ").unwrap_or(piece);
+                    }
+                    bytes.extend_from_slice(piece);
                 }
                 Ok(String::from_utf8_lossy(&bytes).into_owned())
             }
             None => {
                 self.check_id(ids)?;
-                self.inner
-                    .hf
-                    .decode(ids, skip_special)
+                let Model::Hf(hf) = &self.inner.model else {
+                    return Err(tok_err("a SentencePiece tokenizer without its pieces"));
+                };
+                hf.decode(ids, skip_special)
                     .map_err(|e| tok_err(format!("decoding {} ids: {e}", ids.len())))
             }
         }
@@ -373,7 +453,10 @@ impl Tokenizer {
 
     /// The id of a token given its stored string (`"<|im_end|>"`).
     pub fn token_id(&self, token: &str) -> Option<u32> {
-        self.inner.hf.token_to_id(token)
+        match &self.inner.model {
+            Model::Hf(hf) => hf.token_to_id(token),
+            Model::Spm(spm) => spm.token_id(token),
+        }
     }
 
     pub fn token_kind(&self, id: u32) -> Option<TokenKind> {
@@ -413,13 +496,23 @@ impl Tokenizer {
         self.inner.add_bos
     }
 
+    /// Whether the text gets a space in front before SentencePiece tokenizes it (GGUF
+    /// `tokenizer.ggml.add_space_prefix`; false for BPE). [`Tokenizer::decode`] drops that space
+    /// again; a [`Detokenizer`], which continues a prompt, keeps it.
+    pub fn add_space_prefix(&self) -> bool {
+        self.inner.add_space_prefix
+    }
+
     /// The model's own Jinja chat template, if it ships one.
     pub fn chat_template(&self) -> Option<&str> {
         self.inner.chat_template.as_deref()
     }
 
-    /// The chat template to render prompts with: the model's own, or ChatML when it has none.
-    pub fn chat_template_or_default(&self) -> ChatTemplate {
+    /// The chat template to render prompts with: the model's own, or ChatML when it has none but
+    /// its vocabulary has ChatML's `<|im_start|>` and `<|im_end|>` tokens. A model with neither
+    /// (a base model such as Gemma 3 270M) is [`Error::NoChatTemplate`]: ChatML markers it has
+    /// never seen would be split into plain characters and make a meaningless prompt.
+    pub fn chat_template_or_default(&self) -> Result<ChatTemplate> {
         let bos = self
             .inner
             .bos
@@ -431,22 +524,30 @@ impl Tokenizer {
             .and_then(|id| self.token_str(id))
             .unwrap_or("");
         match &self.inner.chat_template {
-            Some(t) => ChatTemplate::new(t.clone(), bos, eos),
-            None => {
+            Some(t) => Ok(ChatTemplate::new(t.clone(), bos, eos)),
+            None if ["<|im_start|>", "<|im_end|>"]
+                .iter()
+                .all(|t| self.token_id(t).is_some_and(|id| self.is_special(id))) =>
+            {
                 log::warn!("the model has no chat template: using ChatML");
-                ChatTemplate::chatml()
+                Ok(ChatTemplate::chatml())
             }
+            None => Err(Error::NoChatTemplate(
+                "the model file has no tokenizer.chat_template and its vocabulary has no ChatML \
+                 tokens (a base model?): give a raw prompt instead of a conversation"
+                    .into(),
+            )),
         }
     }
 
-    /// Renders `messages` with the model's chat template (ChatML when the model has none; see
-    /// [`ChatTemplate::chatml`]).
+    /// Renders `messages` with the model's chat template (see
+    /// [`Tokenizer::chat_template_or_default`]).
     pub fn apply_chat_template(
         &self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String> {
-        self.chat_template_or_default()
+        self.chat_template_or_default()?
             .render(messages, add_generation_prompt)
     }
 
@@ -471,6 +572,18 @@ impl Tokenizer {
         }
         Ok(())
     }
+}
+
+/// Plain text (no special tokens in it) through the `tokenizers` pipeline.
+fn encode_plain(hf: &tokenizers::Tokenizer, text: &str, out: &mut Vec<u32>) -> Result<()> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    let enc = hf
+        .encode_fast(text, false)
+        .map_err(|e| tok_err(format!("encoding {:?}: {e}", preview(text))))?;
+    out.extend_from_slice(enc.get_ids());
+    Ok(())
 }
 
 /// The special ids GGUF metadata names, each inside the vocabulary of `n` tokens (a padding id
