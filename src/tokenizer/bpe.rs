@@ -235,7 +235,7 @@ pub(super) fn from_gguf(
 
     let pieces = Pieces::byte_level(&tokens, &kinds)?;
     Ok(Tokenizer::assemble(Inner {
-        model: Model::Hf(hf),
+        model: Model::Hf(Box::new(hf)),
         tokens,
         kinds,
         pieces: Some(pieces),

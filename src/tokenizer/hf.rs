@@ -139,7 +139,7 @@ impl Tokenizer {
             });
 
         Ok(Self::assemble(Inner {
-            model: Model::Hf(hf),
+            model: Model::Hf(Box::new(hf)),
             tokens,
             kinds,
             pieces,

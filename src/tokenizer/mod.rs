@@ -165,9 +165,9 @@ enum Model {
     /// The `tokenizers` crate's pipeline (GGUF byte-level BPE, `tokenizer.json`). Always has
     /// `encode_special_tokens` on: special tokens are split out by [`SpecialMatcher`] here, so
     /// one instance serves both `special = true` and `false`.
-    Hf(tokenizers::Tokenizer),
+    Hf(Box<tokenizers::Tokenizer>),
     /// tandem's own SentencePiece (GGUF `llama`), which splits out special tokens itself.
-    Spm(spm::Spm),
+    Spm(Box<spm::Spm>),
 }
 
 struct Inner {

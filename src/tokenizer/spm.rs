@@ -351,7 +351,7 @@ pub(super) fn from_gguf(
         add_space_prefix,
     };
     Ok(Tokenizer::assemble(Inner {
-        model: Model::Spm(spm),
+        model: Model::Spm(Box::new(spm)),
         tokens,
         kinds,
         pieces: Some(pieces),
