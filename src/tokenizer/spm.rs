@@ -2,6 +2,9 @@
 //! way llama.cpp's `llm_tokenizer_spm` does it:
 //! 1. The text is split at special tokens written in it (user-defined ones always, control and
 //!    unknown ones only with `special = true`), leftmost first and the longest at a position.
+//!    (llama.cpp splits at the longest token everywhere first, then the next longest; the two
+//!    differ only where the texts of two special tokens overlap in the text, which Gemma's
+//!    cannot: its user-defined tokens are runs of one whitespace character and `<tag>`s.)
 //! 2. Each stretch of plain text gets a space in front where the file says `add_space_prefix`
 //!    (default on) and the stretch starts the text or follows a special token; then every `' '`
 //!    becomes `'▁'` (U+2581), the character SentencePiece vocabularies write spaces with.
