@@ -24,6 +24,9 @@ pub enum Error {
     /// Building or running the tokenizer or chat template failed.
     #[error("tokenizer error: {0}")]
     Tokenizer(String),
+    /// A conversation was given to a model that has no chat template (a base model).
+    #[error("no chat template: {0}")]
+    NoChatTemplate(String),
     /// A prompt (plus the requested tokens) does not fit the context.
     #[error("context error: {0}")]
     Context(String),

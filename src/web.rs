@@ -28,6 +28,7 @@ fn kind(e: &Error) -> &'static str {
         Error::Unsupported(_) => "unsupported",
         Error::Gpu(_) => "gpu",
         Error::Tokenizer(_) => "tokenizer",
+        Error::NoChatTemplate(_) => "no_chat_template",
         Error::Context(_) => "context",
         Error::Mismatch(_) => "mismatch",
         Error::Invalid(_) => "invalid",

@@ -282,3 +282,35 @@ fn a_tokenizer_json_strip_decoder_that_would_panic_is_refused() {
     let tok = Tokenizer::from_tokenizer_json(ok.as_bytes()).expect("stop = 0 is fine");
     assert_eq!(tok.decode(&[1, 0]).unwrap(), "a");
 }
+
+#[test]
+fn a_sentencepiece_vocabulary_with_absurd_scores_or_tokens_is_refused() {
+    let spm = |tokens: Vec<String>, scores: Vec<MetaValue>| {
+        let mut m = BTreeMap::new();
+        m.insert(
+            "tokenizer.ggml.model".into(),
+            MetaValue::String("llama".into()),
+        );
+        m.insert("tokenizer.ggml.tokens".into(), strings(&tokens));
+        m.insert("tokenizer.ggml.scores".into(), MetaValue::Array(scores));
+        m
+    };
+    let tokens: Vec<String> = ["<unk>", "<s>", "</s>", "a"].map(String::from).to_vec();
+    let fine = vec![MetaValue::F32(0.0); 4];
+    Tokenizer::from_gguf_metadata(&spm(tokens.clone(), fine.clone())).expect("a tiny vocabulary");
+    // A score no f32 holds, and an infinite one.
+    for bad in [MetaValue::F64(1e300), MetaValue::F32(f32::INFINITY)] {
+        let mut scores = fine.clone();
+        scores[3] = bad;
+        let e = tokenizer_err(&spm(tokens.clone(), scores));
+        assert_has(&e, &["tokenizer.ggml.scores[3]", "finite"]);
+    }
+    // Scores for another vocabulary's size.
+    let e = tokenizer_err(&spm(tokens.clone(), vec![MetaValue::F32(0.0); 1_000_000]));
+    assert_has(&e, &["1000000 entries", "has 4"]);
+    // A token longer than any real one.
+    let mut long = tokens.clone();
+    long.push("a".repeat(MAX_TOKEN_BYTES + 1));
+    let e = tokenizer_err(&spm(long, vec![MetaValue::F32(0.0); 5]));
+    assert_has(&e, &["tokenizer.ggml.tokens[4]", "bytes long", "limit"]);
+}

@@ -262,12 +262,12 @@ fn unsupported_tokenizer_model_is_unsupported() {
     let mut meta = tiny_meta();
     meta.insert(
         "tokenizer.ggml.model".into(),
-        MetaValue::String("llama".into()),
+        MetaValue::String("bert".into()),
     );
     let e = err_of(&meta);
     assert!(matches!(e, Error::Unsupported(_)), "{e:?}");
     assert!(
-        e.to_string().contains("'llama'") && e.to_string().contains("SentencePiece"),
+        e.to_string().contains("'bert'") && e.to_string().contains("WordPiece"),
         "{e}"
     );
 
@@ -510,4 +510,187 @@ fn template_tojson_writes_like_python() {
         out,
         "[{\"args\": [1, \"é\"], \"name\": \"f<x>\"}]|{\n  \"args\": [\n    1,\n    \"é\"\n  ],\n  \"name\": \"f<x>\"\n}"
     );
+}
+
+// ---- SentencePiece (GGUF `llama`) ---------------------------------------------------------------
+
+/// A small SentencePiece vocabulary: `<unk> <s> </s>`, the 256 byte tokens, then pieces with
+/// scores, a control token and a user-defined one. Token ids: 0..3 specials, 3..259 bytes.
+const SPM_PIECES: &[(&str, f32, i32)] = &[
+    ("▁", -1.0, 1),
+    ("a", -2.0, 1),
+    ("b", -2.0, 1),
+    ("c", -2.0, 1),
+    ("ab", -3.0, 1),
+    ("bc", -1.5, 1),
+    ("▁a", -2.5, 1),
+    ("▁abc", -0.5, 1),
+    ("<turn>", 0.0, 3),
+    ("<t>", 0.0, 4),
+    ("<unused>", 0.0, 5),
+];
+
+fn spm_meta(add_space_prefix: bool) -> BTreeMap<String, MetaValue> {
+    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+    let mut scores = vec![0.0f32; 3];
+    let mut types = vec![2, 3, 3];
+    for b in 0..=255u8 {
+        tokens.push(format!("<0x{b:02X}>"));
+        scores.push(0.0);
+        types.push(6);
+    }
+    for (t, s, ty) in SPM_PIECES {
+        tokens.push(t.to_string());
+        scores.push(*s);
+        types.push(*ty);
+    }
+    let mut m = BTreeMap::new();
+    m.insert(
+        "tokenizer.ggml.model".into(),
+        MetaValue::String("llama".into()),
+    );
+    m.insert("tokenizer.ggml.tokens".into(), strings(&tokens));
+    m.insert(
+        "tokenizer.ggml.scores".into(),
+        MetaValue::Array(scores.into_iter().map(MetaValue::F32).collect()),
+    );
+    m.insert(
+        "tokenizer.ggml.token_type".into(),
+        MetaValue::Array(types.into_iter().map(MetaValue::I32).collect()),
+    );
+    m.insert(
+        "tokenizer.ggml.add_space_prefix".into(),
+        MetaValue::Bool(add_space_prefix),
+    );
+    m
+}
+
+fn spm_id(piece: &str) -> u32 {
+    3 + 256 + SPM_PIECES.iter().position(|p| p.0 == piece).expect("piece") as u32
+}
+
+fn spm_byte(b: u8) -> u32 {
+    3 + b as u32
+}
+
+#[test]
+fn spm_merges_by_score_with_byte_fallback() {
+    let tok = Tokenizer::from_gguf_metadata(&spm_meta(false)).expect("SentencePiece vocabulary");
+    // llama.cpp's defaults where the file is silent: BOS 1, EOS 2, BOS added.
+    assert_eq!(tok.bos_id(), Some(1));
+    assert_eq!(tok.eos_id(), Some(2));
+    assert!(tok.add_bos());
+    assert!(!tok.add_space_prefix());
+    // "abc": b+c (-1.5) beats a+b (-3.0), then a + bc is no token: [a, bc].
+    assert_eq!(
+        tok.encode("abc", false).unwrap(),
+        vec![spm_id("a"), spm_id("bc")]
+    );
+    // " abc": ▁+a (-2.5) … "▁abc" needs ▁a + bc; ▁a(-2.5) is merged after bc(-1.5), then
+    // ▁a + bc = ▁abc (-0.5).
+    assert_eq!(tok.encode(" abc", false).unwrap(), vec![spm_id("▁abc")]);
+    // "ab" alone merges (a+b is the only pair).
+    assert_eq!(tok.encode("ab", false).unwrap(), vec![spm_id("ab")]);
+    // Characters that are no token fall back to their UTF-8 bytes.
+    assert_eq!(
+        tok.encode("é", false).unwrap(),
+        vec![spm_byte(0xC3), spm_byte(0xA9)]
+    );
+    for text in ["abc", " abc", "x é ab", "a\nb"] {
+        let ids = tok.encode(text, true).unwrap();
+        assert_eq!(tok.decode(&ids).unwrap(), text, "{ids:?}");
+    }
+}
+
+#[test]
+fn spm_special_and_user_defined_tokens() {
+    let tok = Tokenizer::from_gguf_metadata(&spm_meta(false)).unwrap();
+    let (turn, t) = (spm_id("<turn>"), spm_id("<t>"));
+    assert_eq!(tok.token_kind(turn), Some(TokenKind::Special));
+    assert_eq!(tok.token_kind(t), Some(TokenKind::UserDefined));
+    // Control tokens only with `special`; user-defined ones always.
+    assert_eq!(
+        tok.encode("a<turn>b<t>c", true).unwrap(),
+        vec![spm_id("a"), turn, spm_id("b"), t, spm_id("c")]
+    );
+    let plain = tok.encode("<turn><t>", false).unwrap();
+    assert!(!plain.contains(&turn) && plain.ends_with(&[t]), "{plain:?}");
+    assert_eq!(tok.decode(&plain).unwrap(), "<turn><t>");
+    // Decoding: control text as written (skipped on request), unused tokens as nothing.
+    let ids = [spm_id("a"), turn, spm_id("<unused>"), spm_id("▁a")];
+    assert_eq!(tok.decode(&ids).unwrap(), "a<turn> a");
+    assert_eq!(tok.decode_skip_special(&ids).unwrap(), "a a");
+    assert_eq!(tok.token_id("<turn>"), Some(turn));
+    assert!(tok.is_eos(2));
+}
+
+#[test]
+fn spm_space_prefix_is_added_and_removed_again() {
+    let tok = Tokenizer::from_gguf_metadata(&spm_meta(true)).unwrap();
+    assert!(tok.add_space_prefix());
+    // "abc" becomes "▁abc"; after a special token the next word gets a space too.
+    assert_eq!(tok.encode("abc", false).unwrap(), vec![spm_id("▁abc")]);
+    let turn = spm_id("<turn>");
+    assert_eq!(
+        tok.encode("abc<turn>abc", true).unwrap(),
+        vec![spm_id("▁abc"), turn, spm_id("▁abc")]
+    );
+    // decode drops the first space only (as llama_detokenize does); a stream keeps it.
+    let ids = tok.encode("abc", false).unwrap();
+    assert_eq!(tok.decode(&ids).unwrap(), "abc");
+    let mut d = Detokenizer::new(&tok, false);
+    assert_eq!(d.push_all(&ids).unwrap() + &d.finish().unwrap(), " abc");
+    // Skipping a leading BOS keeps the space (llama_detokenize with remove_special).
+    assert_eq!(tok.decode_skip_special(&[1, ids[0]]).unwrap(), " abc");
+}
+
+#[test]
+fn spm_bad_metadata_is_a_clear_error() {
+    let err = |m: &BTreeMap<String, MetaValue>| match Tokenizer::from_gguf_metadata(m) {
+        Err(e @ Error::Tokenizer(_)) => e.to_string(),
+        other => panic!("expected a tokenizer error, got {other:?}"),
+    };
+    let mut m = spm_meta(false);
+    let MetaValue::Array(scores) = m.get_mut("tokenizer.ggml.scores").unwrap() else {
+        unreachable!()
+    };
+    scores[260] = MetaValue::F32(f32::NAN);
+    let e = err(&m);
+    assert!(e.contains("scores[260]") && e.contains("finite"), "{e}");
+    let mut m = spm_meta(false);
+    m.insert(
+        "tokenizer.ggml.scores".into(),
+        MetaValue::Array(vec![MetaValue::F32(0.0); 5]),
+    );
+    assert!(err(&m).contains("scores has 5 entries"));
+    let mut m = spm_meta(false);
+    let MetaValue::Array(tokens) = m.get_mut("tokenizer.ggml.tokens").unwrap() else {
+        unreachable!()
+    };
+    tokens[3] = MetaValue::String("<0xZZ>".into());
+    assert!(err(&m).contains("token_type 6 (byte)"));
+    // A vocabulary without byte tokens cannot encode what it lacks, and says so.
+    let mut m = spm_meta(false);
+    let MetaValue::Array(tokens) = m.get_mut("tokenizer.ggml.tokens").unwrap() else {
+        unreachable!()
+    };
+    tokens[3 + 0xC3] = MetaValue::String("gone".into());
+    let MetaValue::Array(types) = m.get_mut("tokenizer.ggml.token_type").unwrap() else {
+        unreachable!()
+    };
+    types[3 + 0xC3] = MetaValue::I32(1);
+    let tok = Tokenizer::from_gguf_metadata(&m).unwrap();
+    let e = tok.encode("é", false).unwrap_err().to_string();
+    assert!(e.contains("<0xC3>"), "{e}");
+}
+
+#[test]
+fn a_base_model_without_chat_template_says_so() {
+    let tok = Tokenizer::from_gguf_metadata(&spm_meta(false)).unwrap();
+    assert!(tok.chat_template().is_none());
+    let e = tok
+        .apply_chat_template(&[ChatMessage::user("Hi")], true)
+        .unwrap_err();
+    assert!(matches!(e, Error::NoChatTemplate(_)), "{e:?}");
+    assert!(e.to_string().contains("no chat template"), "{e}");
 }

@@ -5,7 +5,7 @@
 //!
 //! Only GGUF metadata is read (the file is memory-mapped; building the 151,936-token Qwen
 //! tokenizer takes a fraction of a second), so the Qwen files are tested without TANDEM_SLOW.
-//! Each test prints SKIP and returns when its model file is absent.
+//! Each test prints SKIP and returns when its model file is absent (CI fetches every one).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -25,6 +25,8 @@ const QWEN_15: (&str, &str) = (
     "qwen2.5-coder-1.5b",
 );
 const ALL: [(&str, &str); 3] = [SMOLLM, QWEN_05, QWEN_15];
+/// SentencePiece (GGUF `llama`), a base model without a chat template.
+const GEMMA3: (&str, &str) = ("gemma-3-270m-q4_k_m.gguf", "gemma3-270m");
 
 fn model_path(file: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("TANDEM_MODELS")
@@ -145,10 +147,16 @@ fn check_chat_template(tok: &Tokenizer, fixture_name: &str) {
 /// the deltas add up to `decode`, and none holds U+FFFD unless the decoded text does. Also checks
 /// the fixtures really contain tokens that end inside a character, so holding bytes back is tested.
 fn check_detokenizer(tok: &Tokenizer, fixture_name: &str) {
+    check_detokenizer_with(tok, fixture_name, Vec::new());
+}
+
+/// [`check_detokenizer`] with more id lists to stream than the fixtures have.
+fn check_detokenizer_with(tok: &Tokenizer, fixture_name: &str, extra: Vec<Vec<u32>>) {
     let mut lists: Vec<Vec<u32>> = fixture(&format!("tokenize-{fixture_name}"))
         .iter()
         .flat_map(|r| [ids(&r["ids"]), ids(&r["ids_no_special"])])
         .collect();
+    lists.extend(extra);
     for r in fixture(&format!("greedy-{fixture_name}")) {
         let mut all = ids(&r["prompt_ids"]);
         all.extend(ids(&r["tokens"]));
@@ -350,5 +358,83 @@ fn tokenizer_json_reproduces_fixtures() {
         check_tokenize(&tok, name);
         check_chat_template(&tok, name);
         check_detokenizer(&tok, name);
+    }
+}
+
+// ---- Gemma 3 270M: SentencePiece -----------------------------------------------------------------
+
+#[test]
+fn gemma3_tokenize_fixtures() {
+    let Some(tok) = tokenizer(GEMMA3.0) else {
+        return;
+    };
+    check_tokenize(&tok, GEMMA3.1);
+    // Special tokens written in the text: recognised only when asked.
+    let ids = tok
+        .encode("<start_of_turn>user\nHi<end_of_turn>", true)
+        .unwrap();
+    assert_eq!(ids.first(), Some(&105));
+    assert!(ids.contains(&106), "{ids:?}");
+    let plain = tok.encode("<start_of_turn>", false).unwrap();
+    assert!(plain.len() > 1 && !plain.contains(&105), "{plain:?}");
+    assert_eq!(tok.decode(&plain).unwrap(), "<start_of_turn>");
+}
+
+/// The greedy fixtures' prompts: BOS (the file says add_bos_token) plus the prompt's ids.
+#[test]
+fn gemma3_prompt_ids_start_with_bos() {
+    let Some(tok) = tokenizer(GEMMA3.0) else {
+        return;
+    };
+    let records = fixture(&format!("greedy-{}", GEMMA3.1));
+    assert!(!records.is_empty());
+    for r in &records {
+        let prompt = r["prompt"].as_str().expect("prompt");
+        let mut got = vec![tok.bos_id().expect("a BOS id")];
+        got.extend(tok.encode(prompt, true).unwrap());
+        assert_eq!(got, ids(&r["prompt_ids"]), "prompt_ids of {prompt:?}");
+    }
+}
+
+#[test]
+fn gemma3_detokenizer_streams_fixture_texts() {
+    let Some(tok) = tokenizer(GEMMA3.0) else {
+        return;
+    };
+    // Gemma's 262k pieces hold whole characters for every fixture text; characters it lacks
+    // (a rare CJK ideograph, a hieroglyph) fall back to byte tokens, which must be held back.
+    let rare = tok.encode("x 𠜎𓀀 y", false).unwrap();
+    assert!(
+        rare.iter().any(|&id| (238..494).contains(&id)),
+        "byte fallback expected: {rare:?}"
+    );
+    assert_eq!(tok.decode(&rare).unwrap(), "x 𠜎𓀀 y");
+    check_detokenizer_with(&tok, GEMMA3.1, vec![rare]);
+}
+
+#[test]
+fn gemma3_special_ids_and_no_chat_template() {
+    let Some(tok) = tokenizer(GEMMA3.0) else {
+        return;
+    };
+    assert_eq!(tok.vocab_size(), 262_144);
+    assert_eq!(tok.bos_id(), Some(2));
+    assert_eq!(tok.eos_id(), Some(1));
+    assert_eq!(tok.pad_id(), Some(0));
+    assert!(tok.add_bos());
+    assert!(!tok.add_space_prefix());
+    assert_eq!(tok.token_id("<end_of_turn>"), Some(106));
+    assert!(tok.is_eos(1) && tok.is_eos(106), "{:?}", tok.eos_ids());
+    assert!(tok.chat_template().is_none());
+    let e = tok
+        .apply_chat_template(&[ChatMessage::user("Hi")], true)
+        .unwrap_err();
+    assert!(matches!(e, Error::NoChatTemplate(_)), "{e:?}");
+    // A different vocabulary from the BPE models (no drafting across them).
+    if let Some(smol) = tokenizer(SMOLLM.0) {
+        assert!(matches!(
+            smol.check_same_vocab(&tok),
+            Err(Error::Mismatch(_))
+        ));
     }
 }
