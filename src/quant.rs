@@ -309,7 +309,11 @@ pub fn random_blocks(ty: GgmlType, n: usize, seed: u64) -> Result<Vec<u8>> {
         for &at in ty.half_offsets() {
             let r = next();
             let sign = if r & 1 == 0 { 1.0 } else { -1.0 };
-            put_f16(block, at, sign * (0.5 + (r >> 40) as f32 / (1u64 << 25) as f32) / amax);
+            put_f16(
+                block,
+                at,
+                sign * (0.5 + (r >> 40) as f32 / (1u64 << 25) as f32) / amax,
+            );
         }
     }
     Ok(bytes)

@@ -47,7 +47,6 @@ fn weights(ty: GgmlType, n: usize, k: usize, seed: u64) -> (Vec<u8>, Vec<f32>) {
     (bytes, w)
 }
 
-
 /// Buffers for one matmul: the step uniform, x: [max_t, K], y: [max_t, N].
 struct Setup {
     n: usize,

@@ -7,18 +7,66 @@ use GgmlType::*;
 
 /// (type, GGUF block bytes, gguf-py's decoded values as little-endian f32).
 const FIXTURES: [(GgmlType, &[u8], &[u8]); 12] = [
-    (Q4_0, include_bytes!("fixtures/quant/Q4_0.blocks"), include_bytes!("fixtures/quant/Q4_0.f32")),
-    (Q4_1, include_bytes!("fixtures/quant/Q4_1.blocks"), include_bytes!("fixtures/quant/Q4_1.f32")),
-    (Q5_0, include_bytes!("fixtures/quant/Q5_0.blocks"), include_bytes!("fixtures/quant/Q5_0.f32")),
-    (Q5_1, include_bytes!("fixtures/quant/Q5_1.blocks"), include_bytes!("fixtures/quant/Q5_1.f32")),
-    (Q8_0, include_bytes!("fixtures/quant/Q8_0.blocks"), include_bytes!("fixtures/quant/Q8_0.f32")),
-    (Q2_K, include_bytes!("fixtures/quant/Q2_K.blocks"), include_bytes!("fixtures/quant/Q2_K.f32")),
-    (Q3_K, include_bytes!("fixtures/quant/Q3_K.blocks"), include_bytes!("fixtures/quant/Q3_K.f32")),
-    (Q4_K, include_bytes!("fixtures/quant/Q4_K.blocks"), include_bytes!("fixtures/quant/Q4_K.f32")),
-    (Q5_K, include_bytes!("fixtures/quant/Q5_K.blocks"), include_bytes!("fixtures/quant/Q5_K.f32")),
-    (Q6_K, include_bytes!("fixtures/quant/Q6_K.blocks"), include_bytes!("fixtures/quant/Q6_K.f32")),
-    (IQ4_NL, include_bytes!("fixtures/quant/IQ4_NL.blocks"), include_bytes!("fixtures/quant/IQ4_NL.f32")),
-    (IQ4_XS, include_bytes!("fixtures/quant/IQ4_XS.blocks"), include_bytes!("fixtures/quant/IQ4_XS.f32")),
+    (
+        Q4_0,
+        include_bytes!("fixtures/quant/Q4_0.blocks"),
+        include_bytes!("fixtures/quant/Q4_0.f32"),
+    ),
+    (
+        Q4_1,
+        include_bytes!("fixtures/quant/Q4_1.blocks"),
+        include_bytes!("fixtures/quant/Q4_1.f32"),
+    ),
+    (
+        Q5_0,
+        include_bytes!("fixtures/quant/Q5_0.blocks"),
+        include_bytes!("fixtures/quant/Q5_0.f32"),
+    ),
+    (
+        Q5_1,
+        include_bytes!("fixtures/quant/Q5_1.blocks"),
+        include_bytes!("fixtures/quant/Q5_1.f32"),
+    ),
+    (
+        Q8_0,
+        include_bytes!("fixtures/quant/Q8_0.blocks"),
+        include_bytes!("fixtures/quant/Q8_0.f32"),
+    ),
+    (
+        Q2_K,
+        include_bytes!("fixtures/quant/Q2_K.blocks"),
+        include_bytes!("fixtures/quant/Q2_K.f32"),
+    ),
+    (
+        Q3_K,
+        include_bytes!("fixtures/quant/Q3_K.blocks"),
+        include_bytes!("fixtures/quant/Q3_K.f32"),
+    ),
+    (
+        Q4_K,
+        include_bytes!("fixtures/quant/Q4_K.blocks"),
+        include_bytes!("fixtures/quant/Q4_K.f32"),
+    ),
+    (
+        Q5_K,
+        include_bytes!("fixtures/quant/Q5_K.blocks"),
+        include_bytes!("fixtures/quant/Q5_K.f32"),
+    ),
+    (
+        Q6_K,
+        include_bytes!("fixtures/quant/Q6_K.blocks"),
+        include_bytes!("fixtures/quant/Q6_K.f32"),
+    ),
+    (
+        IQ4_NL,
+        include_bytes!("fixtures/quant/IQ4_NL.blocks"),
+        include_bytes!("fixtures/quant/IQ4_NL.f32"),
+    ),
+    (
+        IQ4_XS,
+        include_bytes!("fixtures/quant/IQ4_XS.blocks"),
+        include_bytes!("fixtures/quant/IQ4_XS.f32"),
+    ),
 ];
 
 #[test]
