@@ -1,8 +1,10 @@
 //! GGML tensor types: block sizes and byte layout, and CPU (de)quantizers that follow
 //! ggml's block formats bit for bit (`ggml-common.h`, `ggml-quants.c`).
 //!
-//! The dequantizers are the reference the GPU kernels are tested against; the quantizers
-//! follow ggml's `quantize_row_*_ref` and serve tests and the tiny-model GGUF writer.
+//! The dequantizers are the reference the GPU kernels are tested against, and are checked
+//! bit for bit against gguf-py's on the blocks in tests/fixtures/quant. The quantizers
+//! follow ggml's `quantize_row_*_ref` and serve tests and the tiny-model GGUF writer; Q2_K,
+//! Q3_K, IQ4_NL and IQ4_XS are read but not written ([`random_blocks`] stands in for tests).
 //!
 //! The bottom layer: the kernels (which upload these blocks as they are) and the model (which
 //! reads them from files) both use it, and it imports nothing of tandem but the error type.
