@@ -9,7 +9,8 @@
 // `w`, `u` the unit index within the row (elements 16u .. 16u+16). Every supported type's
 // block is a whole number of units, so a unit never straddles two blocks. Blocks of 18,
 // 22, 34 and 210 bytes are not 4-byte aligned, hence the byte/half/word readers below.
-// Block layouts follow ggml-common.h; the CPU twin is src/model/quant.rs.
+// Block layouts follow ggml-common.h; the CPU twin is src/quant.rs. The types added later
+// (Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL, IQ4_XS) are in dequant_units.inc.wgsl, which follows this.
 
 fn byte_at(off: u32) -> u32 {
     return (w[off >> 2u] >> ((off & 3u) * 8u)) & 0xFFu;

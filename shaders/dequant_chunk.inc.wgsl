@@ -15,7 +15,9 @@
 // lanes) the number of load instructions, not bytes, is what the small-T matmul pays for.
 // Blocks of 18, 22, 34 and 210 bytes start at any even offset, so those types read a window
 // of 2-3 aligned vec4s and shift it into place with selects (no divergent branches). The
-// values equal dequant.inc.wgsl's and the CPU twin's (src/model/quant.rs) formula for formula.
+// values equal dequant.inc.wgsl's and the CPU twin's (src/quant.rs) formula for formula. The
+// types added later are at the end: dequant_units.inc.wgsl (concatenated after this) over
+// word readers, two units per chunk.
 
 fn vload(i: u32) -> vec4<u32> {
     // A window may reach up to 32 bytes past a row's last block; at the very end of the
@@ -286,4 +288,59 @@ fn dc_q6_k(row: u32, c: u32) -> array<vec4<f32>, 8> {
         q6_k(ql.hi.x, qh.hi.x, ls, hs, dl1), q6_k(ql.hi.y, qh.hi.y, ls, hs, dl1),
         q6_k(ql.hi.z, qh.hi.z, ls, hs, dl1), q6_k(ql.hi.w, qh.hi.w, ls, hs, dl1),
     );
+}
+
+// Readers for dequant_units.inc.wgsl (the types added later, concatenated after this file):
+// the same byte_at / half_at / word_at as dequant.inc.wgsl's, over `wq`.
+fn wq_word(i: u32) -> u32 {
+    return vload(i >> 2u)[i & 3u];
+}
+
+fn byte_at(off: u32) -> u32 {
+    return (wq_word(off >> 2u) >> ((off & 3u) * 8u)) & 0xFFu;
+}
+
+fn half_at(off: u32) -> f32 {
+    let word = wq_word(off >> 2u);
+    return unpack2x16float(select(word, word >> 16u, (off & 2u) != 0u)).x;
+}
+
+fn word_at(off: u32) -> u32 {
+    let i = off >> 2u;
+    let s = (off & 3u) * 8u;
+    if (s == 0u) {
+        return wq_word(i);
+    }
+    return (wq_word(i) >> s) | (wq_word(i + 1u) << (32u - s));
+}
+
+// A chunk of 32 as the two units of 16 that make it.
+fn two_units(a: array<vec4<f32>, 4>, b: array<vec4<f32>, 4>) -> array<vec4<f32>, 8> {
+    return array<vec4<f32>, 8>(a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]);
+}
+
+// Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL, IQ4_XS: word reads through the helpers above, a unit at a
+// time (fewer load instructions per element is left for later; these are correct first).
+fn dc_q5_1(row: u32, c: u32) -> array<vec4<f32>, 8> {
+    return two_units(dq_q5_1(row, 2u * c), dq_q5_1(row, 2u * c + 1u));
+}
+
+fn dc_q2_k(row: u32, c: u32) -> array<vec4<f32>, 8> {
+    return two_units(dq_q2_k(row, 2u * c), dq_q2_k(row, 2u * c + 1u));
+}
+
+fn dc_q3_k(row: u32, c: u32) -> array<vec4<f32>, 8> {
+    return two_units(dq_q3_k(row, 2u * c), dq_q3_k(row, 2u * c + 1u));
+}
+
+fn dc_q5_k(row: u32, c: u32) -> array<vec4<f32>, 8> {
+    return two_units(dq_q5_k(row, 2u * c), dq_q5_k(row, 2u * c + 1u));
+}
+
+fn dc_iq4_nl(row: u32, c: u32) -> array<vec4<f32>, 8> {
+    return two_units(dq_iq4_nl(row, 2u * c), dq_iq4_nl(row, 2u * c + 1u));
+}
+
+fn dc_iq4_xs(row: u32, c: u32) -> array<vec4<f32>, 8> {
+    return two_units(dq_iq4_xs(row, 2u * c), dq_iq4_xs(row, 2u * c + 1u));
 }

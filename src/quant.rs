@@ -1,8 +1,10 @@
 //! GGML tensor types: block sizes and byte layout, and CPU (de)quantizers that follow
 //! ggml's block formats bit for bit (`ggml-common.h`, `ggml-quants.c`).
 //!
-//! The dequantizers are the reference the GPU kernels are tested against; the quantizers
-//! follow ggml's `quantize_row_*_ref` and serve tests and the tiny-model GGUF writer.
+//! The dequantizers are the reference the GPU kernels are tested against, and are checked
+//! bit for bit against gguf-py's on the blocks in tests/fixtures/quant. The quantizers
+//! follow ggml's `quantize_row_*_ref` and serve tests and the tiny-model GGUF writer; Q2_K,
+//! Q3_K, IQ4_NL and IQ4_XS are read but not written ([`random_blocks`] stands in for tests).
 //!
 //! The bottom layer: the kernels (which upload these blocks as they are) and the model (which
 //! reads them from files) both use it, and it imports nothing of tandem but the error type.
@@ -27,11 +29,14 @@ pub enum GgmlType {
     Q5_K,
     Q6_K,
     Q8_K,
+    IQ4_NL,
+    IQ4_XS,
     BF16,
 }
 
 impl GgmlType {
-    /// From the GGUF type id. Unknown ids (and the IQ* family) are `Unsupported`.
+    /// From the GGUF type id. Unknown ids (and the IQ* types other than IQ4_NL and IQ4_XS)
+    /// are `Unsupported`.
     pub fn from_id(id: u32) -> Result<Self> {
         use GgmlType::*;
         Ok(match id {
@@ -49,6 +54,8 @@ impl GgmlType {
             13 => Q5_K,
             14 => Q6_K,
             15 => Q8_K,
+            20 => IQ4_NL,
+            23 => IQ4_XS,
             30 => BF16,
             other => return Err(Error::Unsupported(format!("GGML tensor type id {other}"))),
         })
@@ -71,6 +78,8 @@ impl GgmlType {
             Q5_K => 13,
             Q6_K => 14,
             Q8_K => 15,
+            IQ4_NL => 20,
+            IQ4_XS => 23,
             BF16 => 30,
         }
     }
@@ -92,6 +101,8 @@ impl GgmlType {
             Q5_K => "Q5_K",
             Q6_K => "Q6_K",
             Q8_K => "Q8_K",
+            IQ4_NL => "IQ4_NL",
+            IQ4_XS => "IQ4_XS",
             BF16 => "BF16",
         }
     }
@@ -101,8 +112,8 @@ impl GgmlType {
         use GgmlType::*;
         match self {
             F32 | F16 | BF16 => 1,
-            Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 => 32,
-            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | Q8_K => 256,
+            Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 | IQ4_NL => 32,
+            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | Q8_K | IQ4_XS => 256,
         }
     }
 
@@ -124,6 +135,8 @@ impl GgmlType {
             Q5_K => 176,
             Q6_K => 210,
             Q8_K => 292,
+            IQ4_NL => 18,
+            IQ4_XS => 136,
         }
     }
 
@@ -138,21 +151,50 @@ impl GgmlType {
 
     /// Whether tandem's GPU kernels and CPU dequantizer handle this type.
     pub fn is_supported(self) -> bool {
+        cpu_supported(self)
+    }
+
+    /// Byte offsets of the f16 fields (scales, mins) in one block of this type; every other
+    /// byte of a block is a free bit pattern. Tests use it to build random valid blocks.
+    pub fn half_offsets(self) -> &'static [usize] {
         use GgmlType::*;
-        matches!(
-            self,
-            F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q8_0 | Q4_K | Q6_K
-        )
+        match self {
+            F32 | BF16 | Q8_K => &[],
+            F16 | Q4_0 | Q5_0 | Q8_0 | IQ4_NL | IQ4_XS => &[0],
+            Q4_1 | Q5_1 | Q8_1 | Q4_K | Q5_K => &[0, 2],
+            Q2_K => &[80, 82],
+            Q3_K => &[108],
+            Q6_K => &[208],
+        }
     }
 }
 
-/// Types the CPU (de)quantizers handle.
+/// Every type with a CPU dequantizer (and GPU kernels), in GGUF id order.
+pub const SUPPORTED: [GgmlType; 15] = {
+    use GgmlType::*;
+    [
+        F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, BF16,
+    ]
+};
+
+/// Types the CPU dequantizer handles.
 fn cpu_supported(ty: GgmlType) -> bool {
+    SUPPORTED.contains(&ty)
+}
+
+/// Types the CPU quantizers handle (ggml's reference quantizers; Q2_K, Q3_K and the IQ4
+/// types are read, not written).
+fn quantizable(ty: GgmlType) -> bool {
     use GgmlType::*;
     matches!(
         ty,
-        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q8_0 | Q4_K | Q6_K
+        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K
     )
+}
+
+/// `A, B, C` for an error message.
+fn names(types: impl Iterator<Item = GgmlType>) -> String {
+    types.map(GgmlType::name).collect::<Vec<_>>().join(", ")
 }
 
 fn check_cpu_supported(ty: GgmlType, what: &str) -> Result<()> {
@@ -160,10 +202,16 @@ fn check_cpu_supported(ty: GgmlType, what: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::Unsupported(format!(
-            "{what} of GGML type {} (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K)",
-            ty.name()
+            "{what} of GGML type {} (supported: {})",
+            ty.name(),
+            names(SUPPORTED.into_iter())
         )))
     }
+}
+
+/// Whether [`quantize`] can write type `ty`.
+pub fn can_quantize(ty: GgmlType) -> bool {
+    quantizable(ty)
 }
 
 /// Bytes that `n` elements of `ty` occupy, or an error when `n` is not a whole number of blocks.
@@ -212,7 +260,13 @@ pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()
 /// Quantize `values` into GGUF bytes of type `ty` (ggml's reference quantizers).
 /// `values.len()` must be a multiple of the block size.
 pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>> {
-    check_cpu_supported(ty, "quantizing")?;
+    if !quantizable(ty) {
+        return Err(Error::Unsupported(format!(
+            "quantizing to GGML type {} (supported: {})",
+            ty.name(),
+            names(SUPPORTED.into_iter().filter(|&t| quantizable(t)))
+        )));
+    }
     let need = bytes_needed(ty, values.len())?;
     let mut out = vec![0u8; need];
     for (x, b) in values
@@ -222,6 +276,49 @@ pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>> {
         quantize_block(ty, x, b);
     }
     Ok(out)
+}
+
+/// `n` elements of `ty` (a whole number of blocks) for tests and benchmarks where [`quantize`]
+/// has no quantizer: random bytes (every bit pattern of the quant fields), then each f16
+/// field (scale, min; [`GgmlType::half_offsets`]) set so that the block's largest value has
+/// magnitude 0.5..1, of either sign (F32, F16, BF16: random values in (-1, 1)).
+/// Deterministic in `seed`.
+pub fn random_blocks(ty: GgmlType, n: usize, seed: u64) -> Result<Vec<u8>> {
+    check_cpu_supported(ty, "random blocks")?;
+    let need = bytes_needed(ty, n)?;
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+        // Plain floats: random values in (-1, 1) rather than random bit patterns.
+        let x: Vec<f32> = (0..n)
+            .map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+            .collect();
+        return quantize(ty, &x);
+    }
+    let mut bytes: Vec<u8> = (0..need).map(|_| next() as u8).collect();
+    let mut y = vec![0.0f32; ty.block_size()];
+    for block in bytes.chunks_exact_mut(ty.type_size()) {
+        for &at in ty.half_offsets() {
+            put_f16(block, at, 1.0);
+        }
+        dequantize_block(ty, block, &mut y);
+        let amax = y.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        for &at in ty.half_offsets() {
+            let r = next();
+            let sign = if r & 1 == 0 { 1.0 } else { -1.0 };
+            put_f16(
+                block,
+                at,
+                sign * (0.5 + (r >> 40) as f32 / (1u64 << 25) as f32) / amax,
+            );
+        }
+    }
+    Ok(bytes)
 }
 
 fn f16_at(b: &[u8], at: usize) -> f32 {
@@ -331,10 +428,114 @@ fn dequantize_block(ty: GgmlType, b: &[u8], y: &mut [f32]) {
                 }
             }
         }
+        Q5_1 => {
+            // d: f16, m: f16, qh: u32 (bit j = fifth bit of element j), qs[16] as Q4_1.
+            // value = q * d + m.
+            let d = f16_at(b, 0);
+            let m = f16_at(b, 2);
+            let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+            let qs = &b[8..24];
+            for j in 0..16 {
+                let q0 = (qs[j] & 0xF) as u32 | (((qh >> j) & 1) << 4);
+                let q1 = (qs[j] >> 4) as u32 | (((qh >> (j + 16)) & 1) << 4);
+                y[j] = d * q0 as f32 + m;
+                y[j + 16] = d * q1 as f32 + m;
+            }
+        }
+        Q2_K => {
+            // scales[16] (low nibble: scale, high: min, one pair per 16), qs[64], d, dmin.
+            // Element 128n + 32s + l: bits 2s..2s+2 of qs[32n + l].
+            // value = d * scale * q - dmin * min.
+            let sc = &b[0..16];
+            let qs = &b[16..80];
+            let d = f16_at(b, 80);
+            let dmin = f16_at(b, 82);
+            for (i, y) in y.iter_mut().enumerate() {
+                let (n, s, l) = (i / 128, (i / 32) % 4, i % 32);
+                let q = (qs[32 * n + l] >> (2 * s)) & 3;
+                let sm = sc[i / 16];
+                let dl = d * (sm & 0xF) as f32;
+                let ml = dmin * (sm >> 4) as f32;
+                *y = dl * q as f32 - ml;
+            }
+        }
+        Q3_K => {
+            // hmask[32], qs[64], scales[12] (16 six-bit scales, offset 32), d: f16.
+            // Element i = 128n + 32s + l: low 2 bits at bits 2s.. of qs[32n + l], high bit
+            // (i / 32) of hmask[l]; q = low - 4 when that bit is clear.
+            // value = d * (scale - 32) * q.
+            let hm = &b[0..32];
+            let qs = &b[32..96];
+            let sc = &b[96..108];
+            let d = f16_at(b, 108);
+            for (i, y) in y.iter_mut().enumerate() {
+                let (n, s, l) = (i / 128, (i / 32) % 4, i % 32);
+                let lo = ((qs[32 * n + l] >> (2 * s)) & 3) as i32;
+                let hi = ((hm[l] >> (i / 32)) & 1) as i32;
+                let j = i / 16;
+                let ls = (sc[j % 8] >> (4 * (j / 8))) & 0xF;
+                let hs = (sc[8 + j % 4] >> (2 * (j / 4))) & 3;
+                let scale = (ls | (hs << 4)) as i32 - 32;
+                let dl = d * scale as f32;
+                *y = dl * (lo - 4 * (1 - hi)) as f32;
+            }
+        }
+        Q5_K => {
+            // d, dmin: f16, scales[12] as Q4_K, qh[32], qs[128]. Sub-block j (of 32): low
+            // (j even) or high nibbles of qs[32 (j / 2) ..], fifth bit = bit j of qh[l].
+            // value = d * scale * q - dmin * min.
+            let d = f16_at(b, 0);
+            let dmin = f16_at(b, 2);
+            let scales = &b[4..16];
+            let qh = &b[16..48];
+            let qs = &b[48..176];
+            for j in 0..8 {
+                let (sc, m) = scale_min_k4(j, scales);
+                let (dl, ml) = (d * sc as f32, dmin * m as f32);
+                let q = &qs[32 * (j / 2)..32 * (j / 2) + 32];
+                for l in 0..32 {
+                    let v = ((q[l] >> (4 * (j % 2))) & 0xF) | (((qh[l] >> j) & 1) << 4);
+                    y[32 * j + l] = dl * v as f32 - ml;
+                }
+            }
+        }
+        IQ4_NL => {
+            // d: f16, qs[16] as Q4_0, each nibble an index into IQ4_NL_VALUES.
+            let d = f16_at(b, 0);
+            let qs = &b[2..18];
+            for j in 0..16 {
+                y[j] = d * IQ4_NL_VALUES[(qs[j] & 0xF) as usize] as f32;
+                y[j + 16] = d * IQ4_NL_VALUES[(qs[j] >> 4) as usize] as f32;
+            }
+        }
+        IQ4_XS => {
+            // d: f16, scales_h: u16 (2 bits per sub-block), scales_l[4] (a nibble per
+            // sub-block), qs[128]: sub-block j (of 32) as one IQ4_NL block in qs[16j..].
+            // value = d * (scale - 32) * IQ4_NL_VALUES[q].
+            let d = f16_at(b, 0);
+            let sh = u16::from_le_bytes([b[2], b[3]]);
+            let sl = &b[4..8];
+            let qs = &b[8..136];
+            for j in 0..8 {
+                let lo = (sl[j / 2] >> (4 * (j % 2))) & 0xF;
+                let hi = ((sh >> (2 * j)) & 3) as u8;
+                let dl = d * ((lo | (hi << 4)) as i32 - 32) as f32;
+                let q = &qs[16 * j..16 * j + 16];
+                for l in 0..16 {
+                    y[32 * j + l] = dl * IQ4_NL_VALUES[(q[l] & 0xF) as usize] as f32;
+                    y[32 * j + 16 + l] = dl * IQ4_NL_VALUES[(q[l] >> 4) as usize] as f32;
+                }
+            }
+        }
         // Filtered out by `check_cpu_supported`.
-        Q5_1 | Q8_1 | Q2_K | Q3_K | Q5_K | Q8_K => {}
+        Q8_1 | Q8_K => {}
     }
 }
+
+/// The 16 levels of the non-linear 4-bit types (ggml's `kvalues_iq4nl`).
+pub const IQ4_NL_VALUES: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
 
 /// ggml's `nearest_int`: round half to even.
 fn nearest_int(x: f32) -> i32 {
@@ -408,9 +609,28 @@ fn quantize_block(ty: GgmlType, x: &[f32], b: &mut [u8]) {
                 b[2 + j] = ((x[j] * id).round() as i8) as u8;
             }
         }
+        Q5_1 => {
+            let min = x.iter().copied().fold(f32::INFINITY, f32::min);
+            let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let d = (max - min) / 31.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            put_f16(b, 0, d);
+            put_f16(b, 2, min);
+            let mut qh = 0u32;
+            for j in 0..16 {
+                let q0 = ((x[j] - min) * id + 0.5) as u32;
+                let q1 = ((x[j + 16] - min) * id + 0.5) as u32;
+                b[8 + j] = ((q0 & 0xF) | ((q1 & 0xF) << 4)) as u8;
+                qh |= ((q0 >> 4) & 1) << j;
+                qh |= ((q1 >> 4) & 1) << (j + 16);
+            }
+            b[4..8].copy_from_slice(&qh.to_le_bytes());
+        }
         Q4_K => quantize_q4_k(x, b),
+        Q5_K => quantize_q5_k(x, b),
         Q6_K => quantize_q6_k(x, b),
-        Q5_1 | Q8_1 | Q2_K | Q3_K | Q5_K | Q8_K => {}
+        // Filtered out by `quantizable`.
+        Q8_1 | Q2_K | Q3_K | Q8_K | IQ4_NL | IQ4_XS => {}
     }
 }
 
@@ -490,6 +710,33 @@ fn make_qkx2_quants(
 
 /// ggml's `quantize_row_q4_K_ref` for one 256-element block.
 fn quantize_q4_k(x: &[f32], b: &mut [u8]) {
+    let levels = quantize_k_scales(x, b, 15, -1.0, 20);
+    let qs = &mut b[16..144];
+    for c in 0..4 {
+        for l in 0..32 {
+            qs[32 * c + l] = levels[64 * c + l] | (levels[64 * c + 32 + l] << 4);
+        }
+    }
+}
+
+/// ggml's `quantize_row_q5_K_ref` for one 256-element block.
+fn quantize_q5_k(x: &[f32], b: &mut [u8]) {
+    let levels = quantize_k_scales(x, b, 31, -0.5, 15);
+    let (head, qs) = b.split_at_mut(48);
+    let qh = &mut head[16..48];
+    for c in 0..4 {
+        for l in 0..32 {
+            let (l1, l2) = (levels[64 * c + l], levels[64 * c + 32 + l]);
+            qh[l] |= ((l1 >> 4) << (2 * c)) | ((l2 >> 4) << (2 * c + 1));
+            qs[32 * c + l] = (l1 & 0xF) | ((l2 & 0xF) << 4);
+        }
+    }
+}
+
+/// The header shared by Q4_K and Q5_K (d, dmin, 12 bytes of 6-bit scales and mins), written
+/// into `b[0..16]`; returns each element's level 0..=nmax (ggml's `make_qkx2_quants` with
+/// `rmin`, `nstep`, then a requantization against the rounded scales).
+fn quantize_k_scales(x: &[f32], b: &mut [u8], nmax: i32, rmin: f32, nstep: i32) -> [u8; 256] {
     let mut levels = [0u8; 256];
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];
@@ -499,13 +746,13 @@ fn quantize_q4_k(x: &[f32], b: &mut [u8]) {
         let av_x = (xs.iter().map(|v| v * v).sum::<f32>() / 32.0).sqrt();
         let weights: Vec<f32> = xs.iter().map(|v| av_x + v.abs()).collect();
         let (s, m) = make_qkx2_quants(
-            15,
+            nmax,
             xs,
             &weights,
             &mut levels[32 * j..32 * j + 32],
-            -1.0,
+            rmin,
             0.1,
-            20,
+            nstep,
         );
         scales[j] = s;
         mins[j] = m;
@@ -543,15 +790,10 @@ fn quantize_q4_k(x: &[f32], b: &mut [u8]) {
         }
         let dm = dmin_all * m as f32;
         for i in 0..32 {
-            levels[32 * j + i] = nearest_int((x[32 * j + i] + dm) / d).clamp(0, 15) as u8;
+            levels[32 * j + i] = nearest_int((x[32 * j + i] + dm) / d).clamp(0, nmax) as u8;
         }
     }
-    let qs = &mut b[16..144];
-    for c in 0..4 {
-        for l in 0..32 {
-            qs[32 * c + l] = levels[64 * c + l] | (levels[64 * c + 32 + l] << 4);
-        }
-    }
+    levels
 }
 
 /// ggml's `make_qx_quants` with `rmse_type = 1` (weights x²): a signed scale for levels
@@ -871,7 +1113,9 @@ mod tests {
             (Q4_0, 1.0 / 8.0 + 1e-3, 0.075),
             (Q4_1, 1.0 / 15.0 + 1e-3, 0.072),
             (Q5_0, 1.0 / 16.0 + 1e-3, 0.037),
+            (Q5_1, 1.0 / 31.0 + 1e-3, 0.037),
             (Q4_K, 0.12, 0.065),
+            (Q5_K, 0.06, 0.033),
             (Q6_K, 0.025, 0.016),
         ];
         for (ty, max_bound, rms_bound) in cases {
@@ -900,10 +1144,21 @@ mod tests {
         assert_eq!(&q8[..3], &[0x00, 0x38, (-20i8) as u8]);
         assert_eq!(dequantize(Q8_0, &q8, 32).unwrap(), x8);
         // All-zero blocks quantize to zero scales and decode to zeros.
-        for ty in [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K] {
+        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
             let z = vec![0.0f32; 256];
             let y = dequantize(ty, &quantize(ty, &z).unwrap(), 256).unwrap();
             assert!(y.iter().all(|&v| v == 0.0), "{}", ty.name());
+        }
+    }
+
+    #[test]
+    fn random_blocks_stay_within_one() {
+        for ty in SUPPORTED {
+            let b = random_blocks(ty, 1024, 3).unwrap();
+            let y = dequantize(ty, &b, 1024).unwrap();
+            let amax = y.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(amax <= 1.0 && amax > 0.0, "{}: {amax}", ty.name());
+            assert_eq!(b, random_blocks(ty, 1024, 3).unwrap());
         }
     }
 
@@ -918,12 +1173,17 @@ mod tests {
             Err(Error::Invalid(_))
         ));
         assert!(matches!(quantize(Q8_0, &[0.0; 33]), Err(Error::Invalid(_))));
-        let e = dequantize(Q2_K, &[0u8; 84], 256).unwrap_err();
+        let e = dequantize(Q8_K, &[0u8; 292], 256).unwrap_err();
         assert!(
-            matches!(e, Error::Unsupported(_)) && e.to_string().contains("Q2_K"),
+            matches!(e, Error::Unsupported(_)) && e.to_string().contains("Q8_K"),
             "{e}"
         );
-        let e = quantize(Q5_K, &[0.0; 256]).unwrap_err();
-        assert!(e.to_string().contains("Q5_K"), "{e}");
+        // Read, not written: no quantizer.
+        let e = quantize(Q3_K, &[0.0; 256]).unwrap_err();
+        assert!(e.to_string().contains("Q3_K"), "{e}");
+        assert!(matches!(
+            random_blocks(Q8_1, 32, 1),
+            Err(Error::Unsupported(_))
+        ));
     }
 }

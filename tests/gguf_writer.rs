@@ -135,7 +135,7 @@ fn tiny_vocab_is_byte_level_bpe() {
 fn tiny_models_load_in_every_type() {
     use GgmlType::*;
     for arch in [Arch::Llama, Arch::Qwen2] {
-        for ty in [F32, F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K] {
+        for ty in [F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
             let bytes = tiny_model(arch, ty, 7).unwrap();
             parse_header(&bytes).unwrap();
             let m = ModelFile::from_gguf(GgufFile::from_bytes(bytes.clone()).unwrap())
@@ -181,4 +181,46 @@ fn tiny_models_load_in_every_type() {
             assert_ne!(tiny_model(arch, ty, 8).unwrap(), bytes);
         }
     }
+}
+
+#[test]
+fn every_supported_type_writes_reads_and_is_described() {
+    // Types without a quantizer (Q2_K, Q3_K, IQ4_NL, IQ4_XS) go in as bytes, as a
+    // converter's output would; the parser gives back the same bytes and type, and the
+    // tensor summary (`tandem inspect`) names each type without a "no kernels" warning.
+    let mut w = GgufWriter::new();
+    let mut want = Vec::new();
+    for (i, ty) in tandem::quant::SUPPORTED.into_iter().enumerate() {
+        let dims = [256u64, 2];
+        let bytes = tandem::quant::random_blocks(ty, 512, i as u64).unwrap();
+        w.tensor_bytes(format!("t.{}", ty.name()), &dims, ty, bytes.clone())
+            .unwrap();
+        want.push((ty, bytes));
+    }
+    let f = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
+    let mut list = Vec::new();
+    for (ty, bytes) in &want {
+        let (t, data) = f.tensor_bytes(&format!("t.{}", ty.name())).unwrap();
+        assert_eq!((t.ty, t.dims.clone()), (*ty, vec![256, 2]), "{}", ty.name());
+        assert_eq!(data, &bytes[..], "{}", ty.name());
+        list.push((t.name.as_str(), t.dims.as_slice(), t.ty, t.n_bytes));
+    }
+    let summary = tandem::model::loader::describe_tensors(&list);
+    for (ty, _) in &want {
+        assert!(summary.contains(&format!("{} 1 (", ty.name())), "{summary}");
+    }
+    assert!(!summary.contains("no kernels"), "{summary}");
+    // A type tandem cannot run is still named, with the warning.
+    let mut w = GgufWriter::new();
+    w.tensor_bytes("q8k", &[256], GgmlType::Q8_K, vec![0; 292])
+        .unwrap();
+    let f = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
+    let t = f.tensor("q8k").unwrap();
+    let summary = tandem::model::loader::describe_tensors(&[(
+        t.name.as_str(),
+        t.dims.as_slice(),
+        t.ty,
+        t.n_bytes,
+    )]);
+    assert!(summary.contains("no kernels for Q8_K"), "{summary}");
 }

@@ -14,7 +14,8 @@ use tandem::Error;
 
 use GgmlType::*;
 
-const TYPES: [GgmlType; 9] = [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K];
+/// Every type with GPU kernels.
+const TYPES: [GgmlType; 15] = tandem::quant::SUPPORTED;
 // Both layouts of the small-T kernel (`Layout::ALL`) are checked on whatever adapter runs
 // the tests; a device uses one of them (`Layout::for_gpu`).
 
@@ -33,9 +34,15 @@ fn awkward_k(ty: GgmlType) -> usize {
     }
 }
 
-/// Random weights quantized with the CPU quantizer: (GGUF bytes, dequantized reference).
+/// Random weights: quantized with the CPU quantizer where tandem has one, else random
+/// blocks (every bit pattern of the quant bytes) whose f16 scales keep each block's values
+/// within ±1. (GGUF bytes, dequantized reference.)
 fn weights(ty: GgmlType, n: usize, k: usize, seed: u64) -> (Vec<u8>, Vec<f32>) {
-    let bytes = quantize(ty, &common::rand_f32(seed, n * k)).unwrap();
+    let bytes = if tandem::quant::can_quantize(ty) {
+        quantize(ty, &common::rand_f32(seed, n * k)).unwrap()
+    } else {
+        tandem::quant::random_blocks(ty, n * k, seed).unwrap()
+    };
     let w = dequantize(ty, &bytes, n * k).unwrap();
     (bytes, w)
 }
@@ -265,6 +272,8 @@ fn matrices_over_the_binding_limit_are_split_by_rows() {
     for (ty, layout) in [
         (Q6_K, Layout::Gpu),
         (Q5_0, Layout::Cpu),
+        (Q3_K, Layout::Gpu),
+        (IQ4_NL, Layout::Cpu),
         (F32, Layout::Gpu),
         (Q4_1, Layout::Cpu),
     ] {
@@ -390,8 +399,8 @@ fn cpu_gather(w: &[f32], n: usize, k: usize, ids: &[u32]) -> Vec<f32> {
 #[test]
 fn embedding_gather_equals_cpu_dequant_for_every_type() {
     // Tolerance: none for types whose element is one product ((q - o) · d): the kernel does
-    // the same f32 operations as the CPU dequantizer. Q4_1 (q·d + m) and Q4_K (d·s·q - m)
-    // end in a multiply-add that a GPU compiler may fuse into an FMA, so they may differ by
+    // the same f32 operations as the CPU dequantizer. Q4_1 and Q5_1 (q·d + m), Q2_K, Q4_K
+    // and Q5_K (d·s·q - m) end in a multiply-add that a GPU compiler may fuse into an FMA, so they may differ by
     // rounding: 1e-6 relative (equal on lavapipe).
     let Some(full) = common::gpu() else { return };
     let n = 37;
@@ -419,7 +428,7 @@ fn embedding_gather_equals_cpu_dequant_for_every_type() {
         let (bytes, w) = weights(ty, n, k, 30 + i as u64);
         let want = cpu_gather(&w, n, k, &ids);
         let check = |got: Vec<f32>, want: &[f32], what: &str| {
-            if matches!(ty, Q4_1 | Q4_K) {
+            if matches!(ty, Q4_1 | Q4_K | Q5_1 | Q2_K | Q5_K) {
                 let e = common::max_rel_err(&got, want);
                 assert!(e <= 1e-6, "{what} {}: error {e}", ty.name());
             } else {
@@ -507,17 +516,17 @@ fn bad_inputs_are_errors() {
         "{e}"
     );
     // Types without a kernel.
-    let e = QuantMatrix::upload(&gpu, "w", Q2_K, 1, 256, &[0u8; 84]).unwrap_err();
+    let e = QuantMatrix::upload(&gpu, "w", Q8_K, 1, 256, &[0u8; 292]).unwrap_err();
     assert!(
-        matches!(e, Error::Unsupported(_)) && e.to_string().contains("Q2_K"),
+        matches!(e, Error::Unsupported(_)) && e.to_string().contains("Q8_K"),
         "{e}"
     );
     assert!(matches!(
-        Matmul::new(&gpu, Q5_K),
+        Matmul::new(&gpu, Q8_1),
         Err(Error::Unsupported(_))
     ));
     assert!(matches!(
-        Embedding::new(&gpu, Q3_K),
+        Embedding::new(&gpu, Q8_K),
         Err(Error::Unsupported(_))
     ));
     // Rows that are not whole blocks / units.

@@ -70,8 +70,7 @@ fn a_broken_shader_fails_validation() {
 #[test]
 fn quantized_kernels_validate_for_every_type() {
     use tandem::kernels::matmul::small_source;
-    use tandem::model::quant::GgmlType::*;
-    for ty in [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K] {
+    for ty in tandem::quant::SUPPORTED {
         // Its layouts are override constants: the kernel tests build both pipelines.
         let what = format!("matmul.q.wgsl for {}", ty.name());
         tandem::gpu::validate_wgsl(&what, &small_source(ty).unwrap()).unwrap();

@@ -33,7 +33,7 @@ use GgmlType::*;
 wasm_bindgen_test_configure!(run_in_browser);
 
 /// Every weight type the GPU kernels take.
-const TYPES: [GgmlType; 9] = [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K];
+const TYPES: [GgmlType; 15] = tandem::quant::SUPPORTED;
 
 async fn gpu() -> Gpu {
     Gpu::new(&GpuOptions::default())
@@ -97,9 +97,14 @@ fn awkward_k(ty: GgmlType) -> usize {
     }
 }
 
-/// Random weights quantized with the CPU quantizer: (GGUF bytes, dequantized reference).
+/// Random weights: quantized with the CPU quantizer where tandem has one, else random
+/// blocks (`quant::random_blocks`). (GGUF bytes, dequantized reference.)
 fn weights(ty: GgmlType, n: usize, k: usize, seed: u64) -> (Vec<u8>, Vec<f32>) {
-    let bytes = quantize(ty, &rand_f32(seed, n * k)).unwrap();
+    let bytes = if tandem::quant::can_quantize(ty) {
+        quantize(ty, &rand_f32(seed, n * k)).unwrap()
+    } else {
+        tandem::quant::random_blocks(ty, n * k, seed).unwrap()
+    };
     let w = dequantize(ty, &bytes, n * k).unwrap();
     (bytes, w)
 }
@@ -484,8 +489,8 @@ async fn argmax_over_a_vocabulary_with_ties() {
 
 /// Gathers ids (repeats, the first and last rows, ids past the table) for every weight
 /// type. Exact for types whose element is one product ((q - o) · d): the kernel does the
-/// CPU dequantizer's f32 operations. Q4_1 (q·d + m) and Q4_K (d·s·q - m) end in a
-/// multiply-add a shader compiler may fuse into an FMA: 1e-6 relative there.
+/// CPU dequantizer's f32 operations. Q4_1 and Q5_1 (q·d + m), Q2_K, Q4_K and Q5_K
+/// (d·s·q - m) end in a multiply-add a shader compiler may fuse into an FMA: 1e-6 relative there.
 #[wasm_bindgen_test]
 async fn embedding_gather_equals_cpu_dequant() {
     let gpu = gpu().await;
@@ -535,7 +540,7 @@ async fn embedding_gather_equals_cpu_dequant() {
         let b = e.bind(&gpu, &step, &m, &ids_buf, &out).unwrap();
         submit(&gpu, |p| e.encode(p, &b, t as u32).unwrap());
         let got: Vec<f32> = gpu.read_vec(&out, t * k).await.unwrap();
-        if matches!(ty, Q4_1 | Q4_K) {
+        if matches!(ty, Q4_1 | Q4_K | Q5_1 | Q2_K | Q5_K) {
             let err = max_rel_err(&got, &want);
             assert!(err <= 1e-6, "gather {}: error {err}", ty.name());
         } else {

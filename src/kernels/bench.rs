@@ -6,7 +6,7 @@ use crate::gpu::Gpu;
 use crate::kernels::matmul::{Epilogue, Matmul, QuantMatrix};
 use crate::kernels::Layout;
 use crate::kernels::Step;
-use crate::quant::{quantize, GgmlType};
+use crate::quant::{can_quantize, quantize, random_blocks, GgmlType};
 use crate::{Error, Result};
 
 /// One matmul shape's timing.
@@ -71,7 +71,11 @@ pub fn bench_matmul_layout(
     // Quantizing a whole vocabulary head on the CPU takes long; a few distinct random
     // rows repeated read the same number of bytes.
     let distinct = n.min(16);
-    let sample = quantize(ty, &pseudo_random(1, distinct * k))?;
+    let sample = if can_quantize(ty) {
+        quantize(ty, &pseudo_random(1, distinct * k))?
+    } else {
+        random_blocks(ty, distinct * k, 1)?
+    };
     let mut bytes = Vec::with_capacity(n * row_bytes);
     for r in 0..n {
         let s = r % distinct;

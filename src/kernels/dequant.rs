@@ -1,7 +1,8 @@
 //! Quantized weights on the GPU: GGUF block bytes uploaded as they are, split by rows when
 //! a tensor exceeds the storage binding limit, plus the WGSL dequant helpers that kernels
 //! reading such weights include: `shaders/dequant.inc.wgsl` (16-element units, word reads)
-//! and `shaders/dequant_chunk.inc.wgsl` (32-element chunks, 16-byte reads).
+//! and `shaders/dequant_chunk.inc.wgsl` (32-element chunks, 16-byte reads), each followed by
+//! `shaders/dequant_units.inc.wgsl` (the later types, written once over readers both define).
 
 use crate::gpu::Gpu;
 use crate::quant::GgmlType;
@@ -9,25 +10,24 @@ use crate::{Error, Result};
 
 const DEQUANT_WGSL: &str = include_str!("../../shaders/dequant.inc.wgsl");
 const DEQUANT_CHUNK_WGSL: &str = include_str!("../../shaders/dequant_chunk.inc.wgsl");
+const DEQUANT_UNITS_WGSL: &str = include_str!("../../shaders/dequant_units.inc.wgsl");
 
 /// Weight buffers are padded to this many bytes so shaders can read them as
 /// `array<vec4<u32>>` (`dequant_chunk.inc.wgsl`).
 pub const WEIGHT_ALIGN: usize = 16;
 
-/// Weight types the GPU kernels dequantize.
+/// Weight types the GPU kernels dequantize (every type with a CPU dequantizer,
+/// [`crate::quant::SUPPORTED`]).
 pub fn gpu_supported(ty: GgmlType) -> bool {
-    use GgmlType::*;
-    matches!(
-        ty,
-        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q8_0 | Q4_K | Q6_K
-    )
+    crate::quant::SUPPORTED.contains(&ty)
 }
 
 fn unsupported(ty: GgmlType, what: &str) -> Error {
+    let names: Vec<&str> = crate::quant::SUPPORTED.iter().map(|t| t.name()).collect();
     Error::Unsupported(format!(
-        "{what}: GGML type {} has no GPU kernel (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, \
-         Q8_0, Q4_K, Q6_K)",
-        ty.name()
+        "{what}: GGML type {} has no GPU kernel (supported: {})",
+        ty.name(),
+        names.join(", ")
     ))
 }
 
@@ -39,7 +39,7 @@ pub fn shader_source(ty: GgmlType, kernel: &str) -> Result<String> {
     }
     let f = format!("dq_{}", ty.name().to_ascii_lowercase());
     Ok(format!(
-        "{DEQUANT_WGSL}\nfn dequant_unit(row: u32, u: u32) -> array<vec4<f32>, 4> {{ return {f}(row, u); }}\n\n{kernel}"
+        "{DEQUANT_WGSL}\n{DEQUANT_UNITS_WGSL}\nfn dequant_unit(row: u32, u: u32) -> array<vec4<f32>, 4> {{ return {f}(row, u); }}\n\n{kernel}"
     ))
 }
 
@@ -51,7 +51,7 @@ pub fn chunk_shader_source(ty: GgmlType, kernel: &str) -> Result<String> {
     }
     let f = format!("dc_{}", ty.name().to_ascii_lowercase());
     Ok(format!(
-        "{DEQUANT_CHUNK_WGSL}\nfn dequant_chunk(row: u32, c: u32) -> array<vec4<f32>, 8> {{ return {f}(row, c); }}\n\n{kernel}"
+        "{DEQUANT_CHUNK_WGSL}\n{DEQUANT_UNITS_WGSL}\nfn dequant_chunk(row: u32, c: u32) -> array<vec4<f32>, 8> {{ return {f}(row, c); }}\n\n{kernel}"
     ))
 }
 

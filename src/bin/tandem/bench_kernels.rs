@@ -12,8 +12,10 @@ use tandem::kernels::Layout;
 use tandem::quant::GgmlType;
 use tandem::{Error, Result};
 
-/// The weight types of the reference models (MODELS.md), plus F16 and Q4_0.
-const DEFAULT_TYPES: &str = "Q4_1,Q5_0,Q8_0,Q4_K,Q6_K,F16,F32,Q4_0";
+/// The weight types of the reference models (MODELS.md), plus F16 and Q4_0, then the other
+/// types real GGUF files use (Q5_K_M, Q3_K_M, Q2_K, IQ4_XS/IQ4_NL mixes).
+const DEFAULT_TYPES: &str =
+    "Q4_1,Q5_0,Q8_0,Q4_K,Q6_K,F16,F32,Q4_0,Q5_1,Q2_K,Q3_K,Q5_K,IQ4_NL,IQ4_XS";
 /// N×K of Qwen2.5-Coder's big matrices: 0.5B ffn_down, 1.5B ffn_down, 1.5B ffn_gate/up,
 /// 1.5B output head.
 const DEFAULT_SHAPES: &str = "896x4864,1536x8960,8960x1536,151936x1536";
