@@ -13,7 +13,7 @@
 //!   but a generation touches a few thousand tokens). Rows are overwritten, never appended
 //!   twice, so memory is bounded by the vocabulary. The table is knowledge about the target
 //!   alone (no context), so it outlives generations; [`Drafter::reset`] clears it.
-//! - the tree template is `[MAX_STEP_TOKENS - 1]` nodes `(parent, rank)` in best-first order:
+//! - the tree template is `[nodes]` (≤ `MAX_STEP_TOKENS - 1`) pairs `(parent, rank)`, best-first:
 //!   a node's token is the `rank`-th successor of its parent's token. A path's prior is
 //!   `∏ 1 / (rank + 2)` (the first choice ½, the second ⅓, …: the target's top-1 after a row
 //!   is accepted more often than its top-2), and nodes are ordered by prior, descending
