@@ -26,6 +26,7 @@ pub mod draft_model;
 pub mod dynamic_tree;
 pub mod lookup;
 pub mod plain;
+pub mod recycle;
 pub mod registry;
 pub mod tree;
 pub mod verify;
@@ -36,6 +37,7 @@ pub use draft_model::{DraftModel, DrafterOptions};
 pub use dynamic_tree::DynamicTree;
 pub use lookup::{Lookup, PromptLookup};
 pub use plain::Plain;
+pub use recycle::Recycle;
 pub use registry::{MethodDef, MethodSpec, METHODS};
 pub use tree::DraftTree;
 

@@ -8,7 +8,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::{DraftChain, Drafter, DynamicTree, Lookup, Plain, PromptLookup, MAX_STEP_TOKENS};
+use super::{
+    DraftChain, Drafter, DynamicTree, Lookup, Plain, PromptLookup, Recycle, MAX_STEP_TOKENS,
+};
 use crate::{Error, Result};
 
 /// One integer parameter of a method.
@@ -106,6 +108,27 @@ pub const METHODS: &[MethodDef] = &[
                 min: 1,
                 max: super::draft_model::TREE_WIDTH,
                 about: "nodes expanded per level",
+            },
+        ],
+    },
+    MethodDef {
+        name: "recycle",
+        about: "Token Recycling: a best-first tree filled from a table of the target's own top-k successors",
+        needs_drafter_model: false,
+        params: &[
+            Param {
+                key: "k",
+                default: 8,
+                min: 1,
+                max: crate::kernels::topk::MAX_K as usize,
+                about: "successors kept per token (the target's top-k at each verified row)",
+            },
+            Param {
+                key: "nodes",
+                default: 16,
+                min: 1,
+                max: MAX_DRAFT,
+                about: "most tree nodes per step",
             },
         ],
     },
@@ -315,6 +338,7 @@ impl MethodSpec {
             }),
             "sps" => Box::new(DraftChain::new(self.get("len"))),
             "tree" => Box::new(DynamicTree::new(self.get("nodes"), self.get("width"))),
+            "recycle" => Box::new(Recycle::new(self.get("k"), self.get("nodes"))),
             _ => Box::new(Plain),
         }
     }
