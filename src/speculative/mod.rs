@@ -27,6 +27,7 @@ pub mod dynamic_tree;
 pub mod lookup;
 pub mod plain;
 pub mod registry;
+pub mod suffix;
 pub mod tree;
 pub mod verify;
 
@@ -37,6 +38,7 @@ pub use dynamic_tree::DynamicTree;
 pub use lookup::{Lookup, PromptLookup};
 pub use plain::Plain;
 pub use registry::{MethodDef, MethodSpec, METHODS};
+pub use suffix::{Suffix, SuffixOptions, SuffixTrie};
 pub use tree::DraftTree;
 
 use crate::gpu::Gpu;
