@@ -467,10 +467,11 @@ mod tests {
         let t = s.propose_for(&h, 8);
         t.validate().unwrap();
         // "5 9 1 2" occurs only now, so "9 1 2" is the match (before: then 3, then 5, each
-        // 1/2); 3 is followed by 4 (1/1). A match of 3 × 300% allows 9 nodes, budget 8.
+        // 1/2); 3 is followed by 4 (1/1, path 1/2: ties go to the lower token). A match of
+        // 3 × 300% allows 9 nodes, the budget 8.
         assert_eq!(t.len(), 8);
-        assert_eq!(&t.tokens[..3], &[3, 5, 4]);
-        assert_eq!(&t.parents[..3], &[None, None, Some(0)]);
-        assert_eq!(&t.probs[..3], &[0.5, 0.5, 1.0]);
+        assert_eq!(&t.tokens[..3], &[3, 4, 5]);
+        assert_eq!(&t.parents[..3], &[None, Some(0), None]);
+        assert_eq!(&t.probs[..3], &[0.5, 1.0, 0.5]);
     }
 }
