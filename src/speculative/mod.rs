@@ -28,6 +28,7 @@ pub mod lookup;
 pub mod plain;
 pub mod recycle;
 pub mod registry;
+pub mod suffix;
 pub mod tree;
 pub mod verify;
 
@@ -39,6 +40,7 @@ pub use lookup::{Lookup, PromptLookup};
 pub use plain::Plain;
 pub use recycle::Recycle;
 pub use registry::{MethodDef, MethodSpec, METHODS};
+pub use suffix::{Suffix, SuffixOptions, SuffixTrie};
 pub use tree::DraftTree;
 
 use crate::gpu::Gpu;

@@ -9,7 +9,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::{
-    DraftChain, Drafter, DynamicTree, Lookup, Plain, PromptLookup, Recycle, MAX_STEP_TOKENS,
+    DraftChain, Drafter, DynamicTree, Lookup, Plain, PromptLookup, Recycle, Suffix, SuffixOptions,
+    MAX_STEP_TOKENS,
 };
 use crate::{Error, Result};
 
@@ -130,6 +131,19 @@ pub const METHODS: &[MethodDef] = &[
                 max: MAX_DRAFT,
                 about: "most tree nodes per step",
             },
+        ],
+    },
+    MethodDef {
+        name: "suffix",
+        about: "SuffixDecoding: suffix tries of this request and of earlier outputs, frequent continuations as a tree",
+        needs_drafter_model: false,
+        params: &[
+            Param { key: "len", default: 24, min: 1, max: MAX_DRAFT, about: "most draft nodes per step" },
+            Param { key: "depth", default: 24, min: 2, max: 64, about: "trie depth: match length + draft depth" },
+            Param { key: "min_prob", default: 10, min: 0, max: 100, about: "least path probability of a node, in percent" },
+            Param { key: "factor", default: 100, min: 1, max: 1000, about: "most nodes per matched token, in percent" },
+            Param { key: "cache_requests", default: 1000, min: 1, max: 1_000_000, about: "earlier outputs kept (oldest evicted first)" },
+            Param { key: "cache_nodes", default: 1 << 20, min: 1, max: 1 << 26, about: "most nodes of the earlier-outputs trie (~40 bytes each)" },
         ],
     },
 ];
@@ -339,6 +353,14 @@ impl MethodSpec {
             "sps" => Box::new(DraftChain::new(self.get("len"))),
             "tree" => Box::new(DynamicTree::new(self.get("nodes"), self.get("width"))),
             "recycle" => Box::new(Recycle::new(self.get("k"), self.get("nodes"))),
+            "suffix" => Box::new(Suffix::new(SuffixOptions {
+                len: self.get("len"),
+                depth: self.get("depth"),
+                min_prob_percent: self.get("min_prob"),
+                factor_percent: self.get("factor"),
+                max_requests: self.get("cache_requests"),
+                max_nodes: self.get("cache_nodes"),
+            })),
             _ => Box::new(Plain),
         }
     }
