@@ -159,14 +159,20 @@ impl Default for EngineOptions {
     }
 }
 
+/// Most drafters (methods with their parameters) an engine keeps; the least recently used
+/// is dropped beyond it.
+pub const KEPT_DRAFTERS: usize = 8;
+
 /// A loaded target (and optional drafter model) on a GPU.
 pub struct Engine {
     pub gpu: Gpu,
     pub tokenizer: Tokenizer,
     pub target: Transformer,
     draft_model: Option<DraftModel>,
-    /// The drafter of the last generation's method (kept while the method stays the same).
-    drafter: Option<(MethodSpec, Box<dyn Drafter>)>,
+    /// One drafter per method used, most recent last (at most [`KEPT_DRAFTERS`]): a method's
+    /// state (a suffix trie of earlier outputs, a recycling table) survives generations with
+    /// other methods in between, as a bench that cycles through methods needs.
+    drafters: Vec<(MethodSpec, Box<dyn Drafter>)>,
     options: EngineOptions,
     verification: Verification,
     /// The staging buffer every step's readback goes through.
@@ -324,7 +330,7 @@ impl Engine {
             tokenizer,
             target,
             draft_model: None,
-            drafter: None,
+            drafters: Vec::new(),
             options,
             verification,
             readback,
@@ -366,22 +372,32 @@ impl Engine {
     /// Use `drafter` for the generations whose method is `method` (until another method
     /// runs): a drafter from outside the registry, or one whose state the caller prepared.
     pub fn set_drafter(&mut self, method: MethodSpec, drafter: Box<dyn Drafter>) {
-        self.drafter = Some((method, drafter));
+        self.drafters.retain(|(m, _)| *m != method);
+        self.drafters.push((method, drafter));
+        if self.drafters.len() > KEPT_DRAFTERS {
+            self.drafters.remove(0);
+        }
     }
 
     pub fn has_drafter(&self) -> bool {
         self.draft_model.is_some()
     }
 
-    /// Forget the KV caches and what the drafter learned (the next generation prefills its
-    /// whole prompt).
+    /// Forget the KV caches and what the drafters learned (the next generation prefills its
+    /// whole prompt and drafts from nothing).
     pub fn reset(&mut self) {
+        self.clear_cache();
+        for (_, d) in &mut self.drafters {
+            d.reset();
+        }
+    }
+
+    /// Forget the KV caches (the next generation prefills its whole prompt) but keep what
+    /// the drafters learned, as a server keeps it between requests.
+    pub fn clear_cache(&mut self) {
         self.cache.clear();
         if let Some(d) = &mut self.draft_model {
             d.cache.clear();
-        }
-        if let Some((_, d)) = &mut self.drafter {
-            d.reset();
         }
     }
 
@@ -416,12 +432,16 @@ impl Engine {
                 opts.max_tokens
             )));
         }
-        // The drafter stays across generations while the method does.
-        let (_, drafter) = match self.drafter.take() {
-            Some((m, d)) if m == opts.method => self.drafter.insert((m, d)),
-            _ => self
-                .drafter
-                .insert((opts.method.clone(), opts.method.drafter())),
+        // Each method's drafter stays across generations (most recently used last).
+        match self.drafters.iter().position(|(m, _)| *m == opts.method) {
+            Some(i) => {
+                let d = self.drafters.remove(i);
+                self.drafters.push(d);
+            }
+            None => self.set_drafter(opts.method.clone(), opts.method.drafter()),
+        }
+        let Some((_, drafter)) = self.drafters.last_mut() else {
+            return Err(Error::Invalid("no drafter for the method".into()));
         };
         if drafter.needs_model() && self.draft_model.is_none() {
             return Err(Error::Invalid(format!(

@@ -209,7 +209,7 @@ impl WebEngine {
         })
     }
 
-    /// Load a drafter model (same tokenizer as the target) for the `"draft"` method.
+    /// Load a drafter model (same tokenizer as the target) for the methods that need one (`"sps"`, `"tree"`, `"hybrid:model=on"`).
     #[wasm_bindgen(js_name = loadDrafter)]
     pub fn load_drafter(&self, draft: ModelBytes) -> Result<(), JsValue> {
         let mut engine = self.engine.try_borrow_mut().map_err(|_| busy())?;

@@ -4,7 +4,10 @@
 //! greedy output with `suffix` drafts equals plain greedy output (a tiny model and SmolLM2);
 //! speculative sampling with suffix drafts keeps the target's distribution (χ²); and a
 //! second generation that repeats the first's output drafts from the earlier-outputs trie
-//! (more accepted tokens, fewer target passes than the first).
+//! (more accepted tokens, fewer target passes than the first). The same proofs for the
+//! `hybrid` combinator (suffix on a long match, else recycling, else a drafter model), plus:
+//! with a match length it never reaches it drafts exactly as `recycle` does, and with
+//! `model=on` the drafter model drafts where neither does, the output still plain's.
 mod common;
 
 use rand::{Rng, SeedableRng};
@@ -201,10 +204,15 @@ fn engine_for(target: &ModelFile, max_ctx: usize) -> Option<Engine> {
     )
 }
 
-/// Greedy: plain, then `suffix` twice on one engine. Both equal plain; the second run's
+/// Greedy: plain, then `method` twice on one engine. Both equal plain; the second run's
 /// drafts come from the first's output in the earlier-outputs trie, so it accepts more
 /// draft tokens in fewer target passes than the first.
-fn greedy_equal_and_second_run_drafts_more(engine: &mut Engine, prompt: &[u32], n: usize) {
+fn greedy_equal_and_second_run_drafts_more(
+    engine: &mut Engine,
+    prompt: &[u32],
+    n: usize,
+    method: &str,
+) {
     let plain = GenerateOptions {
         max_tokens: n,
         adaptive: false,
@@ -212,18 +220,18 @@ fn greedy_equal_and_second_run_drafts_more(engine: &mut Engine, prompt: &[u32], 
     };
     let a = engine.generate(prompt, &plain, |_| true).unwrap();
     let o = GenerateOptions {
-        method: spec("suffix"),
+        method: spec(method),
         ..plain
     };
     let first = engine.generate(prompt, &o, |_| true).unwrap();
     let second = engine.generate(prompt, &o, |_| true).unwrap();
-    assert_eq!(a.tokens, first.tokens, "suffix changed the greedy output");
+    assert_eq!(a.tokens, first.tokens, "{method} changed the greedy output");
     assert_eq!(
         a.tokens, second.tokens,
-        "suffix changed the greedy output (2nd run)"
+        "{method} changed the greedy output (2nd run)"
     );
     eprintln!(
-        "suffix: first run {} accepted / {} passes, second {} / {}",
+        "{method}: first run {} accepted / {} passes, second {} / {}",
         first.stats.accepted,
         first.stats.target_passes,
         second.stats.accepted,
@@ -255,7 +263,119 @@ fn greedy_suffix_equals_plain_and_multi_turn_drafts_from_earlier_outputs_tiny() 
         .tokenizer
         .encode("the world and the world and the", false)
         .unwrap();
-    greedy_equal_and_second_run_drafts_more(&mut engine, &prompt, 40);
+    greedy_equal_and_second_run_drafts_more(&mut engine, &prompt, 40, "suffix");
+}
+
+#[test]
+fn greedy_hybrid_equals_plain_and_multi_turn_drafts_from_earlier_outputs_tiny() {
+    for (arch, ty, seed) in [
+        (Arch::Llama, GgmlType::Q8_0, 7),
+        (Arch::Qwen2, GgmlType::Q4_K, 3),
+    ] {
+        let file = tiny(arch, ty, seed);
+        let Some(mut engine) = engine_for(&file, 256) else {
+            return;
+        };
+        let prompt = engine
+            .tokenizer
+            .encode("the world and the world and the", false)
+            .unwrap();
+        greedy_equal_and_second_run_drafts_more(&mut engine, &prompt, 40, "hybrid:min_match=3");
+    }
+}
+
+/// With a match length it can never reach, `hybrid` is Token Recycling: the same drafts,
+/// so the same accepted counts and passes, step for step; with a short one it drafts more
+/// than `recycle` after a repetitive prompt (the suffix branch takes over on matches).
+#[test]
+fn hybrid_without_long_matches_drafts_exactly_as_recycle() {
+    let file = tiny(Arch::Llama, GgmlType::Q8_0, 7);
+    let Some(mut engine) = engine_for(&file, 256) else {
+        return;
+    };
+    let prompt = engine
+        .tokenizer
+        .encode("the world and the world and the", false)
+        .unwrap();
+    let run = |engine: &mut Engine, method: &str| {
+        engine.reset();
+        let o = GenerateOptions {
+            max_tokens: 40,
+            adaptive: false,
+            method: spec(method),
+            ..Default::default()
+        };
+        let mut steps = Vec::new();
+        let out = engine
+            .generate(&prompt, &o, |ev| {
+                let tandem::engine::Event::Tokens { ids, proposed, .. } = ev;
+                steps.push((ids.len(), *proposed));
+                true
+            })
+            .unwrap();
+        (out, steps)
+    };
+    let (r, r_steps) = run(&mut engine, "recycle:nodes=8");
+    let (h, h_steps) = run(&mut engine, "hybrid:nodes=8,min_match=63");
+    assert_eq!(h.tokens, r.tokens);
+    assert_eq!(
+        h_steps, r_steps,
+        "hybrid (no long match) vs recycle, per step"
+    );
+    assert!(r.stats.drafted > 0);
+    let (s, _) = run(&mut engine, "hybrid:nodes=8,min_match=2");
+    assert_eq!(s.tokens, r.tokens);
+    eprintln!(
+        "recycle: {} accepted / {} passes; hybrid min_match=2: {} / {}",
+        r.stats.accepted, r.stats.target_passes, s.stats.accepted, s.stats.target_passes
+    );
+    assert_ne!(
+        (s.stats.drafted, s.stats.accepted),
+        (r.stats.drafted, r.stats.accepted),
+        "the suffix branch never drafted"
+    );
+}
+
+/// `hybrid:model=on`: where neither the suffix tries nor the recycling table draft (the
+/// first steps of a fresh engine), the drafter model's chain does (here the target drafts
+/// for itself); the output is plain's. Without a drafter model the method is refused.
+#[test]
+fn hybrid_with_a_drafter_model_falls_back_to_its_chain() {
+    let file = tiny(Arch::Llama, GgmlType::Q8_0, 7);
+    let Some(mut engine) = engine_for(&file, 256) else {
+        return;
+    };
+    let prompt = engine.tokenizer.encode("the world", false).unwrap();
+    let o = GenerateOptions {
+        max_tokens: 24,
+        adaptive: false,
+        method: spec("hybrid:model=on,len=3"),
+        ..Default::default()
+    };
+    let err = engine
+        .generate(&prompt, &o, |_| true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs a drafter model"), "{err}");
+    engine.load_drafter(&file).unwrap();
+    let plain = GenerateOptions {
+        method: MethodSpec::plain(),
+        ..o.clone()
+    };
+    let a = engine.generate(&prompt, &plain, |_| true).unwrap();
+    engine.reset();
+    let b = engine.generate(&prompt, &o, |_| true).unwrap();
+    assert_eq!(
+        a.tokens, b.tokens,
+        "hybrid:model=on changed the greedy output"
+    );
+    assert!(
+        b.stats.drafter_passes > 0,
+        "the drafter model never drafted ({} passes)",
+        b.stats.drafter_passes
+    );
+    // Self-drafting: the model's chain drafts are the target's own tokens.
+    assert!(b.stats.accepted > 0);
 }
 
 /// SmolLM2 (one fixture prompt, 16 tokens: lavapipe runs ~3 s per token).
@@ -269,7 +389,39 @@ fn smollm2_greedy_suffix_equals_plain_and_multi_turn_drafts_from_earlier_outputs
         return;
     };
     let recs = common::greedy_fixtures("smollm2-135m");
-    greedy_equal_and_second_run_drafts_more(&mut engine, &recs[0].prompt_ids, 16);
+    greedy_equal_and_second_run_drafts_more(&mut engine, &recs[0].prompt_ids, 16, "suffix");
+}
+
+/// SmolLM2: `hybrid` gives plain's tokens (one fixture prompt in CI, all with TANDEM_SLOW=1).
+#[test]
+fn smollm2_greedy_hybrid_equals_plain() {
+    let Some(path) = common::model("smollm2") else {
+        return;
+    };
+    let file = ModelFile::open(&path).unwrap();
+    let Some(mut engine) = engine_for(&file, 512) else {
+        return;
+    };
+    let recs = common::greedy_fixtures("smollm2-135m");
+    let n = if common::slow("all SmolLM2 hybrid prompts") {
+        recs.len()
+    } else {
+        1
+    };
+    for rec in &recs[..n] {
+        let plain = GenerateOptions {
+            max_tokens: 16,
+            ..Default::default()
+        };
+        let a = engine.generate(&rec.prompt_ids, &plain, |_| true).unwrap();
+        let o = GenerateOptions {
+            method: spec("hybrid"),
+            ..plain
+        };
+        let b = engine.generate(&rec.prompt_ids, &o, |_| true).unwrap();
+        assert_eq!(a.tokens, b.tokens, "hybrid changed SmolLM2's greedy output");
+        assert!(b.stats.drafted > 0, "hybrid drafted nothing on SmolLM2");
+    }
 }
 
 /// Speculative sampling with suffix drafts is lossless: the first token is distributed as
@@ -277,6 +429,16 @@ fn smollm2_greedy_suffix_equals_plain_and_multi_turn_drafts_from_earlier_outputs
 /// the prompt's repetition makes `suffix` draft at the first step.
 #[test]
 fn suffix_sampling_first_token_follows_the_target_distribution() {
+    suffix_first_token_chi2("suffix");
+}
+
+/// The same for `hybrid` with a match length the prompt reaches (its suffix branch drafts).
+#[test]
+fn hybrid_sampling_first_token_follows_the_target_distribution() {
+    suffix_first_token_chi2("hybrid:min_match=1");
+}
+
+fn suffix_first_token_chi2(method: &str) {
     let file = tiny(Arch::Llama, GgmlType::Q8_0, 9);
     let Some(mut engine) = engine_for(&file, 256) else {
         return;
@@ -322,7 +484,7 @@ fn suffix_sampling_first_token_follows_the_target_distribution() {
         let o = GenerateOptions {
             max_tokens: 3,
             adaptive: false,
-            method: spec("suffix"),
+            method: spec(method),
             sampling: Some(tandem::kernels::sample::SampleParams {
                 temperature: temp as f32,
                 top_k: 0,
@@ -354,13 +516,13 @@ fn suffix_sampling_first_token_follows_the_target_distribution() {
     let k = (df - 1) as f64;
     let crit = k * (1.0 - 2.0 / (9.0 * k) + 3.09 * (2.0 / (9.0 * k)).sqrt()).powi(3);
     eprintln!(
-        "χ² = {chi2:.1}, df = {}, critical {crit:.1}, drafted {drafted}, accepted {accepted}",
+        "{method}: χ² = {chi2:.1}, df = {}, critical {crit:.1}, drafted {drafted}, accepted {accepted}",
         df - 1
     );
     assert!(df >= 3, "the distribution is too peaked (df = {df})");
     assert!(
         drafted >= trials,
-        "suffix drafted {drafted} nodes in {trials} runs"
+        "{method} drafted {drafted} nodes in {trials} runs"
     );
     assert!(
         accepted > 0 && accepted < drafted,

@@ -91,7 +91,9 @@ pub fn run_order(methods: &[BenchMethod]) -> Vec<BenchMethod> {
     v
 }
 
-/// Answers one question with one method, from empty KV caches.
+/// Answers one question with one method, from empty KV caches. The method's drafter keeps
+/// what it learned from earlier questions (a suffix trie of earlier outputs, a recycling
+/// table), as it would in a server; the warm-up's is forgotten.
 pub fn answer(
     engine: &mut Engine,
     question: &Question,
@@ -99,7 +101,7 @@ pub fn answer(
     settings: &RunSettings,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<QuestionRecord> {
-    engine.reset();
+    engine.clear_cache();
     let mut messages: Vec<ChatMessage> = Vec::new();
     let mut turns = Vec::new();
     for (i, user) in question.turns.iter().enumerate() {

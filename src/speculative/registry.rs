@@ -9,8 +9,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::{
-    DraftChain, Drafter, DynamicTree, Lookup, Plain, PromptLookup, Recycle, Suffix, SuffixOptions,
-    MAX_STEP_TOKENS,
+    DraftChain, Drafter, DynamicTree, Hybrid, Lookup, Plain, PromptLookup, Recycle, Suffix,
+    SuffixOptions, MAX_STEP_TOKENS,
 };
 use crate::{Error, Result};
 
@@ -146,6 +146,19 @@ pub const METHODS: &[MethodDef] = &[
             Param { key: "cache_nodes", default: 1 << 20, min: 1, max: 1 << 26, about: "most nodes of the earlier-outputs trie (~40 bytes each)" },
         ],
     },
+    MethodDef {
+        name: "hybrid",
+        about: "SAM-Decoding's rule: the suffix draft on a long match, else Token Recycling's tree (model=on: else the drafter model's chain)",
+        needs_drafter_model: false,
+        params: &[
+            Param { key: "min_match", default: 5, min: 1, max: 63, about: "shortest suffix match whose draft is taken" },
+            Param { key: "nodes", default: 16, min: 1, max: MAX_DRAFT, about: "most draft nodes per step (suffix and recycling)" },
+            Param { key: "k", default: 8, min: 1, max: crate::kernels::topk::MAX_K as usize, about: "recycling: successors kept per token" },
+            Param { key: "depth", default: 24, min: 2, max: 64, about: "suffix trie depth: match length + draft depth" },
+            Param { key: "model", default: 0, min: 0, max: 1, about: "on: the drafter model's chain when neither drafts (needs --drafter)" },
+            Param { key: "len", default: 6, min: 1, max: MAX_DRAFT, about: "most chain tokens per step of the drafter model" },
+        ],
+    },
 ];
 
 /// The method names, comma-separated (for messages and help).
@@ -234,13 +247,16 @@ impl MethodSpec {
             let (k, v) = kv.split_once('=').ok_or_else(|| {
                 Error::Invalid(format!("method '{text}': '{kv}' is not key=value"))
             })?;
-            let value: usize = v.trim().parse().map_err(|_| {
-                Error::Invalid(format!(
-                    "method '{text}': {} = '{}' is not a whole number",
-                    k.trim(),
-                    v.trim()
-                ))
-            })?;
+            let value: usize = match v.trim().to_lowercase().as_str() {
+                "on" | "true" | "yes" => 1,
+                "off" | "false" | "no" => 0,
+                v => v.parse().map_err(|_| {
+                    Error::Invalid(format!(
+                        "method '{text}': {} = '{v}' is not a whole number (or on/off)",
+                        k.trim()
+                    ))
+                })?,
+            };
             spec = spec.with(k.trim(), value)?;
         }
         spec.check()?;
@@ -312,8 +328,9 @@ impl MethodSpec {
         self.def
     }
 
+    /// Whether the method needs a drafter model (always, or through a switch: `hybrid:model=on`).
     pub fn needs_drafter_model(&self) -> bool {
-        self.def.needs_drafter_model
+        self.def.needs_drafter_model || (self.has("model") && self.get("model") == 1)
     }
 
     /// Whether the method has parameter `key`.
@@ -361,6 +378,16 @@ impl MethodSpec {
                 max_requests: self.get("cache_requests"),
                 max_nodes: self.get("cache_nodes"),
             })),
+            "hybrid" => Box::new(Hybrid::new(
+                self.get("min_match"),
+                Suffix::new(SuffixOptions {
+                    len: self.get("nodes"),
+                    depth: self.get("depth"),
+                    ..SuffixOptions::default()
+                }),
+                Recycle::new(self.get("k"), self.get("nodes")),
+                (self.get("model") == 1).then(|| DraftChain::new(self.get("len"))),
+            )),
             _ => Box::new(Plain),
         }
     }
@@ -389,7 +416,10 @@ impl fmt::Display for MethodSpec {
             .iter()
             .zip(&self.values)
             .filter(|(p, v)| p.default != **v)
-            .map(|(p, v)| format!("{}={v}", p.key))
+            .map(|(p, v)| match (p.min, p.max) {
+                (0, 1) => format!("{}={}", p.key, if *v == 1 { "on" } else { "off" }),
+                _ => format!("{}={v}", p.key),
+            })
             .collect();
         if !changed.is_empty() {
             write!(f, ":{}", changed.join(","))?;
@@ -411,6 +441,12 @@ mod tests {
         let s = MethodSpec::parse("sps").unwrap();
         assert_eq!((s.get("len"), s.to_string().as_str()), (6, "sps"));
         assert!(s.needs_drafter_model() && !MethodSpec::plain().needs_drafter_model());
+        let h = MethodSpec::parse("hybrid:model=on").unwrap();
+        assert!(
+            h.needs_drafter_model() && !MethodSpec::parse("hybrid").unwrap().needs_drafter_model()
+        );
+        assert_eq!(h.to_string(), "hybrid:model=on");
+        assert_eq!(MethodSpec::parse("hybrid:model=1").unwrap(), h);
         assert_eq!(MethodSpec::parse("tree:nodes=16").unwrap().max_budget(), 16);
         for m in METHODS {
             let spec = MethodSpec::named(m.name).unwrap();
@@ -431,6 +467,7 @@ mod tests {
         assert!(msg("tree:depth=3").contains("nodes, width"));
         assert!(msg("plain:len=3").contains("takes none"));
         assert!(msg("sps:len=x").contains("not a whole number"));
+        assert!(msg("hybrid:model=2").contains("out of range"));
         assert!(msg("sps:len=0").contains("out of range"));
         assert!(msg("tree:width=9").contains("out of range"));
         assert!(msg("sps:len").contains("not key=value"));

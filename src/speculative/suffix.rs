@@ -207,7 +207,7 @@ impl SuffixTrie {
     /// The draft below the longest match of `history`: best-first by path probability,
     /// nodes of path probability ≥ `min_prob`, at most `max_nodes` of them. `self_count` is
     /// subtracted from the match node's count (1 when the history itself is in this trie,
-    /// whose current occurrence has no continuation yet). Returns the tree and its score.
+    /// whose current occurrence has no continuation yet).
     pub fn draft(
         &self,
         history: &[u32],
@@ -215,10 +215,14 @@ impl SuffixTrie {
         factor_percent: usize,
         min_prob: f32,
         self_count: u32,
-    ) -> (DraftTree, f32) {
+    ) -> SuffixDraft {
         let mut tree = DraftTree::empty();
         let Some((m, node)) = self.longest_match(history) else {
-            return (tree, 0.0);
+            return SuffixDraft {
+                tree,
+                score: 0.0,
+                matched: 0,
+            };
         };
         let cap = max_nodes.min((m * factor_percent).div_ceil(100));
         let room = self.depth - m;
@@ -260,8 +264,22 @@ impl SuffixTrie {
                 push_children(&mut heap, c.node, Some(me), c.path, c.level + 1, 0);
             }
         }
-        (tree, score)
+        SuffixDraft {
+            tree,
+            score,
+            matched: m,
+        }
     }
+}
+
+/// A draft below a suffix match.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SuffixDraft {
+    pub tree: DraftTree,
+    /// Sum of the nodes' path probabilities (the expected number of accepted tokens).
+    pub score: f32,
+    /// Length of the matched suffix of the history (0: no match).
+    pub matched: usize,
 }
 
 /// A candidate draft node, ordered by path probability (ties: lower token first).
@@ -404,13 +422,19 @@ impl Suffix {
 
     /// The draft after `history` (at most `budget` nodes).
     pub fn propose_for(&mut self, history: &[u32], budget: usize) -> DraftTree {
+        self.draft_after(history, budget).tree
+    }
+
+    /// The better-scored of the local and the global draft after `history` (at most
+    /// `budget` nodes), with the length of its match.
+    pub fn draft_after(&mut self, history: &[u32], budget: usize) -> SuffixDraft {
         self.sync(history);
         let o = &self.options;
         let n = budget.min(o.len);
         let min_prob = o.min_prob_percent as f32 / 100.0;
-        let (local, ls) = self.local.draft(history, n, o.factor_percent, min_prob, 1);
-        let (global, gs) = self.global.draft(history, n, o.factor_percent, min_prob, 0);
-        if gs > ls {
+        let local = self.local.draft(history, n, o.factor_percent, min_prob, 1);
+        let global = self.global.draft(history, n, o.factor_percent, min_prob, 0);
+        if global.score > local.score {
             global
         } else {
             local

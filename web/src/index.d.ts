@@ -5,8 +5,9 @@ export type ModelSource = string | URL | Blob;
 
 /** The methods of tandem's registry (`tandem methods`): plain decoding, prompt lookup, the
  * drafter model's greedy chain (sps) or dynamic tree, Token Recycling (recycle), SuffixDecoding
- * (suffix). */
-export type MethodName = 'plain' | 'lookup' | 'sps' | 'tree' | 'recycle' | 'suffix';
+ * (suffix), and their hybrid (hybrid: the suffix draft on a long match, else recycling;
+ * `hybrid:model=on` falls back to the drafter model). */
+export type MethodName = 'plain' | 'lookup' | 'sps' | 'tree' | 'recycle' | 'suffix' | 'hybrid';
 
 /** A method with optional parameters, `name[:key=value,...]`, e.g. `"tree:nodes=16,width=4"`. */
 export type Method = MethodName | `${MethodName}:${string}`;
@@ -92,7 +93,7 @@ export interface CompletionRequest extends RequestBase {
 
 /** The engine's statistics of one generation. */
 export interface Stats {
-  /** The method that made the drafts: `plain`, `lookup`, `sps` (drafter chain), `tree`, `recycle` or `suffix`. */
+  /** The method that made the drafts: `plain`, `lookup`, `sps` (drafter chain), `tree`, `recycle`, `suffix` or `hybrid`. */
   method: string;
   prompt_tokens: number;
   /** Prompt tokens whose KV cache was reused from the previous request (multi-turn). */
