@@ -1,27 +1,38 @@
-//! The adaptive draft budget: how many tokens to draft this step, chosen from the measured
-//! acceptance and the measured wall time of steps of each size on this device.
+//! The adaptive draft budget: how many draft nodes to propose this step, chosen from what
+//! steps of each size measured on this device during this generation: the tokens a step
+//! emitted (its accepted drafts + the target's own token) and its wall time.
 //!
-//! With per-token acceptance `a`, a chain of k drafts yields `E(k) = (1 - a^(k+1)) / (1 - a)`
-//! tokens per target pass (Leviathan et al.); a step of size k takes `time(k)` (drafter passes
-//! plus one verification of k + 1 tokens). The budget picks the k with the most tokens per
-//! second, so where drafting does not pay (a slow drafter, verification that grows with T, low
-//! acceptance) it settles on k = 0: plain decoding.
+//! Candidates are 0, 1, 2, 3, 4, 6, 9, 13, … up to the drafter's ceiling. Each keeps
+//! exponential moving averages of tokens and seconds per step over the steps that proposed
+//! that many nodes (what a step actually proposed, which can be less than asked: a drafter
+//! with no match proposes nothing). A chain's tokens per step would follow the geometric
+//! formula `(1 - a^(k+1)) / (1 - a)` (Leviathan et al.), but a tree's do not (a recycling
+//! template's siblings, a suffix tree's branches add width, not depth), so the budget
+//! measures every size instead of modelling it.
+//!
+//! Exploration goes upward, each size once: the next untried size is tried only while the
+//! largest tried one still reaches [`EXPLORE_MARGIN`] of the best rate so far (tokens per
+//! second rises and then falls with the size; on a CPU adapter a large verification batch
+//! costs several plain steps, so once a size loses, larger ones are not tried). Then the
+//! best measured rate wins, and a chosen size keeps being measured; where drafting does not
+//! pay that is size 0: plain decoding.
 
 /// Exponential moving average weight of a new observation.
 const EMA: f64 = 0.3;
 
+/// A larger size is tried while the largest tried size reaches this share of the best rate
+/// (below 1 so that one noisy measurement does not stop the exploration).
+pub const EXPLORE_MARGIN: f64 = 0.9;
+
 #[derive(Clone, Debug)]
 pub struct Budget {
     candidates: Vec<usize>,
-    /// Smoothed seconds per step for each candidate (`None` until tried).
-    time: Vec<Option<f64>>,
-    /// Smoothed accepted and rejected draft tokens (a truncated-geometric estimate of `a`).
-    accepted: f64,
-    rejected: f64,
+    /// Smoothed `(tokens, seconds)` per step for each candidate (`None` until tried).
+    measured: Vec<Option<(f64, f64)>>,
 }
 
 impl Budget {
-    /// Candidates 0, 1, 2, 3, 4, 6, 8, 12, 16, … up to `max`.
+    /// Candidates 0, 1, 2, 3, 4, 6, 9, 13, … up to `max`.
     pub fn new(max: usize) -> Self {
         let mut candidates = vec![0];
         let mut k = 1;
@@ -33,12 +44,9 @@ impl Budget {
             candidates.push(max);
         }
         let n = candidates.len();
-        // A mildly optimistic prior (a ≈ 0.6) so drafting gets tried.
         Budget {
             candidates,
-            time: vec![None; n],
-            accepted: 3.0,
-            rejected: 2.0,
+            measured: vec![None; n],
         }
     }
 
@@ -47,34 +55,39 @@ impl Budget {
         *self.candidates.last().unwrap_or(&0)
     }
 
-    /// Estimated per-token acceptance.
-    pub fn acceptance(&self) -> f64 {
-        self.accepted / (self.accepted + self.rejected)
+    /// Measured tokens per second of candidate `i`.
+    fn rate(&self, i: usize) -> Option<f64> {
+        self.measured[i].map(|(tokens, secs)| tokens / secs.max(1e-9))
     }
 
-    /// Expected tokens per target pass for a chain of `k` drafts.
-    pub fn expected_tokens(&self, k: usize) -> f64 {
-        let a = self.acceptance().min(0.999);
-        (1.0 - a.powi(k as i32 + 1)) / (1.0 - a)
+    /// Measured tokens per step with budget `k` (None until a step of that size ran).
+    pub fn tokens_per_step(&self, k: usize) -> Option<f64> {
+        let i = self.candidates.iter().position(|&c| c == k)?;
+        self.measured[i].map(|m| m.0)
     }
 
-    /// The budget for the next step: each candidate is tried once (smallest first), then the
-    /// one with the most expected tokens per second.
+    /// The budget for the next step: the next larger untried size while the sizes tried so
+    /// far still pay (see the file header), else the size with the best measured rate.
     pub fn choose(&self) -> usize {
-        if let Some(i) = self.time.iter().position(|t| t.is_none()) {
-            return self.candidates[i];
-        }
-        let mut best = (0, f64::MIN);
-        for (i, &k) in self.candidates.iter().enumerate() {
-            let rate = self.expected_tokens(k) / self.time[i].unwrap_or(f64::MAX).max(1e-9);
-            if rate > best.1 {
-                best = (k, rate);
+        let best = (0..self.candidates.len())
+            .filter_map(|i| self.rate(i).map(|r| (i, r)))
+            .fold(None, |b: Option<(usize, f64)>, (i, r)| match b {
+                Some((_, br)) if br >= r => b,
+                _ => Some((i, r)),
+            });
+        let Some((best_i, best_rate)) = best else {
+            return self.candidates[0];
+        };
+        if let Some(next) = self.measured.iter().position(|m| m.is_none()) {
+            let largest_tried = (0..next).rev().find_map(|i| self.rate(i));
+            if next == 0 || largest_tried.is_some_and(|r| r >= EXPLORE_MARGIN * best_rate) {
+                return self.candidates[next];
             }
         }
-        best.0
+        self.candidates[best_i]
     }
 
-    /// Record a step that drafted `drafted` tokens, of which `accepted` were accepted, and
+    /// Record a step that proposed `drafted` nodes, of which `accepted` were accepted, and
     /// took `seconds`.
     pub fn record(&mut self, drafted: usize, accepted: usize, seconds: f64) {
         let i = self
@@ -82,15 +95,11 @@ impl Budget {
             .iter()
             .rposition(|&k| k <= drafted)
             .unwrap_or(0);
-        self.time[i] = Some(match self.time[i] {
-            None => seconds,
-            Some(t) => t + EMA * (seconds - t),
+        let tokens = (accepted + 1) as f64;
+        self.measured[i] = Some(match self.measured[i] {
+            None => (tokens, seconds),
+            Some((t, s)) => (t + EMA * (tokens - t), s + EMA * (seconds - s)),
         });
-        if drafted > 0 {
-            let rejected = if accepted < drafted { 1.0 } else { 0.0 };
-            self.accepted = (1.0 - EMA) * self.accepted + EMA * accepted as f64;
-            self.rejected = (1.0 - EMA) * self.rejected + EMA * rejected;
-        }
     }
 }
 
@@ -99,23 +108,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn candidates_and_expected_tokens() {
+    fn candidates() {
         let b = Budget::new(10);
         assert_eq!(b.candidates, vec![0, 1, 2, 3, 4, 6, 9, 10]);
-        assert!((b.expected_tokens(0) - 1.0).abs() < 1e-12);
-        assert!(b.expected_tokens(4) > b.expected_tokens(2));
         assert_eq!(Budget::new(0).choose(), 0);
+        assert_eq!(Budget::new(16).candidates, vec![0, 1, 2, 3, 4, 6, 9, 13, 16]);
     }
 
     #[test]
     fn backs_off_to_plain_when_drafting_is_slow_or_rejected() {
         let mut b = Budget::new(4);
         // Plain steps take 1 s; drafted steps take 1 s + 1 s per draft and nothing is accepted.
+        let mut tried = Vec::new();
         for _ in 0..50 {
             let k = b.choose();
+            tried.push(k);
             b.record(k, 0, 1.0 + k as f64);
         }
         assert_eq!(b.choose(), 0);
+        // Size 1 lost to plain, so no larger size was ever tried.
+        assert!(tried.iter().all(|&k| k <= 1), "{tried:?}");
     }
 
     #[test]
@@ -127,6 +139,31 @@ mod tests {
             b.record(k, k, 1.0 + 0.01 * k as f64);
         }
         assert_eq!(b.choose(), 8);
-        assert!(b.acceptance() > 0.9);
+        assert_eq!(b.tokens_per_step(8), Some(9.0));
+    }
+
+    #[test]
+    fn a_tree_whose_width_adds_nothing_settles_on_the_size_that_pays() {
+        // Tree-like: any draft gains one token on average, a step costs 1 s + 0.1 s per node;
+        // the best rate is size 1 (2 tokens in 1.1 s), though larger sizes accept as much.
+        let mut b = Budget::new(16);
+        for _ in 0..60 {
+            let k = b.choose();
+            b.record(k, k.min(1), 1.0 + 0.1 * k as f64);
+        }
+        assert_eq!(b.choose(), 1);
+    }
+
+    #[test]
+    fn a_drafter_that_proposes_less_than_asked_is_measured_at_the_size_it_proposed() {
+        let mut b = Budget::new(16);
+        // The drafter never has more than 3 nodes: steps are recorded at 3, drafting pays.
+        for _ in 0..40 {
+            let k = b.choose();
+            let got = k.min(3);
+            b.record(got, got, 1.0 + 0.05 * got as f64);
+        }
+        assert_eq!(b.tokens_per_step(3), Some(4.0));
+        assert!(b.choose() >= 3);
     }
 }
