@@ -4,18 +4,19 @@
 //!
 //! Candidates are 0, 1, 2, 3, 4, 6, 9, 13, … up to the drafter's ceiling. Each keeps
 //! exponential moving averages of tokens and seconds per step over the steps that proposed
-//! that many nodes (what a step actually proposed, which can be less than asked: a drafter
+//! that many nodes (while it is being probed: the mean tokens and the fastest step) (what a step actually proposed, which can be less than asked: a drafter
 //! with no match proposes nothing). A chain's tokens per step would follow the geometric
 //! formula `(1 - a^(k+1)) / (1 - a)` (Leviathan et al.), but a tree's do not (a recycling
 //! template's siblings, a suffix tree's branches add width, not depth), so the budget
 //! measures every size instead of modelling it.
 //!
-//! Exploration goes upward, each size once: the next untried size is tried only while the
-//! largest tried one still reaches [`EXPLORE_MARGIN`] of the best rate so far (tokens per
+//! Exploration goes upward, [`PROBES`] steps per size: the next size is tried only while
+//! the size below it still reaches [`EXPLORE_MARGIN`] of the best rate so far (tokens per
 //! second rises and then falls with the size; on a CPU adapter a large verification batch
 //! costs several plain steps, so once a size loses, larger ones are not tried). Then the
-//! best measured rate wins, and a chosen size keeps being measured; where drafting does not
-//! pay that is size 0: plain decoding.
+//! best measured rate wins, and every [`REPROBE`]-th step tries the next larger size once
+//! more, so one unlucky early measurement cannot shut drafting out for a whole generation;
+//! where drafting does not pay the choice is size 0: plain decoding.
 
 /// Exponential moving average weight of a new observation.
 const EMA: f64 = 0.3;
@@ -24,11 +25,21 @@ const EMA: f64 = 0.3;
 /// (below 1 so that one noisy measurement does not stop the exploration).
 pub const EXPLORE_MARGIN: f64 = 0.9;
 
+/// Steps each size is measured before the exploration judges it.
+pub const PROBES: usize = 2;
+
+/// Every this many steps, the size above the best is measured once more.
+pub const REPROBE: usize = 16;
+
 #[derive(Clone, Debug)]
 pub struct Budget {
     candidates: Vec<usize>,
     /// Smoothed `(tokens, seconds)` per step for each candidate (`None` until tried).
     measured: Vec<Option<(f64, f64)>>,
+    /// Steps recorded for each candidate.
+    samples: Vec<usize>,
+    /// Steps recorded in all.
+    steps: usize,
 }
 
 impl Budget {
@@ -47,6 +58,8 @@ impl Budget {
         Budget {
             candidates,
             measured: vec![None; n],
+            samples: vec![0; n],
+            steps: 0,
         }
     }
 
@@ -66,8 +79,9 @@ impl Budget {
         self.measured[i].map(|m| m.0)
     }
 
-    /// The budget for the next step: the next larger untried size while the sizes tried so
-    /// far still pay (see the file header), else the size with the best measured rate.
+    /// The budget for the next step: the next larger size while the sizes measured so far
+    /// still pay, else the size with the best measured rate, or the one above it on a
+    /// re-probing step (see the file header).
     pub fn choose(&self) -> usize {
         let best = (0..self.candidates.len())
             .filter_map(|i| self.rate(i).map(|r| (i, r)))
@@ -78,11 +92,14 @@ impl Budget {
         let Some((best_i, best_rate)) = best else {
             return self.candidates[0];
         };
-        if let Some(next) = self.measured.iter().position(|m| m.is_none()) {
-            let largest_tried = (0..next).rev().find_map(|i| self.rate(i));
-            if next == 0 || largest_tried.is_some_and(|r| r >= EXPLORE_MARGIN * best_rate) {
+        if let Some(next) = self.samples.iter().position(|&n| n < PROBES) {
+            let below = (0..next).rev().find_map(|i| self.rate(i));
+            if next == 0 || below.is_some_and(|r| r >= EXPLORE_MARGIN * best_rate) {
                 return self.candidates[next];
             }
+        }
+        if self.steps % REPROBE == REPROBE - 1 && best_i + 1 < self.candidates.len() {
+            return self.candidates[best_i + 1];
         }
         self.candidates[best_i]
     }
@@ -96,10 +113,18 @@ impl Budget {
             .rposition(|&k| k <= drafted)
             .unwrap_or(0);
         let tokens = (accepted + 1) as f64;
+        let n = self.samples[i] as f64;
         self.measured[i] = Some(match self.measured[i] {
             None => (tokens, seconds),
+            // While probing: the mean of the tokens and the fastest step (timing noise on a
+            // shared machine only ever adds time).
+            Some((t, s)) if self.samples[i] < PROBES => {
+                (t + (tokens - t) / (n + 1.0), s.min(seconds))
+            }
             Some((t, s)) => (t + EMA * (tokens - t), s + EMA * (seconds - s)),
         });
+        self.samples[i] += 1;
+        self.steps += 1;
     }
 }
 
@@ -126,8 +151,11 @@ mod tests {
             b.record(k, 0, 1.0 + k as f64);
         }
         assert_eq!(b.choose(), 0);
-        // Size 1 lost to plain, so no larger size was ever tried.
-        assert!(tried.iter().all(|&k| k <= 1), "{tried:?}");
+        // Size 1 lost to plain, so larger sizes were tried only on re-probing steps, and
+        // size 1 at most PROBES times plus once per REPROBE steps.
+        assert!(tried.iter().all(|&k| k <= 2), "{tried:?}");
+        let drafted = tried.iter().filter(|&&k| k > 0).count();
+        assert!(drafted <= PROBES + 50 / REPROBE + 1, "{tried:?}");
     }
 
     #[test]
@@ -152,6 +180,24 @@ mod tests {
             b.record(k, k.min(1), 1.0 + 0.1 * k as f64);
         }
         assert_eq!(b.choose(), 1);
+    }
+
+    #[test]
+    fn one_unlucky_first_measurement_does_not_shut_drafting_out() {
+        let mut b = Budget::new(4);
+        // Drafting pays (every draft accepted, cheap), but the first drafted step was slow.
+        let mut first = true;
+        for _ in 0..80 {
+            let k = b.choose();
+            let secs = if k > 0 && first {
+                first = false;
+                10.0
+            } else {
+                1.0 + 0.05 * k as f64
+            };
+            b.record(k, k, secs);
+        }
+        assert_eq!(b.choose(), 4);
     }
 
     #[test]
