@@ -209,9 +209,10 @@ fn greedy_recycle_equals_plain_on_tiny_models() {
     }
 }
 
-/// SmolLM2 (one fixture prompt in CI, all with TANDEM_SLOW=1): recycle gives plain's tokens.
+/// SmolLM2 (one fixture prompt in CI, all with TANDEM_SLOW=1): recycle, and hybrid (suffix
+/// on long matches, else recycle), give plain's tokens.
 #[test]
-fn smollm2_greedy_recycle_equals_plain() {
+fn smollm2_greedy_recycle_and_hybrid_equal_plain() {
     let Some(gpu) = common::gpu() else { return };
     let Some(path) = common::model("smollm2") else {
         return;
@@ -227,7 +228,7 @@ fn smollm2_greedy_recycle_equals_plain() {
     )
     .unwrap();
     let recs = common::greedy_fixtures("smollm2-135m");
-    let n = if common::slow("all SmolLM2 recycle prompts") {
+    let n = if common::slow("all SmolLM2 recycle and hybrid prompts") {
         recs.len()
     } else {
         1
@@ -238,15 +239,17 @@ fn smollm2_greedy_recycle_equals_plain() {
             ..Default::default()
         };
         let a = engine.generate(&rec.prompt_ids, &plain, |_| true).unwrap();
-        let o = GenerateOptions {
-            method: MethodSpec::parse("recycle").unwrap(),
-            ..plain
-        };
-        let b = engine.generate(&rec.prompt_ids, &o, |_| true).unwrap();
-        assert_eq!(
-            a.tokens, b.tokens,
-            "recycle changed the output for {:?}",
-            rec.prompt
-        );
+        for method in ["recycle", "hybrid"] {
+            let o = GenerateOptions {
+                method: MethodSpec::parse(method).unwrap(),
+                ..plain.clone()
+            };
+            let b = engine.generate(&rec.prompt_ids, &o, |_| true).unwrap();
+            assert_eq!(
+                a.tokens, b.tokens,
+                "{method} changed the output for {:?}",
+                rec.prompt
+            );
+        }
     }
 }

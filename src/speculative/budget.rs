@@ -137,7 +137,10 @@ mod tests {
         let b = Budget::new(10);
         assert_eq!(b.candidates, vec![0, 1, 2, 3, 4, 6, 9, 10]);
         assert_eq!(Budget::new(0).choose(), 0);
-        assert_eq!(Budget::new(16).candidates, vec![0, 1, 2, 3, 4, 6, 9, 13, 16]);
+        assert_eq!(
+            Budget::new(16).candidates,
+            vec![0, 1, 2, 3, 4, 6, 9, 13, 16]
+        );
     }
 
     #[test]
