@@ -3,7 +3,9 @@
 //   qkv: [T, (H + 2*KVH) * HD] f32: token t's q heads at columns [0, H*HD), k heads at
 //        [H*HD, (H+KVH)*HD), v heads at [(H+KVH)*HD, (H+2*KVH)*HD)
 //   pos: [T] u32 — each token's RoPE position (a tree node's is prefix + depth)
-//   inv_freq: [n_rot/2] f32 — theta^(-2i/n_rot), computed on the host (kernels::rope::inv_freq)
+//   inv_freq: [n_rot/2] f32 — theta^(-2i/n_rot), divided by the model's frequency factor i
+//             where it has them (llama3 rope_freqs), computed on the host
+//             (kernels::rope::inv_freq_with_factors)
 //   k_cache, v_cache: [KVH, max_ctx, HD] f32 — token t goes to row n_past + t
 // Pair i (i < n_rot/2) rotates by angle pos * inv_freq[i]:
 //   normal (llama GGUF): dims (2i, 2i+1);   NeoX (qwen2): dims (i, i + n_rot/2)

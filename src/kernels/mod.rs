@@ -78,6 +78,7 @@ pub mod embed;
 pub mod kv_append;
 pub mod kv_compact;
 pub mod matmul;
+pub mod qk_norm;
 pub mod reference;
 pub mod rmsnorm;
 pub mod rope;

@@ -1,6 +1,11 @@
 //! Rotary position embedding on the q and k heads of the fused QKV output, in place
 //! ([`Rope`]), or fused with the KV-cache append ([`RopeKvAppend`]: roped k and plain v
 //! go to cache rows `n_past + t`). Layouts: `shaders/rope.wgsl`.
+//!
+//! Frequency factors (llama 3.x `rope_freqs.weight`, llama.cpp's `ggml_rope_ext` with
+//! `freq_factors`) divide pair i's frequency by `factors[i]`. They are folded into the
+//! `inv_freq` table the kernel already reads ([`inv_freq_with_factors`]), so the shader is the
+//! same for every model and a model without factors gets the very same table as before.
 
 use std::sync::Arc;
 
@@ -52,6 +57,32 @@ pub fn inv_freq(theta: f32, n_rot: u32) -> Vec<f32> {
         .collect()
 }
 
+/// [`inv_freq`] with pair i's frequency divided by `factors[i]` (`None`: [`inv_freq`]
+/// itself, bit for bit), computed in f64 and rounded once. `factors` must hold `n_rot / 2`
+/// finite positive values.
+pub fn inv_freq_with_factors(theta: f32, n_rot: u32, factors: Option<&[f32]>) -> Result<Vec<f32>> {
+    let Some(f) = factors else {
+        return Ok(inv_freq(theta, n_rot));
+    };
+    if f.len() != (n_rot / 2) as usize {
+        return Err(Error::Invalid(format!(
+            "rope: {} frequency factors for {} rotary pairs",
+            f.len(),
+            n_rot / 2
+        )));
+    }
+    if let Some(bad) = f.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+        return Err(Error::Invalid(format!(
+            "rope: frequency factor {bad} (must be finite and positive)"
+        )));
+    }
+    Ok((0..n_rot / 2)
+        .map(|i| {
+            ((theta as f64).powf(-2.0 * i as f64 / n_rot as f64) / f[i as usize] as f64) as f32
+        })
+        .collect())
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -72,7 +103,7 @@ struct Common {
 }
 
 impl Common {
-    fn new(gpu: &Gpu, shape: &RopeShape) -> Result<Self> {
+    fn new(gpu: &Gpu, shape: &RopeShape, factors: Option<&[f32]>) -> Result<Self> {
         let s = shape;
         if s.n_head == 0 || s.n_kv_head == 0 || s.head_dim == 0 || !s.head_dim.is_multiple_of(2) {
             return Err(Error::Invalid(format!(
@@ -101,7 +132,10 @@ impl Common {
         Ok(Common {
             shape: *shape,
             params: gpu.uniform("rope params", &p),
-            inv_freq: gpu.upload("rope inv_freq", &inv_freq(s.theta, s.n_rot))?,
+            inv_freq: gpu.upload(
+                "rope inv_freq",
+                &inv_freq_with_factors(s.theta, s.n_rot, factors)?,
+            )?,
         })
     }
 }
@@ -114,9 +148,18 @@ pub struct Rope {
 
 impl Rope {
     pub fn new(gpu: &Gpu, shape: &RopeShape) -> Result<Self> {
+        Self::with_freq_factors(gpu, shape, None)
+    }
+
+    /// [`Rope::new`] with pair i's frequency divided by `factors[i]` (`n_rot / 2` values).
+    pub fn with_freq_factors(
+        gpu: &Gpu,
+        shape: &RopeShape,
+        factors: Option<&[f32]>,
+    ) -> Result<Self> {
         Ok(Rope {
             pipeline: gpu.pipeline("rope:rope", SRC, "rope", &[])?,
-            common: Common::new(gpu, shape)?,
+            common: Common::new(gpu, shape, factors)?,
         })
     }
 
@@ -158,12 +201,22 @@ pub struct RopeKvAppend {
 
 impl RopeKvAppend {
     pub fn new(gpu: &Gpu, shape: &RopeShape) -> Result<Self> {
+        Self::with_freq_factors(gpu, shape, None)
+    }
+
+    /// [`RopeKvAppend::new`] with pair i's frequency divided by `factors[i]` (`n_rot / 2`
+    /// values).
+    pub fn with_freq_factors(
+        gpu: &Gpu,
+        shape: &RopeShape,
+        factors: Option<&[f32]>,
+    ) -> Result<Self> {
         if shape.max_ctx == 0 {
             return Err(Error::Invalid("rope_kv_append: max_ctx = 0".into()));
         }
         Ok(RopeKvAppend {
             pipeline: gpu.pipeline("rope:rope_kv_append", SRC, "rope_kv_append", &[])?,
-            common: Common::new(gpu, shape)?,
+            common: Common::new(gpu, shape, factors)?,
         })
     }
 

@@ -1,8 +1,8 @@
 //! The model description: architecture hyper-parameters (from GGUF metadata or a Hugging Face
 //! `config.json`) and the map of tensor names the forward pass reads.
 //!
-//! Architecture differences are fields here (RoPE style, QKV bias, tied output), not separate
-//! model code. Tensor names are llama.cpp's GGUF names; the safetensors loader renames Hugging
+//! Architecture differences are fields here (RoPE style, QKV bias, per-head q/k norm, RoPE
+//! frequency factors, tied output), not separate model code. Tensor names are llama.cpp's GGUF names; the safetensors loader renames Hugging
 //! Face tensors to them, so the rest of the engine sees one naming scheme.
 
 use std::fmt;
@@ -19,12 +19,17 @@ pub const MAX_LAYERS: usize = 1024;
 /// the config picks it per family (and callers outside the crate name it from here).
 pub use crate::kernels::rope::RopeStyle;
 
-/// Architecture family. Both are pre-norm decoders with RMSNorm, RoPE, GQA and SwiGLU.
+/// Architecture family. All are pre-norm decoders with RMSNorm, RoPE, GQA and SwiGLU; qwen3
+/// adds an RMSNorm over each q and k head before RoPE (and drops qwen2's QKV bias).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Arch {
     Llama,
     Qwen2,
+    Qwen3,
 }
+
+/// The families tandem runs, for error messages and docs.
+pub const SUPPORTED_ARCHS: &str = "llama, qwen2, qwen3";
 
 impl Arch {
     /// From a GGUF `general.architecture` or HF `model_type`.
@@ -32,8 +37,9 @@ impl Arch {
         match name {
             "llama" => Ok(Arch::Llama),
             "qwen2" => Ok(Arch::Qwen2),
+            "qwen3" => Ok(Arch::Qwen3),
             other => Err(Error::Unsupported(format!(
-                "architecture '{other}' (supported: llama, qwen2)"
+                "architecture '{other}' (supported: {SUPPORTED_ARCHS})"
             ))),
         }
     }
@@ -42,6 +48,7 @@ impl Arch {
         match self {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
         }
     }
 }
@@ -71,6 +78,13 @@ pub struct ModelConfig {
     pub tied_embeddings: bool,
     /// Q, K and V projections have biases (qwen2).
     pub qkv_bias: bool,
+    /// Each q and k head is RMS-normalised (weights `attn_q_norm` / `attn_k_norm`, `[head_dim]`,
+    /// eps `norm_eps`) after the projection and before RoPE (qwen3).
+    pub qk_norm: bool,
+    /// RoPE pair i turns at `theta^(-2i/rope_dims) / rope_freqs[i]`, the factors read from the
+    /// tensor `rope_freqs.weight` (`[rope_dims / 2]`; llama 3.x-style scaling baked in by the
+    /// GGUF converter).
+    pub rope_freq_factors: bool,
     pub bos_id: Option<u32>,
     pub eos_id: Option<u32>,
     /// Further end-of-sequence ids (HF configs may list several).
@@ -139,12 +153,6 @@ impl ModelConfig {
                 )));
             }
         }
-        if f.tensor("rope_freqs.weight").is_some() {
-            return Err(Error::Unsupported(
-                "RoPE frequency factors (tensor 'rope_freqs.weight', llama3-style scaling)".into(),
-            ));
-        }
-
         let dim = usize_of(&k("embedding_length"))?;
         let n_heads = usize_of(&k("attention.head_count"))?;
         let n_kv_heads = opt_usize(&k("attention.head_count_kv"))?.unwrap_or(n_heads);
@@ -195,13 +203,16 @@ impl ModelConfig {
             rope_dims: opt_usize(&k("rope.dimension_count"))?.unwrap_or(head_dim),
             rope_style: match arch {
                 Arch::Llama => RopeStyle::Normal,
-                Arch::Qwen2 => RopeStyle::Neox,
+                // llama.cpp's LLAMA_ROPE_TYPE_NEOX for both (their Q/K rows are not permuted).
+                Arch::Qwen2 | Arch::Qwen3 => RopeStyle::Neox,
             },
             norm_eps: f.get_f32(&k("attention.layer_norm_rms_epsilon"))?,
             vocab_size,
             context_length: usize_of(&k("context_length"))?,
             tied_embeddings: f.tensor("output.weight").is_none(),
             qkv_bias: f.tensor("blk.0.attn_q.bias").is_some(),
+            qk_norm: arch == Arch::Qwen3,
+            rope_freq_factors: f.tensor("rope_freqs.weight").is_some(),
             bos_id: f.opt_u32("tokenizer.ggml.bos_token_id")?,
             eos_id: f.opt_u32("tokenizer.ggml.eos_token_id")?,
             extra_eos_ids: vec![],
@@ -223,6 +234,7 @@ impl ModelConfig {
             (Some(t), _) => t.clone(),
             (None, Some(a)) if a == "LlamaForCausalLM" => "llama".into(),
             (None, Some(a)) if a == "Qwen2ForCausalLM" => "qwen2".into(),
+            (None, Some(a)) if a == "Qwen3ForCausalLM" => "qwen3".into(),
             (None, Some(a)) => a.clone(),
             (None, None) => {
                 return Err(Error::format(
@@ -295,6 +307,10 @@ impl ModelConfig {
             context_length: req(c.max_position_embeddings, "max_position_embeddings")?,
             tied_embeddings: !has_tensor("output.weight"),
             qkv_bias: has_tensor("blk.0.attn_q.bias"),
+            qk_norm: arch == Arch::Qwen3,
+            // Hugging Face describes llama3 scaling in `rope_scaling` (refused above), never
+            // as a tensor.
+            rope_freq_factors: false,
             bos_id: bos.first().copied(),
             eos_id,
             extra_eos_ids: eos,
@@ -437,6 +453,16 @@ impl fmt::Display for ModelConfig {
             },
             if self.qkv_bias { "yes" } else { "no" }
         )?;
+        if self.qk_norm || self.rope_freq_factors {
+            let mut extras = vec![];
+            if self.qk_norm {
+                extras.push("per-head q/k RMSNorm");
+            }
+            if self.rope_freq_factors {
+                extras.push("RoPE frequency factors (rope_freqs.weight)");
+            }
+            writeln!(f, "extras:   {}", extras.join(", "))?;
+        }
         let id = |v: Option<u32>| v.map_or("none".to_string(), |v| v.to_string());
         write!(
             f,
@@ -462,6 +488,9 @@ pub struct LayerWeights {
     pub attn_q_bias: Option<String>,
     pub attn_k_bias: Option<String>,
     pub attn_v_bias: Option<String>,
+    /// `Some` when the config has per-head q/k norms (`[head_dim]` each).
+    pub attn_q_norm: Option<String>,
+    pub attn_k_norm: Option<String>,
     pub attn_output: String,
     pub ffn_norm: String,
     pub ffn_gate: String,
@@ -476,6 +505,9 @@ pub struct WeightMap {
     pub output_norm: String,
     /// `output.weight`, or `token_embd.weight` when the embeddings are tied.
     pub output: String,
+    /// `rope_freqs.weight` (`[rope_dims / 2]`), shared by every layer, when the config has
+    /// RoPE frequency factors.
+    pub rope_freqs: Option<String>,
     pub layers: Vec<LayerWeights>,
     /// (name, expected GGML dims) for every tensor above.
     expected: Vec<(String, Vec<u64>)>,
@@ -497,10 +529,15 @@ impl WeightMap {
         if !c.tied_embeddings {
             expected.push(("output.weight".to_string(), vec![dim, vocab]));
         }
+        let rope_freqs = c.rope_freq_factors.then(|| "rope_freqs.weight".to_string());
+        if let Some(r) = &rope_freqs {
+            expected.push((r.clone(), vec![c.rope_dims as u64 / 2]));
+        }
         let mut layers = Vec::with_capacity(c.n_layers);
         for i in 0..c.n_layers {
             let n = |s: &str| format!("blk.{i}.{s}");
             let bias = |s: &str| c.qkv_bias.then(|| n(s));
+            let qk_norm = |s: &str| c.qk_norm.then(|| n(s));
             let l = LayerWeights {
                 attn_norm: n("attn_norm.weight"),
                 attn_q: n("attn_q.weight"),
@@ -509,6 +546,8 @@ impl WeightMap {
                 attn_q_bias: bias("attn_q.bias"),
                 attn_k_bias: bias("attn_k.bias"),
                 attn_v_bias: bias("attn_v.bias"),
+                attn_q_norm: qk_norm("attn_q_norm.weight"),
+                attn_k_norm: qk_norm("attn_k_norm.weight"),
                 attn_output: n("attn_output.weight"),
                 ffn_norm: n("ffn_norm.weight"),
                 ffn_gate: n("ffn_gate.weight"),
@@ -536,6 +575,9 @@ impl WeightMap {
                     expected.push((b.clone(), vec![w]));
                 }
             }
+            for norm in [&l.attn_q_norm, &l.attn_k_norm].into_iter().flatten() {
+                expected.push((norm.clone(), vec![c.head_dim as u64]));
+            }
             layers.push(l);
         }
         WeightMap {
@@ -547,6 +589,7 @@ impl WeightMap {
                 "output.weight"
             }
             .into(),
+            rope_freqs,
             layers,
             expected,
         }

@@ -2,7 +2,8 @@
 //! oracle the GPU forward is tested against, so it favours being obviously right over being
 //! fast: weights are dequantized to f32 once, every step is a simple loop.
 //!
-//! Per layer: norm → q,k,v (+bias) → RoPE → attention over the KV cache → output projection →
+//! Per layer: norm → q,k,v (+bias) → per-head q/k RMSNorm (qwen3) → RoPE (each pair's
+//! frequency divided by its `rope_freqs` factor, llama3) → attention over the KV cache → output projection →
 //! residual → norm → gate/up → SiLU·mul → down → residual. The same order as
 //! `src/model/transformer.rs`.
 
@@ -19,6 +20,9 @@ struct Layer {
     bq: Option<Vec<f32>>,
     bk: Option<Vec<f32>>,
     bv: Option<Vec<f32>>,
+    /// Per-head q/k norm weights (`[head_dim]`), qwen3.
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
     wo: Vec<f32>,
     ffn_norm: Vec<f32>,
     w_gate: Vec<f32>,
@@ -37,6 +41,8 @@ pub struct CpuModel {
     output_norm: Vec<f32>,
     /// `None` when the output head is tied to the embedding.
     output: Option<Vec<f32>>,
+    /// RoPE frequency factors (`[rope_dims / 2]`), llama3.
+    rope_freqs: Option<Vec<f32>>,
     /// Tokens in the KV cache.
     pub n_past: usize,
 }
@@ -62,6 +68,8 @@ impl CpuModel {
                 bq: opt(&l.attn_q_bias)?,
                 bk: opt(&l.attn_k_bias)?,
                 bv: opt(&l.attn_v_bias)?,
+                q_norm: opt(&l.attn_q_norm)?,
+                k_norm: opt(&l.attn_k_norm)?,
                 wo: f32s(model, &l.attn_output)?,
                 ffn_norm: f32s(model, &l.ffn_norm)?,
                 w_gate: f32s(model, &l.ffn_gate)?,
@@ -82,6 +90,7 @@ impl CpuModel {
             layers,
             output_norm: f32s(model, &w.output_norm)?,
             output,
+            rope_freqs: model.rope_freq_factors()?,
             n_past: 0,
         })
     }
@@ -112,8 +121,15 @@ impl CpuModel {
             add_bias(&mut q, &l.bq);
             add_bias(&mut k, &l.bk);
             add_bias(&mut v, &l.bv);
-            rope(&mut q, hd, pos, c.rope_theta, c.rope_dims, c.rope_style);
-            rope(&mut k, hd, pos, c.rope_theta, c.rope_dims, c.rope_style);
+            if let Some(w) = &l.q_norm {
+                head_rmsnorm(&mut q, w, c.norm_eps);
+            }
+            if let Some(w) = &l.k_norm {
+                head_rmsnorm(&mut k, w, c.norm_eps);
+            }
+            let ff = self.rope_freqs.as_deref();
+            rope(&mut q, hd, pos, c.rope_theta, c.rope_dims, c.rope_style, ff);
+            rope(&mut k, hd, pos, c.rope_theta, c.rope_dims, c.rope_style, ff);
             l.k_cache.extend_from_slice(&k);
             l.v_cache.extend_from_slice(&v);
             let att = attention(&q, &l.k_cache, &l.v_cache, nh, nkv, hd, pos + 1);
@@ -175,6 +191,14 @@ fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     }
 }
 
+/// RMSNorm of each `w.len()`-wide head of `v` in place, with the same weight for every head.
+fn head_rmsnorm(v: &mut [f32], w: &[f32], eps: f32) {
+    for head in v.chunks_mut(w.len()) {
+        let x = head.to_vec();
+        rmsnorm(head, &x, w, eps);
+    }
+}
+
 /// `W[n, k] · x[k]`.
 fn matvec(w: &[f32], x: &[f32], n: usize) -> Vec<f32> {
     let k = x.len();
@@ -195,10 +219,25 @@ fn add_bias(v: &mut [f32], b: &Option<Vec<f32>>) {
     }
 }
 
-/// Rotate each head of `v` (`[heads * hd]`) in place for position `pos`.
-fn rope(v: &mut [f32], hd: usize, pos: usize, theta: f32, n_rot: usize, style: RopeStyle) {
-    // The same frequency table as the GPU kernel, so the two agree to rounding.
-    let inv_freq = crate::kernels::rope::inv_freq(theta, n_rot as u32);
+/// Rotate each head of `v` (`[heads * hd]`) in place for position `pos`; pair i's frequency
+/// is divided by `factors[i]` where the model has frequency factors.
+fn rope(
+    v: &mut [f32],
+    hd: usize,
+    pos: usize,
+    theta: f32,
+    n_rot: usize,
+    style: RopeStyle,
+    factors: Option<&[f32]>,
+) {
+    // The same base frequency table as the GPU kernel, so the two agree to rounding; the
+    // factors are applied here, not through the kernel's table.
+    let mut inv_freq = crate::kernels::rope::inv_freq(theta, n_rot as u32);
+    if let Some(f) = factors {
+        for (freq, f) in inv_freq.iter_mut().zip(f) {
+            *freq = (*freq as f64 / *f as f64) as f32;
+        }
+    }
     for head in v.chunks_mut(hd) {
         for (i, freq) in inv_freq.iter().enumerate() {
             let (sin, cos) = (pos as f32 * freq).sin_cos();

@@ -74,11 +74,13 @@ impl ModelFile {
         weights
             .check(|n| file.tensor(n).map(|t| t.dims.as_slice()))
             .map_err(|e| in_source(e, file.source()))?;
-        Ok(ModelFile {
+        let m = ModelFile {
             source: ModelSource::Gguf(file),
             config,
             weights,
-        })
+        };
+        m.rope_freq_factors()?;
+        Ok(m)
     }
 
     pub fn from_safetensors(model: SafetensorsModel) -> Result<Self> {
@@ -98,6 +100,28 @@ impl ModelFile {
             ModelSource::Gguf(g) => Some(g),
             ModelSource::Safetensors(_) => None,
         }
+    }
+
+    /// The RoPE frequency factors (`rope_freqs.weight`, `[rope_dims / 2]`, dims checked at
+    /// open) as f32, or `None` for a model without them. Each must be finite and positive: a
+    /// pair's frequency is divided by its factor.
+    pub fn rope_freq_factors(&self) -> Result<Option<Vec<f32>>> {
+        let Some(name) = &self.weights.rope_freqs else {
+            return Ok(None);
+        };
+        let t = self.tensor(name)?;
+        let f = crate::quant::dequantize(t.ty, t.data, t.n_elements() as usize)?;
+        if let Some((i, v)) = f
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !(v.is_finite() && **v > 0.0))
+        {
+            return Err(Error::format(
+                format!("tensor '{name}'"),
+                format!("frequency factor {i} is {v} (each must be finite and positive)"),
+            ));
+        }
+        Ok(Some(f))
     }
 
     /// A tensor by its GGUF name; a missing tensor is an error naming it.

@@ -1,6 +1,7 @@
 //! The transformer forward on the GPU over T tokens with per-token positions and a tree mask.
 //!
-//! Read it beside `cpu.rs`: per layer, norm → QKV (+bias) → RoPE + KV append → tree attention
+//! Read it beside `cpu.rs`: per layer, norm → QKV (+bias) → [per-head q/k RMSNorm, qwen3] →
+//! RoPE (÷ frequency factors, llama3) + KV append → tree attention
 //! → output projection (+= residual) → norm → gate/up → SiLU·mul → down (+= residual). Weights
 //! are uploaded once in their GGUF block format; every pipeline, bind group and activation
 //! buffer is made here at load time, so a step only writes a few small buffers, records one
@@ -16,6 +17,7 @@ use crate::kernels::argmax::Argmax;
 use crate::kernels::attention::{Attention, AttentionShape};
 use crate::kernels::embed::{EmbedBinding, Embedding};
 use crate::kernels::matmul::{Epilogue, Matmul, MatmulBinding, QuantMatrix};
+use crate::kernels::qk_norm::QkNorm;
 use crate::kernels::rmsnorm::RmsNorm;
 use crate::kernels::rope::{RopeKvAppend, RopeShape};
 use crate::kernels::silu_mul::SiluMul;
@@ -53,6 +55,8 @@ struct Proj {
 struct GpuLayer {
     norm1: Bound,
     qkv: Vec<Proj>,
+    /// Per-head q/k RMSNorm (qwen3), between the QKV projection and RoPE.
+    qk_norm: Option<Bound>,
     rope: Bound,
     attn: Bound,
     wo: Proj,
@@ -90,6 +94,7 @@ pub struct Transformer {
     embed_b: EmbedBinding,
     layers: Vec<GpuLayer>,
     rmsnorm: RmsNorm,
+    qk_norm: Option<QkNorm>,
     rope: RopeKvAppend,
     attention: Attention,
     silu: SiluMul,
@@ -223,7 +228,22 @@ impl Transformer {
             style: c.rope_style,
             max_ctx: max_ctx as u32,
         };
-        let rope = RopeKvAppend::new(gpu, &rope_shape)?;
+        let rope = RopeKvAppend::with_freq_factors(
+            gpu,
+            &rope_shape,
+            model.rope_freq_factors()?.as_deref(),
+        )?;
+        let qk_norm = if c.qk_norm {
+            Some(QkNorm::new(
+                gpu,
+                nh as u32,
+                nkv as u32,
+                hd as u32,
+                c.norm_eps,
+            )?)
+        } else {
+            None
+        };
         let attention = Attention::new(
             gpu,
             &AttentionShape {
@@ -343,12 +363,29 @@ impl Transformer {
                 },
             )?;
             matrices.push(down_m);
+            let qk_norm_b = match (&qk_norm, &l.attn_q_norm, &l.attn_k_norm) {
+                (Some(kernel), Some(qn), Some(kn)) => {
+                    let qw = gpu.upload(qn, &f32_tensor(model, qn)?)?;
+                    let kw = gpu.upload(kn, &f32_tensor(model, kn)?)?;
+                    let b = kernel.bind(gpu, &step, &qkv, &qw, &kw)?;
+                    buffers.extend([qw, kw]);
+                    Some(b)
+                }
+                (None, None, None) => None,
+                _ => {
+                    return Err(Error::Invalid(format!(
+                        "blk.{i}: the q/k norm weights do not match the config (qk_norm = {})",
+                        c.qk_norm
+                    )))
+                }
+            };
             let cache = f4(nkv * max_ctx * hd);
             let k_cache = gpu.storage(&format!("blk.{i}.k_cache"), cache)?;
             let v_cache = gpu.storage(&format!("blk.{i}.v_cache"), cache)?;
             layers.push(GpuLayer {
                 norm1: rmsnorm.bind(gpu, &step, &x, &attn_norm, &xn)?,
                 qkv: qkv_proj,
+                qk_norm: qk_norm_b,
                 rope: rope.bind(gpu, &step, &pos, &qkv, &k_cache, &v_cache)?,
                 attn: attention.bind(gpu, &step, &qkv, &k_cache, &v_cache, &mask, &att)?,
                 wo,
@@ -415,6 +452,7 @@ impl Transformer {
             embed_b,
             layers,
             rmsnorm,
+            qk_norm,
             rope,
             attention,
             silu,
@@ -559,6 +597,9 @@ impl Transformer {
                 for proj in &l.qkv {
                     self.mm(p, proj, t32)?;
                 }
+                if let (Some(kernel), Some(b)) = (&self.qk_norm, &l.qk_norm) {
+                    kernel.encode(p, b, t32)?;
+                }
                 self.rope.encode(p, &l.rope, t32)?;
                 self.attention.encode(p, &l.attn, t32)?;
                 self.mm(p, &l.wo, t32)?;
@@ -594,13 +635,15 @@ impl Transformer {
     /// Keep it in step with `encode`: `tests/cli.rs` pins the tiny model's count (22).
     pub fn dispatches(&self, logit_rows: usize) -> usize {
         let mm = |p: &Proj| p.binding.dispatches();
-        // norm1, rope + KV append, attention, norm2, SiLU·mul: one dispatch each.
+        // norm1, rope + KV append, attention, norm2, SiLU·mul: one dispatch each (and the
+        // q/k norm where the model has one).
         let per_layer_single = 5;
         let layers: usize = self
             .layers
             .iter()
             .map(|l| {
                 per_layer_single
+                    + usize::from(l.qk_norm.is_some())
                     + l.qkv.iter().map(mm).sum::<usize>()
                     + mm(&l.wo)
                     + l.gate_up.iter().map(mm).sum::<usize>()

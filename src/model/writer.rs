@@ -354,12 +354,16 @@ pub struct TinyModel {
     pub tied: bool,
     pub rope_theta: f32,
     pub norm_eps: f32,
+    /// Written as `rope_freqs.weight` (`[head_dim / 2]`, llama3-style frequency factors).
+    pub rope_freqs: Option<Vec<f32>>,
 }
 
 impl TinyModel {
     /// Llama: tied output, theta 1e4, eps 1e-5; qwen2: separate output, QKV bias, theta 1e6,
-    /// eps 1e-6. 2 layers, 4 heads / 2 kv heads; dim 64, ffn 128 (head_dim 16), or for
-    /// K-quants (256-element blocks along each row) dim 256, ffn 512 (head_dim 64).
+    /// eps 1e-6; qwen3: as qwen2 but no QKV bias, per-head q/k norms and a head size of
+    /// dim / 2 (so `attention.key_length` is not dim / heads). 2 layers, 4 heads / 2 kv heads;
+    /// dim 64, ffn 128 (head_dim 16), or for K-quants (256-element blocks along each row)
+    /// dim 256, ffn 512 (head_dim 64). No RoPE frequency factors (set `rope_freqs`).
     pub fn new(arch: Arch, qtype: GgmlType, seed: u64) -> Self {
         let k_quant = qtype.block_size() == 256;
         let (dim, ffn_dim) = if k_quant { (256, 512) } else { (64, 128) };
@@ -372,7 +376,7 @@ impl TinyModel {
             ffn_dim,
             n_heads: 4,
             n_kv_heads: 2,
-            head_dim: dim / 4,
+            head_dim: if arch == Arch::Qwen3 { dim / 2 } else { dim / 4 },
             context_length: 256,
             tied: arch == Arch::Llama,
             rope_theta: if arch == Arch::Llama {
@@ -381,6 +385,7 @@ impl TinyModel {
                 1_000_000.0
             },
             norm_eps: if arch == Arch::Llama { 1e-5 } else { 1e-6 },
+            rope_freqs: None,
         }
     }
 
@@ -479,6 +484,9 @@ impl TinyModel {
                 Ok(())
             };
         vec_f32(&mut w, "output_norm.weight".into(), dim, 1.0, 0.2)?;
+        if let Some(f) = &self.rope_freqs {
+            w.tensor_f32("rope_freqs.weight", &[f.len() as u64], GgmlType::F32, f)?;
+        }
         for i in 0..self.n_layers {
             let n = |s: &str| format!("blk.{i}.{s}");
             vec_f32(&mut w, n("attn_norm.weight"), dim, 1.0, 0.2)?;
@@ -490,6 +498,11 @@ impl TinyModel {
                 vec_f32(&mut w, n("attn_k.bias"), kv, 0.0, 0.1)?;
                 vec_f32(&mut w, n("attn_v.bias"), kv, 0.0, 0.1)?;
             }
+            if self.arch == Arch::Qwen3 {
+                let hd = self.head_dim as u64;
+                vec_f32(&mut w, n("attn_q_norm.weight"), hd, 1.0, 0.5)?;
+                vec_f32(&mut w, n("attn_k_norm.weight"), hd, 1.0, 0.5)?;
+            }
             mat(&mut w, n("attn_output.weight"), q, dim)?;
             vec_f32(&mut w, n("ffn_norm.weight"), dim, 1.0, 0.2)?;
             mat(&mut w, n("ffn_gate.weight"), dim, ffn)?;
@@ -500,7 +513,7 @@ impl TinyModel {
     }
 }
 
-/// A small random llama- or qwen2-style GGUF with weights in `qtype` (see [`TinyModel::new`]).
+/// A small random llama-, qwen2- or qwen3-style GGUF with weights in `qtype` (see [`TinyModel::new`]).
 pub fn tiny_model(arch: Arch, qtype: GgmlType, seed: u64) -> Result<Vec<u8>> {
     TinyModel::new(arch, qtype, seed).build()
 }
