@@ -77,3 +77,31 @@ fn cpu_greedy_follows_llama_cpp_qwen_0_5b() {
         follows_fixtures("qwen-0.5b", "qwen2.5-coder-0.5b");
     }
 }
+
+/// The random-weight fixture models, all 32 tokens of every prompt, under the rule for them
+/// (`common::TINY_NEAR_TIE`: a difference only onto llama.cpp's runner-up at a gap of at most
+/// 2 nats, their measured sensitivity to llama.cpp's 8-bit activations).
+fn follows_tiny_fixtures(name: &str) {
+    let model = ModelFile::open(common::fixture(&format!("{name}.gguf"))).unwrap();
+    let mut cpu = CpuModel::load(&model).unwrap();
+    let mut failures = Vec::new();
+    for rec in &common::greedy_fixtures(name) {
+        let ours = cpu.generate_greedy(&rec.prompt_ids, 32);
+        if let Err(e) = common::check_greedy_runner_up(&ours, rec, 32) {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// qwen3: per-head q/k RMSNorm, head size 64 from `attention.key_length`.
+#[test]
+fn cpu_greedy_follows_llama_cpp_tiny_qwen3() {
+    follows_tiny_fixtures("tiny-qwen3");
+}
+
+/// llama 3.x: RoPE frequency factors (`rope_freqs.weight`).
+#[test]
+fn cpu_greedy_follows_llama_cpp_tiny_llama3() {
+    follows_tiny_fixtures("tiny-llama3");
+}

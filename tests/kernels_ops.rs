@@ -13,6 +13,7 @@ use tandem::kernels::attention::{Attention, AttentionShape};
 use tandem::kernels::kv_append::KvAppend;
 use tandem::kernels::kv_compact::KvCompact;
 use tandem::kernels::reference as cpu;
+use tandem::kernels::qk_norm::QkNorm;
 use tandem::kernels::rmsnorm::RmsNorm;
 use tandem::kernels::rope::{Rope, RopeKvAppend, RopeShape, RopeStyle};
 use tandem::kernels::silu_mul::SiluMul;
@@ -101,6 +102,72 @@ fn rmsnorm_matches_cpu_and_is_batch_invariant() {
             |x| cpu::rmsnorm(x, &w, eps),
         );
     }
+}
+
+/// qwen3's per-head q/k norm, in place on the q and k heads of a qkv buffer: against the f64
+/// reference, v heads bit-for-bit untouched, and batch invariant.
+#[test]
+fn qk_norm_matches_cpu_leaves_v_alone_and_is_batch_invariant() {
+    let Some(gpu) = common::gpu() else { return };
+    // (heads, kv heads, head size): qwen3-0.6B's 16/8/128, the fixture's 4/2/64, an odd
+    // head size below the workgroup width and one above it.
+    for (i, (nh, nkv, hd)) in [(16u32, 8u32, 128u32), (4, 2, 64), (3, 1, 17), (2, 2, 80)]
+        .into_iter()
+        .enumerate()
+    {
+        let eps = 1e-6;
+        let kernel = QkNorm::new(&gpu, nh, nkv, hd, eps).unwrap();
+        let qw = scaled(200 + i as u64, hd as usize, 2.0);
+        let kw = scaled(300 + i as u64, hd as usize, 2.0);
+        let (qwb, kwb) = (gpu.upload("q_w", &qw).unwrap(), gpu.upload("k_w", &kw).unwrap());
+        let w = ((nh + 2 * nkv) * hd) as usize;
+        let go = |x: &[f32], t: u32| {
+            let xb = gpu.upload("qkv", x).unwrap();
+            let s = step(&gpu, t, 0);
+            let bound = kernel.bind(&gpu, &s, &xb, &qwb, &kwb).unwrap();
+            run(&gpu, |p| kernel.encode(p, &bound, t).unwrap());
+            read(&gpu, &xb, x.len())
+        };
+        let reference = |x: &[f32]| {
+            let mut y = x.to_vec();
+            cpu::qk_norm(&mut y, nh as usize, nkv as usize, &qw, &kw, eps);
+            y
+        };
+        // As rmsnorm: an f32 tree sum of HD squares vs an f64 sum, ~1e-6 relative; 1e-5 stated.
+        check_rows(
+            "qk_norm",
+            w,
+            w,
+            1e-5,
+            11 + i as u64,
+            |s, n| scaled(s, n, 3.0),
+            go,
+            reference,
+        );
+        let x = scaled(5, 3 * w, 3.0);
+        let got = go(&x, 3);
+        let v0 = ((nh + nkv) * hd) as usize;
+        for r in 0..3 {
+            assert_eq!(
+                bits(&got[r * w + v0..(r + 1) * w]),
+                bits(&x[r * w + v0..(r + 1) * w]),
+                "qk_norm changed the v heads of row {r}"
+            );
+        }
+    }
+}
+
+#[test]
+fn qk_norm_refuses_short_weights() {
+    let Some(gpu) = common::gpu() else { return };
+    let kernel = QkNorm::new(&gpu, 4, 2, 64, 1e-6).unwrap();
+    let s = step(&gpu, 1, 0);
+    let qkv = gpu.storage("qkv", 4 * 8 * 64).unwrap();
+    let short = gpu.storage("w", 4 * 63).unwrap();
+    let ok = gpu.storage("w", 4 * 64).unwrap();
+    let err = kernel.bind(&gpu, &s, &qkv, &short, &ok).unwrap_err();
+    assert!(err.to_string().contains("q_w"), "{err}");
+    assert!(QkNorm::new(&gpu, 0, 2, 64, 1e-6).is_err());
 }
 
 #[test]
@@ -313,6 +380,70 @@ fn rope_shapes() -> Vec<RopeShape> {
 
 fn width(s: &RopeShape) -> usize {
     ((s.n_head + 2 * s.n_kv_head) * s.head_dim) as usize
+}
+
+/// Llama 3.x frequency factors (`rope_freqs.weight`): each pair's frequency divided by its
+/// factor, against the reference; and a model without factors gets exactly the plain table.
+#[test]
+fn rope_with_frequency_factors_matches_cpu_and_is_batch_invariant() {
+    let Some(gpu) = common::gpu() else { return };
+    assert_eq!(
+        bits(&tandem::kernels::rope::inv_freq_with_factors(500_000.0, 128, None).unwrap()),
+        bits(&tandem::kernels::rope::inv_freq(500_000.0, 128))
+    );
+    for (si, shape) in rope_shapes().into_iter().enumerate() {
+        let pairs = (shape.n_rot / 2) as usize;
+        // Llama 3.x's shape: 1 for the fast pairs, up to 8 (the scaling factor) for the slow.
+        let factors: Vec<f32> = (0..pairs)
+            .map(|i| 1.0 + 7.0 * (i as f32 / (pairs - 1).max(1) as f32))
+            .collect();
+        let rope = Rope::with_freq_factors(&gpu, &shape, Some(&factors)).unwrap();
+        let w = width(&shape);
+        let go = |rows: &[f32], t: u32| {
+            let pos: Vec<u32> = rows.chunks(w + 1).map(|r| r[0] as u32).collect();
+            let qkv: Vec<f32> = rows.chunks(w + 1).flat_map(|r| r[1..].to_vec()).collect();
+            let pb = gpu.upload("pos", &pos).unwrap();
+            let qb = gpu.upload("qkv", &qkv).unwrap();
+            let s = step(&gpu, t, 0);
+            let bound = rope.bind(&gpu, &s, &pb, &qb).unwrap();
+            run(&gpu, |p| rope.encode(p, &bound, t).unwrap());
+            read(&gpu, &qb, qkv.len())
+        };
+        let gen = |seed: u64, n: usize| {
+            let mut v = common::rand_f32(seed, n);
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+            for row in v.chunks_mut(w + 1) {
+                row[0] = rng.random_range(0..33_000u32) as f32;
+            }
+            v
+        };
+        let reference = |rows: &[f32]| {
+            let pos: Vec<u32> = rows.chunks(w + 1).map(|r| r[0] as u32).collect();
+            let mut qkv: Vec<f32> = rows.chunks(w + 1).flat_map(|r| r[1..].to_vec()).collect();
+            cpu::rope_with_factors(&mut qkv, &pos, &shape, Some(&factors));
+            qkv
+        };
+        // The kernel's table divides theta^(-2i/n) by the factor in f64 and rounds once; the
+        // reference divides the rounded plain table. The two frequencies may differ by an ulp
+        // (6e-8 relative), which at positions up to 33k turns the angle by up to ~2e-3 rad:
+        // 1e-2 absolute on values |x| <= 1.
+        check_rows(
+            "rope with factors",
+            w + 1,
+            w,
+            1e-2,
+            29 + si as u64,
+            gen,
+            go,
+            reference,
+        );
+    }
+    // Wrong length and non-positive factors are refused.
+    let shape = rope_shapes()[2];
+    assert!(Rope::with_freq_factors(&gpu, &shape, Some(&[1.0; 15])).is_err());
+    let mut bad = vec![1.0; 16];
+    bad[3] = 0.0;
+    assert!(Rope::with_freq_factors(&gpu, &shape, Some(&bad)).is_err());
 }
 
 #[test]

@@ -45,6 +45,7 @@ fn every_shader_validates_with_naga() {
         "attention_cpu.wgsl",
         "kv_append.wgsl",
         "kv_compact.wgsl",
+        "qk_norm.wgsl",
         "rmsnorm.wgsl",
         "rope.wgsl",
         "sample.wgsl",

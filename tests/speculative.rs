@@ -8,7 +8,7 @@ use tandem::model::gguf::GgufFile;
 use tandem::model::loader::ModelFile;
 use tandem::model::quant::GgmlType;
 use tandem::model::transformer::{ForwardLimits, Transformer};
-use tandem::model::writer::tiny_model;
+use tandem::model::writer::{tiny_model, TinyModel};
 use tandem::speculative::DraftTree;
 
 fn tiny(arch: Arch, ty: GgmlType, seed: u64) -> ModelFile {
@@ -110,14 +110,41 @@ fn greedy_prompt_lookup_equals_plain_on_tiny_models() {
 /// decoded alone (T = 1) after the prefix extended by its ancestors.
 #[test]
 fn tree_node_logits_equal_the_token_decoded_alone_bitwise() {
+    tree_nodes_equal_tokens_decoded_alone(&tiny(Arch::Qwen2, GgmlType::Q5_0, 3));
+}
+
+/// The same for qwen3 (per-head q/k norm, head size not dim / heads): a synthetic model and
+/// the llama.cpp fixture model.
+#[test]
+fn qwen3_tree_node_logits_equal_the_token_decoded_alone_bitwise() {
+    tree_nodes_equal_tokens_decoded_alone(&tiny(Arch::Qwen3, GgmlType::Q8_0, 3));
+    tree_nodes_equal_tokens_decoded_alone(&fixture_model("tiny-qwen3.gguf"));
+}
+
+/// The same for llama 3.x RoPE frequency factors: a synthetic llama with factors and the
+/// llama.cpp fixture model.
+#[test]
+fn llama3_tree_node_logits_equal_the_token_decoded_alone_bitwise() {
+    let mut m = TinyModel::new(Arch::Llama, GgmlType::Q8_0, 3);
+    m.rope_freqs = Some((0..m.head_dim / 2).map(|i| 1.0 + i as f32).collect());
+    let file = ModelFile::from_gguf(GgufFile::from_bytes(m.build().unwrap()).unwrap()).unwrap();
+    assert!(file.config.rope_freq_factors);
+    tree_nodes_equal_tokens_decoded_alone(&file);
+    tree_nodes_equal_tokens_decoded_alone(&fixture_model("tiny-llama3.gguf"));
+}
+
+fn fixture_model(name: &str) -> ModelFile {
+    ModelFile::open(common::fixture(name)).unwrap()
+}
+
+fn tree_nodes_equal_tokens_decoded_alone(file: &ModelFile) {
     let Some(gpu) = common::gpu() else { return };
-    let file = tiny(Arch::Qwen2, GgmlType::Q5_0, 3);
     let limits = ForwardLimits {
         max_ctx: 128,
         max_t: 16,
         max_logit_rows: 16,
     };
-    let tf = Transformer::load(&gpu, &file, limits).unwrap();
+    let tf = Transformer::load(&gpu, file, limits).unwrap();
     let v = tf.config.vocab_size;
     let prefix: Vec<u32> = (10..30).collect();
     // root ─ 40 ─ 41 ─ 42
@@ -174,7 +201,8 @@ fn tree_node_logits_equal_the_token_decoded_alone_bitwise() {
             .all(|(x, y)| x.to_bits() == y.to_bits());
         assert!(
             same,
-            "tree row {row} (path {path:?}) differs from the token decoded alone"
+            "{}: tree row {row} (path {path:?}) differs from the token decoded alone",
+            file.config.arch.name()
         );
     }
 }
@@ -229,6 +257,55 @@ fn smollm2_gpu_greedy_follows_fixtures_and_lookup_is_lossless() {
             outright * 2 >= n,
             "only {outright} of {n} prompts match the fixture outright"
         );
+    }
+}
+
+/// qwen3 and llama3 (the llama.cpp fixture models, 16 MB): GPU greedy generation follows
+/// llama.cpp's fixture on every prompt (the rule for these models, `common::TINY_NEAR_TIE`),
+/// and speculation is
+/// lossless on them: prompt lookup, the model drafting for itself (`sps`, every draft
+/// accepted) and a draft tree give plain decoding's tokens.
+#[test]
+fn qwen3_and_llama3_gpu_greedy_follow_fixtures_and_speculation_is_lossless() {
+    for (file, fixture) in [
+        ("tiny-qwen3.gguf", "tiny-qwen3"),
+        ("tiny-llama3.gguf", "tiny-llama3"),
+    ] {
+        let model = fixture_model(file);
+        let Some(mut engine) = engine_with_drafter(&model, &model) else {
+            return;
+        };
+        for rec in &common::greedy_fixtures(fixture) {
+            let plain = GenerateOptions {
+                max_tokens: 32,
+                adaptive: false,
+                ..Default::default()
+            };
+            engine.reset();
+            let a = engine.generate(&rec.prompt_ids, &plain, |_| true).unwrap();
+            common::check_greedy_runner_up(&a.tokens, rec, 32)
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            for method in ["lookup:len=6", "sps:len=4", "tree:nodes=8,width=2"] {
+                engine.reset();
+                let opts = GenerateOptions {
+                    method: spec(method),
+                    ..plain.clone()
+                };
+                let b = engine.generate(&rec.prompt_ids, &opts, |_| true).unwrap();
+                assert_eq!(
+                    a.tokens, b.tokens,
+                    "{file}: {method} changed the greedy output for {:?}",
+                    rec.prompt
+                );
+                if method.starts_with("sps") {
+                    assert_eq!(
+                        b.stats.accepted, b.stats.drafted,
+                        "{file}: the model must accept its own greedy drafts"
+                    );
+                    assert!(b.stats.target_passes < a.stats.target_passes);
+                }
+            }
+        }
     }
 }
 

@@ -18,14 +18,43 @@ pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     y
 }
 
+/// Per-head RMSNorm in place of the `n_head` q heads (weight `q_w`) and the `n_kv_head` k
+/// heads (weight `k_w`, both `[HD]`) of `qkv: [T, (H + 2*KVH) * HD]`; v heads untouched.
+pub fn qk_norm(qkv: &mut [f32], n_head: usize, n_kv_head: usize, q_w: &[f32], k_w: &[f32], eps: f32) {
+    let hd = q_w.len();
+    let width = (n_head + 2 * n_kv_head) * hd;
+    for row in qkv.chunks_mut(width) {
+        for (h, head) in row[..(n_head + n_kv_head) * hd].chunks_mut(hd).enumerate() {
+            let w = if h < n_head { q_w } else { k_w };
+            let y = rmsnorm(head, w, eps);
+            head.copy_from_slice(&y);
+        }
+    }
+}
+
 /// RoPE in place on the q and k heads of `qkv: [T, (H + 2*KVH) * HD]` for positions `pos`.
 /// Pair i of position p turns by `p as f32 * inv_freq(theta, n_rot)[i]` (an f32 product).
 pub fn rope(qkv: &mut [f32], pos: &[u32], shape: &RopeShape) {
+    rope_with_factors(qkv, pos, shape, None)
+}
+
+/// [`rope`] with pair i's frequency divided by `factors[i]` (f64 division, rounded once).
+pub fn rope_with_factors(
+    qkv: &mut [f32],
+    pos: &[u32],
+    shape: &RopeShape,
+    factors: Option<&[f32]>,
+) {
     let hd = shape.head_dim as usize;
     let n_rot = shape.n_rot as usize;
     let half = n_rot / 2;
     let width = (shape.n_head as usize + 2 * shape.n_kv_head as usize) * hd;
-    let freqs = inv_freq(shape.theta, shape.n_rot);
+    let mut freqs = inv_freq(shape.theta, shape.n_rot);
+    if let Some(f) = factors {
+        for (q, f) in freqs.iter_mut().zip(f) {
+            *q = (*q as f64 / *f as f64) as f32;
+        }
+    }
     for (row, &p) in qkv.chunks_mut(width).zip(pos) {
         let rotated = (shape.n_head + shape.n_kv_head) as usize * hd;
         for head in row[..rotated].chunks_mut(hd) {

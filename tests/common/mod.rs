@@ -94,18 +94,67 @@ pub const NEAR_TIE: f64 = 0.3;
 /// [`NEAR_TIE`]. Returns `Ok(true)` for an outright match of the first `n`, `Ok(false)` for a
 /// legitimate near-tie divergence, `Err` otherwise.
 pub fn check_greedy(ours: &[u32], rec: &GreedyRecord, n: usize) -> Result<bool, String> {
+    check_greedy_with(ours, rec, n, NEAR_TIE)
+}
+
+/// The near-tie gap for the random-weight fixture models `tiny-qwen3` / `tiny-llama3`
+/// (tests/fixtures/README.md). They are far more sensitive to llama.cpp's 8-bit activations
+/// than trained models: an independent float64 NumPy forward (the `gguf` package's
+/// dequantizers) agrees with tandem's CPU forward to 0.01, and the same NumPy forward with
+/// activations rounded to Q8_0 before each matmul (what llama.cpp's CPU backend does) moves
+/// the top-5 log-probabilities by up to 2.0 (qwen3) and 5.4 (llama3) nats over the first 10
+/// tokens. Measured divergences of the exact forward from the fixtures sit at top-2 gaps of
+/// 0.01-1.46, always onto llama.cpp's runner-up. So for these models the rule is: the tokens
+/// match up to the first difference, and there ours is llama.cpp's second choice with a top-2
+/// gap of at most 2.0 nats ([`check_greedy_runner_up`]). It still fails a wrong forward: the
+/// same NumPy forward without the q/k norm (qwen3) or without the frequency factors (llama3)
+/// diverges at the first or second token, mostly onto a token outside llama.cpp's top 5.
+pub const TINY_NEAR_TIE: f64 = 2.0;
+
+/// [`check_greedy_with`] at [`TINY_NEAR_TIE`], where the differing token must also be the
+/// fixture's runner-up. Only the prefix of the record whose log-probabilities line up with its
+/// tokens is checked: after a token that ends inside a UTF-8 character (e.g. a lone byte
+/// token), llama-server reports the next token's log-probabilities in its place.
+pub fn check_greedy_runner_up(ours: &[u32], rec: &GreedyRecord, n: usize) -> Result<bool, String> {
+    let aligned = (0..rec.tokens.len())
+        .find(|&i| rec.top_logprobs[i][0].0 != rec.tokens[i])
+        .unwrap_or(rec.tokens.len());
+    let n = n.min(aligned);
+    let outright = check_greedy_with(ours, rec, n, TINY_NEAR_TIE)?;
+    if !outright {
+        let i = (0..n).find(|&i| ours.get(i) != Some(&rec.tokens[i])).unwrap_or(0);
+        if ours.get(i) != Some(&rec.top_logprobs[i][1].0) {
+            return Err(format!(
+                "prompt {:?}: token {i} is {:?}, neither llama.cpp's choice {} nor its runner-up {}",
+                rec.prompt,
+                ours.get(i),
+                rec.tokens[i],
+                rec.top_logprobs[i][1].0
+            ));
+        }
+    }
+    Ok(outright)
+}
+
+/// [`check_greedy`] with the near-tie gap `near_tie`.
+pub fn check_greedy_with(
+    ours: &[u32],
+    rec: &GreedyRecord,
+    n: usize,
+    near_tie: f64,
+) -> Result<bool, String> {
     for i in 0..n.min(rec.tokens.len()) {
         if ours.get(i) == Some(&rec.tokens[i]) {
             continue;
         }
         let top = &rec.top_logprobs[i];
         let gap = top[0].1 - top[1].1;
-        return if gap <= NEAR_TIE {
+        return if gap <= near_tie {
             Ok(false)
         } else {
             Err(format!(
-                "prompt {:?}: token {i} is {:?}, llama.cpp chose {} (top-2 gap {gap:.3} > {NEAR_TIE})\n ours:  {:?}\n fixture: {:?}",
-                rec.prompt, ours.get(i), rec.tokens[i], &ours[..n.min(ours.len())], &rec.tokens[..n]
+                "prompt {:?}: token {i} is {:?}, llama.cpp chose {} (top-2 gap {gap:.3} > {near_tie})\n ours:  {:?}\n fixture: {:?}",
+                rec.prompt, ours.get(i), rec.tokens[i], &ours[..n.min(ours.len())], &rec.tokens[..n.min(rec.tokens.len())]
             ))
         };
     }
