@@ -202,3 +202,49 @@ fn a_truncated_model_file_is_a_clear_error() {
         assert!(!err.contains("panicked"), "{what}: {err}");
     }
 }
+
+/// The llama.cpp fixture models (qwen3, llama3 with RoPE frequency factors) are runnable, and
+/// `tandem run` on the qwen3 one prints llama.cpp's first 8 greedy tokens.
+#[test]
+fn inspect_says_qwen3_and_llama3_can_run_and_run_follows_the_fixture() {
+    for (file, extra) in [
+        ("tiny-qwen3.gguf", "per-head q/k RMSNorm"),
+        ("tiny-llama3.gguf", "RoPE frequency factors"),
+    ] {
+        let path = common::fixture(file);
+        let out = tandem(&["inspect", "-m", path.to_str().unwrap()], "");
+        let s = text(&out.stdout) + &text(&out.stderr);
+        assert!(out.status.success(), "{file}: {s}");
+        assert!(!s.contains("cannot run"), "{file}: {s}");
+        assert!(s.contains(extra), "{file}: {s}");
+    }
+    if common::gpu().is_none() {
+        return;
+    }
+    let rec = &common::greedy_fixtures("tiny-qwen3")[0];
+    assert_eq!(rec.prompt, "The capital of France is");
+    let path = common::fixture("tiny-qwen3.gguf");
+    let out = tandem(
+        &["run", "-m", path.to_str().unwrap(), "-p", &rec.prompt, "-n", "8"],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    let printed = printed.trim_end_matches('\n');
+    assert!(!printed.is_empty());
+    let fixture: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(common::fixture("greedy-tiny-qwen3.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let want = fixture["text"].as_str().unwrap();
+    assert!(
+        want.starts_with(printed),
+        "tandem run printed {printed:?}; llama.cpp's continuation is {want:?}"
+    );
+    // 8 tokens of this text are longer than the first 2 words.
+    assert!(printed.split_whitespace().count() >= 4, "{printed:?}");
+}

@@ -523,10 +523,85 @@ fn unsupported_rope_scaling() {
     let mut w = tiny_writer();
     w.meta_str("llama.rope.scaling.type", "yarn");
     assert_has(&model_err(&w).to_string(), &["RoPE scaling 'yarn'"]);
+}
+
+/// RoPE frequency factors of the wrong size, or not positive, are refused naming the tensor
+/// (the tiny llama has head_dim 16: 8 rotary pairs).
+#[test]
+fn bad_rope_frequency_factors() {
     let mut w = tiny_writer();
-    w.tensor_f32("rope_freqs.weight", &[8], GgmlType::F32, &[1.0; 8])
+    w.tensor_f32("rope_freqs.weight", &[7], GgmlType::F32, &[1.0; 7])
         .unwrap();
-    assert_has(&model_err(&w).to_string(), &["rope_freqs.weight"]);
+    assert_has(
+        &model_err(&w).to_string(),
+        &["tensor 'rope_freqs.weight'", "expected dims [8], found [7]"],
+    );
+    let mut factors = [1.0; 8];
+    factors[5] = -2.0;
+    let mut w = tiny_writer();
+    w.tensor_f32("rope_freqs.weight", &[8], GgmlType::F32, &factors)
+        .unwrap();
+    assert_has(
+        &model_err(&w).to_string(),
+        &["tensor 'rope_freqs.weight'", "frequency factor 5 is -2"],
+    );
+    // The right size loads.
+    let mut w = tiny_writer();
+    w.tensor_f32("rope_freqs.weight", &[8], GgmlType::F32, &[2.0; 8])
+        .unwrap();
+    let f = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
+    let m = ModelFile::from_gguf(f).unwrap();
+    assert_eq!(m.rope_freq_factors().unwrap(), Some(vec![2.0; 8]));
+}
+
+/// A qwen3 q/k norm of the wrong length, or a missing one, is refused naming the tensor.
+#[test]
+fn bad_qwen3_qk_norms() {
+    let spec = TinyModel::new(Arch::Qwen3, GgmlType::F32, 3);
+    let hd = spec.head_dim as u64;
+    let w = spec.writer().unwrap();
+    let f = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
+    let bytes = rewrite_without(&f, "blk.1.attn_k_norm.weight", Some(hd - 1));
+    let e = model_err_bytes(bytes).to_string();
+    assert_has(
+        &e,
+        &[
+            "tensor 'blk.1.attn_k_norm.weight'",
+            &format!("expected dims [{hd}], found [{}]", hd - 1),
+        ],
+    );
+    let bytes = rewrite_without(&f, "blk.0.attn_q_norm.weight", None);
+    let e = model_err_bytes(bytes).to_string();
+    assert_has(
+        &e,
+        &["tensor 'blk.0.attn_q_norm.weight'", "required tensor is missing"],
+    );
+}
+
+/// `f`'s tensors rewritten without `name`, or with `name` shortened to `len` elements.
+fn rewrite_without(f: &GgufFile, name: &str, len: Option<u64>) -> Vec<u8> {
+    let mut w = GgufWriter::new();
+    for (k, v) in &f.header().metadata {
+        w.meta(k.clone(), v.clone());
+    }
+    for t in f.tensors() {
+        let data = f.tensor_data(t).unwrap();
+        if t.name == name {
+            if let Some(n) = len {
+                w.tensor_bytes(t.name.clone(), &[n], t.ty, data[..n as usize * 4].to_vec())
+                    .unwrap();
+            }
+            continue;
+        }
+        w.tensor_bytes(t.name.clone(), &t.dims, t.ty, data.to_vec())
+            .unwrap();
+    }
+    w.to_bytes().unwrap()
+}
+
+fn model_err_bytes(bytes: Vec<u8>) -> Error {
+    let f = GgufFile::from_bytes(bytes).expect("header parses");
+    ModelFile::from_gguf(f).expect_err("model must be refused")
 }
 
 #[test]

@@ -134,7 +134,7 @@ fn tiny_vocab_is_byte_level_bpe() {
 #[test]
 fn tiny_models_load_in_every_type() {
     use GgmlType::*;
-    for arch in [Arch::Llama, Arch::Qwen2] {
+    for arch in [Arch::Llama, Arch::Qwen2, Arch::Qwen3] {
         for ty in [F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
             let bytes = tiny_model(arch, ty, 7).unwrap();
             parse_header(&bytes).unwrap();
@@ -144,7 +144,12 @@ fn tiny_models_load_in_every_type() {
             let c = &m.config;
             assert_eq!(c.arch, arch);
             assert_eq!((c.n_layers, c.dim, c.ffn_dim), (2, spec.dim, spec.ffn_dim));
-            assert_eq!((c.n_heads, c.n_kv_heads, c.head_dim), (4, 2, spec.dim / 4));
+            assert_eq!((c.n_heads, c.n_kv_heads, c.head_dim), (4, 2, spec.head_dim));
+            // qwen3's head size is not dim / heads: it comes from `attention.key_length`.
+            let hd = if arch == Arch::Qwen3 { spec.dim / 2 } else { spec.dim / 4 };
+            assert_eq!(c.head_dim, hd);
+            assert_eq!(c.qk_norm, arch == Arch::Qwen3);
+            assert!(!c.rope_freq_factors);
             assert_eq!(c.tied_embeddings, arch == Arch::Llama);
             assert_eq!(c.qkv_bias, arch == Arch::Qwen2);
             assert_eq!(
