@@ -225,7 +225,15 @@ fn inspect_says_qwen3_and_llama3_can_run_and_run_follows_the_fixture() {
     assert_eq!(rec.prompt, "The capital of France is");
     let path = common::fixture("tiny-qwen3.gguf");
     let out = tandem(
-        &["run", "-m", path.to_str().unwrap(), "-p", &rec.prompt, "-n", "8"],
+        &[
+            "run",
+            "-m",
+            path.to_str().unwrap(),
+            "-p",
+            &rec.prompt,
+            "-n",
+            "8",
+        ],
         "",
     );
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -95,8 +95,7 @@ fn check_prompt(
     assert!(err < LOGIT_TOL, "chunked prefill differs by {err}");
 
     // Step-by-step decode of the fixture's tokens.
-    let mut n_past = prompt.len();
-    for &next in rec.tokens.iter().take(decode) {
+    for (n_past, &next) in (prompt.len()..).zip(rec.tokens.iter().take(decode)) {
         cpu_logits = cpu.forward(next);
         tf.forward(
             gpu,
@@ -115,6 +114,5 @@ fn check_prompt(
         );
         let ids = pollster::block_on(tf.read_argmax(gpu, 1)).unwrap();
         assert_eq!(ids[0], tandem::model::cpu::argmax(&cpu_logits));
-        n_past += 1;
     }
 }

@@ -574,7 +574,10 @@ fn bad_qwen3_qk_norms() {
     let e = model_err_bytes(bytes).to_string();
     assert_has(
         &e,
-        &["tensor 'blk.0.attn_q_norm.weight'", "required tensor is missing"],
+        &[
+            "tensor 'blk.0.attn_q_norm.weight'",
+            "required tensor is missing",
+        ],
     );
 }
 

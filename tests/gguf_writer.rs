@@ -146,7 +146,11 @@ fn tiny_models_load_in_every_type() {
             assert_eq!((c.n_layers, c.dim, c.ffn_dim), (2, spec.dim, spec.ffn_dim));
             assert_eq!((c.n_heads, c.n_kv_heads, c.head_dim), (4, 2, spec.head_dim));
             // qwen3's head size is not dim / heads: it comes from `attention.key_length`.
-            let hd = if arch == Arch::Qwen3 { spec.dim / 2 } else { spec.dim / 4 };
+            let hd = if arch == Arch::Qwen3 {
+                spec.dim / 2
+            } else {
+                spec.dim / 4
+            };
             assert_eq!(c.head_dim, hd);
             assert_eq!(c.qk_norm, arch == Arch::Qwen3);
             assert!(!c.rope_freq_factors);

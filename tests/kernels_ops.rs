@@ -12,8 +12,8 @@ use tandem::kernels::argmax::Argmax;
 use tandem::kernels::attention::{Attention, AttentionShape};
 use tandem::kernels::kv_append::KvAppend;
 use tandem::kernels::kv_compact::KvCompact;
-use tandem::kernels::reference as cpu;
 use tandem::kernels::qk_norm::QkNorm;
+use tandem::kernels::reference as cpu;
 use tandem::kernels::rmsnorm::RmsNorm;
 use tandem::kernels::rope::{Rope, RopeKvAppend, RopeShape, RopeStyle};
 use tandem::kernels::silu_mul::SiluMul;
@@ -119,7 +119,10 @@ fn qk_norm_matches_cpu_leaves_v_alone_and_is_batch_invariant() {
         let kernel = QkNorm::new(&gpu, nh, nkv, hd, eps).unwrap();
         let qw = scaled(200 + i as u64, hd as usize, 2.0);
         let kw = scaled(300 + i as u64, hd as usize, 2.0);
-        let (qwb, kwb) = (gpu.upload("q_w", &qw).unwrap(), gpu.upload("k_w", &kw).unwrap());
+        let (qwb, kwb) = (
+            gpu.upload("q_w", &qw).unwrap(),
+            gpu.upload("k_w", &kw).unwrap(),
+        );
         let w = ((nh + 2 * nkv) * hd) as usize;
         let go = |x: &[f32], t: u32| {
             let xb = gpu.upload("qkv", x).unwrap();

@@ -20,7 +20,14 @@ pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
 
 /// Per-head RMSNorm in place of the `n_head` q heads (weight `q_w`) and the `n_kv_head` k
 /// heads (weight `k_w`, both `[HD]`) of `qkv: [T, (H + 2*KVH) * HD]`; v heads untouched.
-pub fn qk_norm(qkv: &mut [f32], n_head: usize, n_kv_head: usize, q_w: &[f32], k_w: &[f32], eps: f32) {
+pub fn qk_norm(
+    qkv: &mut [f32],
+    n_head: usize,
+    n_kv_head: usize,
+    q_w: &[f32],
+    k_w: &[f32],
+    eps: f32,
+) {
     let hd = q_w.len();
     let width = (n_head + 2 * n_kv_head) * hd;
     for row in qkv.chunks_mut(width) {
@@ -39,12 +46,7 @@ pub fn rope(qkv: &mut [f32], pos: &[u32], shape: &RopeShape) {
 }
 
 /// [`rope`] with pair i's frequency divided by `factors[i]` (f64 division, rounded once).
-pub fn rope_with_factors(
-    qkv: &mut [f32],
-    pos: &[u32],
-    shape: &RopeShape,
-    factors: Option<&[f32]>,
-) {
+pub fn rope_with_factors(qkv: &mut [f32], pos: &[u32], shape: &RopeShape, factors: Option<&[f32]>) {
     let hd = shape.head_dim as usize;
     let n_rot = shape.n_rot as usize;
     let half = n_rot / 2;

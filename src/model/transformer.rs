@@ -235,11 +235,7 @@ impl Transformer {
         )?;
         let qk_norm = if c.qk_norm {
             Some(QkNorm::new(
-                gpu,
-                nh as u32,
-                nkv as u32,
-                hd as u32,
-                c.norm_eps,
+                gpu, nh as u32, nkv as u32, hd as u32, c.norm_eps,
             )?)
         } else {
             None

@@ -376,7 +376,11 @@ impl TinyModel {
             ffn_dim,
             n_heads: 4,
             n_kv_heads: 2,
-            head_dim: if arch == Arch::Qwen3 { dim / 2 } else { dim / 4 },
+            head_dim: if arch == Arch::Qwen3 {
+                dim / 2
+            } else {
+                dim / 4
+            },
             context_length: 256,
             tied: arch == Arch::Llama,
             rope_theta: if arch == Arch::Llama {

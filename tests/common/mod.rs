@@ -122,7 +122,9 @@ pub fn check_greedy_runner_up(ours: &[u32], rec: &GreedyRecord, n: usize) -> Res
     let n = n.min(aligned);
     let outright = check_greedy_with(ours, rec, n, TINY_NEAR_TIE)?;
     if !outright {
-        let i = (0..n).find(|&i| ours.get(i) != Some(&rec.tokens[i])).unwrap_or(0);
+        let i = (0..n)
+            .find(|&i| ours.get(i) != Some(&rec.tokens[i]))
+            .unwrap_or(0);
         if ours.get(i) != Some(&rec.top_logprobs[i][1].0) {
             return Err(format!(
                 "prompt {:?}: token {i} is {:?}, neither llama.cpp's choice {} nor its runner-up {}",
