@@ -400,7 +400,7 @@ test('a corrupted model file gets the GGUF parser\'s error on the page', { skip 
 test('the demo loads the visitor\'s own model from disk (a wrong file gets a clear message)', { skip }, async () => {
   // SmolLM2 from the model cache as the visitor's file: its greedy tokens must equal the
   // native ones. Before it, a file that is not GGUF (refused by the page) and a GGUF model of
-  // a kind tandem does not run (the tiny Llama-3 fixture with llama3-style RoPE factors,
+  // a kind tandem does not run (the tiny qwen3 fixture relabelled as architecture 'phi42',
   // refused by the engine), each with its message.
   const page = await context.newPage();
   page.on('pageerror', (e) => log(`page error: ${e.message}`));
@@ -417,10 +417,23 @@ test('the demo loads the visitor\'s own model from disk (a wrong file gets a cle
     return text;
   };
   assert.match(await refused(join(REPO, 'README.md')), /README\.md is not a GGUF model file/);
-  assert.match(
-    await refused(join(REPO, 'tests', 'fixtures', 'tiny-llama3.gguf')),
-    /tandem cannot run this model here \(unsupported: RoPE frequency factors/,
-  );
+  // Every 'qwen3' in the file is metadata (the architecture and its key prefix): the same
+  // length renamed, the file stays a valid GGUF of an unknown family.
+  const bytes = readFileSync(join(REPO, 'tests', 'fixtures', 'tiny-qwen3.gguf'));
+  for (let i = bytes.indexOf('qwen3'); i >= 0; i = bytes.indexOf('qwen3', i + 5)) {
+    bytes.write('phi42', i, 'latin1');
+  }
+  const unknownDir = mkdtempSync(join(tmpdir(), 'tandem-unknown-arch-'));
+  const unknown = join(unknownDir, 'tiny-phi42.gguf');
+  writeFileSync(unknown, bytes);
+  try {
+    assert.match(
+      await refused(unknown),
+      /tandem cannot run this model here \(unsupported: architecture 'phi42'/,
+    );
+  } finally {
+    rmSync(unknownDir, { recursive: true, force: true });
+  }
   await page.setInputFiles('#model-file', join(MODELS_DIR, MODEL));
   assert.match(await page.textContent('#custom-chosen'), /SmolLM2-135M-Instruct\.Q4_1\.gguf .*from this computer/);
   await page.click('#load');
