@@ -145,3 +145,46 @@ pub fn check_probs_row(
     );
     false
 }
+
+/// The softmax of `logits` at temperature `temp`, in f64.
+pub fn softmax_at(logits: &[f32], temp: f64) -> Vec<f64> {
+    let m = logits.iter().copied().fold(f32::MIN, f32::max) as f64;
+    let w: Vec<f64> = logits
+        .iter()
+        .map(|&l| ((l as f64 - m) / temp).exp())
+        .collect();
+    let z: f64 = w.iter().sum();
+    w.iter().map(|x| x / z).collect()
+}
+
+/// A χ² goodness-of-fit statistic of `counts` (from `trials` draws) against `p`: bins with an
+/// expected count ≥ 5, the rest merged into one.
+pub struct Chi2 {
+    pub stat: f64,
+    /// Degrees of freedom (bins − 1).
+    pub df: usize,
+    /// Upper 0.1% point of χ²(df) (Wilson–Hilferty).
+    pub critical: f64,
+}
+
+pub fn chi2_against(p: &[f64], counts: &[usize], trials: usize) -> Chi2 {
+    let (mut stat, mut bins, mut rest_e, mut rest_o) = (0.0, 0usize, 0.0, 0.0);
+    for (i, &pi) in p.iter().enumerate() {
+        let e = pi * trials as f64;
+        if e >= 5.0 {
+            stat += (counts[i] as f64 - e).powi(2) / e;
+            bins += 1;
+        } else {
+            rest_e += e;
+            rest_o += counts[i] as f64;
+        }
+    }
+    if rest_e > 0.0 {
+        stat += (rest_o - rest_e).powi(2) / rest_e.max(1e-9);
+        bins += 1;
+    }
+    let df = bins.saturating_sub(1);
+    let k = df.max(1) as f64;
+    let critical = k * (1.0 - 2.0 / (9.0 * k) + 3.09 * (2.0 / (9.0 * k)).sqrt()).powi(3);
+    Chi2 { stat, df, critical }
+}
