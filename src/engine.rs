@@ -16,7 +16,10 @@
 
 use crate::gpu::{seconds, Gpu, Readback};
 use crate::model::loader::ModelFile;
-use crate::model::transformer::{ForwardLimits, Transformer};
+use std::sync::Arc;
+
+use crate::model::session::Session;
+use crate::model::transformer::{ForwardLimits, GpuModel};
 use crate::speculative::budget::Budget;
 use crate::speculative::tree::DraftTree;
 use crate::speculative::verify::Verification;
@@ -163,23 +166,81 @@ impl Default for EngineOptions {
 /// is dropped beyond it.
 pub const KEPT_DRAFTERS: usize = 8;
 
-/// A loaded target (and optional drafter model) on a GPU.
-pub struct Engine {
-    pub gpu: Gpu,
-    pub tokenizer: Tokenizer,
-    pub target: Transformer,
+/// One conversation on an engine's models: the target's session (KV cache, activations, the
+/// tokens its rows hold), the drafter model's session, the verification buffers and the
+/// drafters with what they learned. [`Engine::conversation`] opens one, [`Engine::generate_in`]
+/// continues it; the engine's own generations ([`Engine::generate`]) run in one of these too.
+/// Conversations over one engine share its weights and pipelines; each holds its own device
+/// memory (`Error::OutOfMemory` when the device cannot hold another).
+pub struct Conversation {
+    session: Session,
     draft_model: Option<DraftModel>,
     /// One drafter per method used, most recent last (at most [`KEPT_DRAFTERS`]): a method's
     /// state (a suffix trie of earlier outputs, a recycling table) survives generations with
     /// other methods in between, as a bench that cycles through methods needs.
     drafters: Vec<(MethodSpec, Box<dyn Drafter>)>,
-    options: EngineOptions,
     verification: Verification,
     /// The staging buffer every step's readback goes through.
     readback: Readback,
-    /// Tokens whose KV rows are valid in the target's cache (reused by the next generation
-    /// when its prompt starts with them: multi-turn chat prefills only the new part).
-    cache: Vec<u32>,
+}
+
+impl Conversation {
+    fn open(gpu: &Gpu, target: &Arc<GpuModel>, options: &EngineOptions) -> Result<Self> {
+        let session = Session::new(gpu, target.clone())?;
+        let verification = Verification::new(gpu, &session, options.max_draft)?;
+        Ok(Conversation {
+            session,
+            draft_model: None,
+            drafters: Vec::new(),
+            verification,
+            readback: Readback::new(gpu, "step readback", Verification::readback_bytes()),
+        })
+    }
+
+    /// The target's session: its KV cache holds the tokens of `session().cache`.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Use `drafter` for the generations whose method is `method` (until another method
+    /// runs): a drafter from outside the registry, or one whose state the caller prepared.
+    pub fn set_drafter(&mut self, method: MethodSpec, drafter: Box<dyn Drafter>) {
+        self.drafters.retain(|(m, _)| *m != method);
+        self.drafters.push((method, drafter));
+        if self.drafters.len() > KEPT_DRAFTERS {
+            self.drafters.remove(0);
+        }
+    }
+
+    /// Forget the KV caches and what the drafters learned (the next generation prefills its
+    /// whole prompt and drafts from nothing).
+    pub fn reset(&mut self) {
+        self.clear_cache();
+        for (_, d) in &mut self.drafters {
+            d.reset();
+        }
+    }
+
+    /// Forget the KV caches (the next generation prefills its whole prompt) but keep what
+    /// the drafters learned, as a server keeps it between requests.
+    pub fn clear_cache(&mut self) {
+        self.session.cache.clear();
+        if let Some(d) = &mut self.draft_model {
+            d.model.cache.clear();
+        }
+    }
+}
+
+/// A loaded target (and optional drafter model) on a GPU, with one conversation of its own.
+pub struct Engine {
+    pub gpu: Gpu,
+    pub tokenizer: Tokenizer,
+    /// The target's weights and pipelines, shared by every conversation.
+    pub target: Arc<GpuModel>,
+    draft: Option<Arc<GpuModel>>,
+    options: EngineOptions,
+    /// The conversation [`Engine::generate`] continues.
+    main: Conversation,
 }
 
 fn tokenizer_of(file: &ModelFile) -> Result<Tokenizer> {
@@ -322,19 +383,15 @@ impl Engine {
             max_t: MAX_STEP_TOKENS,
             max_logit_rows: max_draft + 1,
         };
-        let target = Transformer::load(&gpu, file, limits)?;
-        let verification = Verification::new(&gpu, &target, max_draft)?;
-        let readback = Readback::new(&gpu, "step readback", Verification::readback_bytes());
+        let target = Arc::new(GpuModel::load(&gpu, file, limits)?);
+        let main = Conversation::open(&gpu, &target, &options)?;
         Ok(Engine {
             gpu,
             tokenizer,
             target,
-            draft_model: None,
-            drafters: Vec::new(),
+            draft: None,
             options,
-            verification,
-            readback,
-            cache: Vec::new(),
+            main,
         })
     }
 
@@ -360,45 +417,50 @@ impl Engine {
                 file.config.vocab_size, self.target.config.vocab_size
             )));
         }
-        self.draft_model = Some(DraftModel::load(
-            &self.gpu,
-            file,
-            self.target.limits.max_ctx,
-            options,
-        )?);
+        // The old drafter's memory goes first.
+        self.main.draft_model = None;
+        self.draft = None;
+        let model = DraftModel::load_model(&self.gpu, file, self.target.limits.max_ctx, options)?;
+        self.main.draft_model = Some(DraftModel::new(&self.gpu, model.clone())?);
+        self.draft = Some(model);
         Ok(())
     }
 
-    /// Use `drafter` for the generations whose method is `method` (until another method
-    /// runs): a drafter from outside the registry, or one whose state the caller prepared.
+    /// Use `drafter` for the generations of the engine's own conversation whose method is
+    /// `method` (see [`Conversation::set_drafter`]).
     pub fn set_drafter(&mut self, method: MethodSpec, drafter: Box<dyn Drafter>) {
-        self.drafters.retain(|(m, _)| *m != method);
-        self.drafters.push((method, drafter));
-        if self.drafters.len() > KEPT_DRAFTERS {
-            self.drafters.remove(0);
-        }
+        self.main.set_drafter(method, drafter);
     }
 
     pub fn has_drafter(&self) -> bool {
-        self.draft_model.is_some()
+        self.draft.is_some()
+    }
+
+    /// The target's session of the engine's own conversation.
+    pub fn session(&self) -> &Session {
+        &self.main.session
+    }
+
+    /// Open another conversation over the engine's models (its own KV caches and drafters;
+    /// the weights are shared). `Error::OutOfMemory` when the device cannot hold it.
+    pub fn conversation(&self) -> Result<Conversation> {
+        let mut c = Conversation::open(&self.gpu, &self.target, &self.options)?;
+        if let Some(d) = &self.draft {
+            c.draft_model = Some(DraftModel::new(&self.gpu, d.clone())?);
+        }
+        Ok(c)
     }
 
     /// Forget the KV caches and what the drafters learned (the next generation prefills its
     /// whole prompt and drafts from nothing).
     pub fn reset(&mut self) {
-        self.clear_cache();
-        for (_, d) in &mut self.drafters {
-            d.reset();
-        }
+        self.main.reset();
     }
 
     /// Forget the KV caches (the next generation prefills its whole prompt) but keep what
     /// the drafters learned, as a server keeps it between requests.
     pub fn clear_cache(&mut self) {
-        self.cache.clear();
-        if let Some(d) = &mut self.draft_model {
-            d.cache.clear();
-        }
+        self.main.clear_cache();
     }
 
     /// Blocking [`Engine::generate_async`] for native programs.
@@ -412,15 +474,80 @@ impl Engine {
         pollster::block_on(self.generate_async(prompt, opts, on_event))
     }
 
-    /// Generate after `prompt` (token ids), calling `on_event` as tokens arrive; `on_event`
-    /// returns false to cancel. KV rows of a previous generation are reused for the longest
-    /// common prefix of its tokens and `prompt`.
+    /// Generate after `prompt` (token ids) in the engine's own conversation, calling
+    /// `on_event` as tokens arrive; `on_event` returns false to cancel. KV rows of a previous
+    /// generation are reused for the longest common prefix of its tokens and `prompt`.
     pub async fn generate_async(
         &mut self,
         prompt: &[u32],
         opts: &GenerateOptions,
+        on_event: impl FnMut(&Event) -> bool,
+    ) -> Result<Output> {
+        Models {
+            gpu: &self.gpu,
+            tokenizer: &self.tokenizer,
+            target: &self.target,
+            draft: self.draft.as_ref(),
+            options: &self.options,
+        }
+        .generate(&mut self.main, prompt, opts, on_event)
+        .await
+    }
+
+    /// Blocking [`Engine::generate_in_async`] for native programs.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn generate_in(
+        &self,
+        conversation: &mut Conversation,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_event: impl FnMut(&Event) -> bool,
+    ) -> Result<Output> {
+        pollster::block_on(self.generate_in_async(conversation, prompt, opts, on_event))
+    }
+
+    /// [`Engine::generate_async`] in `conv`, a conversation opened by [`Engine::conversation`].
+    pub async fn generate_in_async(
+        &self,
+        conv: &mut Conversation,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_event: impl FnMut(&Event) -> bool,
+    ) -> Result<Output> {
+        Models {
+            gpu: &self.gpu,
+            tokenizer: &self.tokenizer,
+            target: &self.target,
+            draft: self.draft.as_ref(),
+            options: &self.options,
+        }
+        .generate(conv, prompt, opts, on_event)
+        .await
+    }
+}
+
+/// What a generation reads of the engine (borrowed apart from the conversation it writes).
+struct Models<'e> {
+    gpu: &'e Gpu,
+    tokenizer: &'e Tokenizer,
+    target: &'e Arc<GpuModel>,
+    draft: Option<&'e Arc<GpuModel>>,
+    options: &'e EngineOptions,
+}
+
+impl Models<'_> {
+    async fn generate(
+        &self,
+        conv: &mut Conversation,
+        prompt: &[u32],
+        opts: &GenerateOptions,
         mut on_event: impl FnMut(&Event) -> bool,
     ) -> Result<Output> {
+        if !Arc::ptr_eq(conv.session.model(), self.target) {
+            return Err(Error::Invalid(
+                "the conversation was opened on another engine's model".into(),
+            ));
+        }
         if prompt.is_empty() {
             return Err(Error::Invalid("the prompt is empty".into()));
         }
@@ -432,27 +559,48 @@ impl Engine {
                 opts.max_tokens
             )));
         }
-        // Each method's drafter stays across generations (most recently used last).
-        match self.drafters.iter().position(|(m, _)| *m == opts.method) {
-            Some(i) => {
-                let d = self.drafters.remove(i);
-                self.drafters.push(d);
+        // The conversation's drafter-model session follows the engine's drafter model.
+        let current = conv.draft_model.as_ref().map(|d| d.model.model().clone());
+        match (self.draft, current) {
+            (Some(d), Some(c)) if Arc::ptr_eq(d, &c) => {}
+            (Some(d), _) => {
+                conv.draft_model = None;
+                conv.draft_model = Some(DraftModel::new(self.gpu, (*d).clone())?);
             }
-            None => self.set_drafter(opts.method.clone(), opts.method.drafter()),
+            (None, _) => conv.draft_model = None,
         }
-        let Some((_, drafter)) = self.drafters.last_mut() else {
+        let Conversation {
+            session: target,
+            draft_model,
+            drafters,
+            verification,
+            readback,
+        } = conv;
+        let gpu = self.gpu;
+        // Each method's drafter stays across generations (most recently used last).
+        match drafters.iter().position(|(m, _)| *m == opts.method) {
+            Some(i) => {
+                let d = drafters.remove(i);
+                drafters.push(d);
+            }
+            None => {
+                drafters.push((opts.method.clone(), opts.method.drafter()));
+                if drafters.len() > KEPT_DRAFTERS {
+                    drafters.remove(0);
+                }
+            }
+        }
+        let Some((_, drafter)) = drafters.last_mut() else {
             return Err(Error::Invalid("no drafter for the method".into()));
         };
-        if drafter.needs_model() && self.draft_model.is_none() {
+        if drafter.needs_model() && draft_model.is_none() {
             return Err(Error::Invalid(format!(
                 "method {} needs a drafter model (load_drafter, --drafter)",
                 opts.method.name()
             )));
         }
-        self.verification
-            .set_sampling(&self.gpu, opts.sampling.as_ref())?;
-        self.verification
-            .set_top_k(&self.gpu, &self.target, drafter.target_top_k())?;
+        verification.set_sampling(gpu, opts.sampling.as_ref())?;
+        verification.set_top_k(gpu, target, drafter.target_top_k())?;
         let mut stats = Stats {
             method: opts.method.name(),
             prompt_tokens: prompt.len(),
@@ -462,29 +610,29 @@ impl Engine {
         let t0 = seconds();
         // Reuse the cached prefix; prefill the rest of the prompt but its last token, which
         // is the first step's root.
-        let reuse = common_prefix(&self.cache, &prompt[..prompt.len() - 1]);
+        let reuse = common_prefix(&target.cache, &prompt[..prompt.len() - 1]);
         stats.reused_prompt_tokens = reuse;
         let head = &prompt[reuse..prompt.len() - 1];
         if !head.is_empty() {
-            self.target.prefill(&self.gpu, head, reuse)?;
+            target.prefill(gpu, head, reuse)?;
         }
-        self.cache.truncate(reuse);
-        self.cache.extend_from_slice(head);
+        target.cache.truncate(reuse);
+        target.cache.extend_from_slice(head);
         let mut history: Vec<u32> = prompt.to_vec();
         // The drafter begins here (a drafter model prefills the prompt: DESIGN.md's loop), so
         // its cost counts as prefill rather than landing on the first step of the decode phase.
         drafter.begin(&mut DraftContext {
-            gpu: &self.gpu,
-            model: self.draft_model.as_mut(),
-            committed: &self.cache,
+            gpu,
+            model: draft_model.as_mut(),
+            committed: &target.cache,
             history: &history,
-            target_tokens: self.target.tokens_buffer(),
+            target_tokens: target.tokens_buffer(),
             passes: 0,
         })?;
-        let mut emitter = Emitter::new(&self.tokenizer, opts);
+        let mut emitter = Emitter::new(self.tokenizer, opts);
         // Prefill ends here (once its GPU work is done); decoding (every step, the first one
         // included) starts.
-        self.gpu.finish().await?;
+        gpu.finish().await?;
         stats.prefill_seconds = seconds() - t0;
         let t_decode = seconds();
         let mut budget = Budget::new(drafter.max_budget().min(self.options.max_draft));
@@ -498,41 +646,35 @@ impl Engine {
             let step_start = seconds();
             let root = history[history.len() - 1];
             let mut ctx = DraftContext {
-                gpu: &self.gpu,
-                model: self.draft_model.as_mut(),
-                committed: &self.cache,
+                gpu,
+                model: draft_model.as_mut(),
+                committed: &target.cache,
                 history: &history,
-                target_tokens: self.target.tokens_buffer(),
+                target_tokens: target.tokens_buffer(),
                 passes: 0,
             };
             // Draft: host tokens, GPU work in this step's encoder, or reads first.
-            let mut enc = self.gpu.encoder("step");
+            let mut enc = gpu.encoder("step");
             let mut proposal = if want == 0 {
                 Proposal::Tree(DraftTree::empty())
             } else {
-                self.verification.mark_start(&mut enc);
+                verification.mark_start(&mut enc);
                 drafter.propose(&mut ctx, &mut enc, want)?
             };
             while let Proposal::Read(reads) = proposal {
                 let parts: Vec<_> = reads.iter().map(|(b, o, n)| (b, *o, *n)).collect();
-                let read = self.readback.read(&self.gpu, enc, &parts).await?;
-                enc = self.gpu.encoder("draft level");
+                let read = readback.read(gpu, enc, &parts).await?;
+                enc = gpu.encoder("draft level");
                 proposal = drafter.resume(&mut ctx, &mut enc, &read)?;
             }
             let gpu_draft = matches!(proposal, Proposal::Gpu { .. });
             let drafting = seconds() - step_start;
             // Verify: the target's pass over [root, draft…] and acceptance, same submit.
-            let pending = self.verification.encode(
-                &self.gpu,
-                &self.target,
-                &mut enc,
-                proposal,
-                root,
-                self.cache.len(),
-            )?;
-            let parts = self.verification.reads(&pending);
-            let got = self.readback.read(&self.gpu, enc, &parts).await?;
-            let step = self.verification.finish(pending, &got)?;
+            let pending =
+                verification.encode(gpu, target, &mut enc, proposal, root, target.cache.len())?;
+            let parts = verification.reads(&pending);
+            let got = readback.read(gpu, enc, &parts).await?;
+            let step = verification.finish(pending, &got)?;
             drafter.observe(
                 &mut ctx,
                 &Verdict {
@@ -558,8 +700,8 @@ impl Engine {
             stats.drafted += proposed;
             stats.accepted += accepted;
             budget.record(proposed, accepted, seconds() - step_start);
-            self.cache.push(root);
-            self.cache.extend_from_slice(&step.emitted[..accepted]);
+            target.cache.push(root);
+            target.cache.extend_from_slice(&step.emitted[..accepted]);
             // Emit.
             let ev = emitter.emit(&step.emitted, proposed, drafter_seconds, &mut history)?;
             if !on_event(&ev) && emitter.stop_reason.is_none() {

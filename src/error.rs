@@ -27,6 +27,9 @@ pub enum Error {
     /// A conversation was given to a model that has no chat template (a base model).
     #[error("no chat template: {0}")]
     NoChatTemplate(String),
+    /// The device (or the memory budget) cannot hold another model or session.
+    #[error("out of GPU memory: {0}")]
+    OutOfMemory(String),
     /// A prompt (plus the requested tokens) does not fit the context.
     #[error("context error: {0}")]
     Context(String),

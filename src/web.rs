@@ -27,6 +27,7 @@ fn kind(e: &Error) -> &'static str {
         Error::Format { .. } => "format",
         Error::Unsupported(_) => "unsupported",
         Error::Gpu(_) => "gpu",
+        Error::OutOfMemory(_) => "out_of_memory",
         Error::Tokenizer(_) => "tokenizer",
         Error::NoChatTemplate(_) => "no_chat_template",
         Error::Context(_) => "context",

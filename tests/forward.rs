@@ -4,9 +4,7 @@
 mod common;
 
 use tandem::model::{
-    cpu::CpuModel,
-    loader::ModelFile,
-    transformer::{ForwardLimits, Transformer},
+    cpu::CpuModel, loader::ModelFile, session::Session, transformer::ForwardLimits,
 };
 
 /// GPU logits vs the CPU reference: |Δ| ≤ 2e-2 absolute on logits of magnitude ~10-30
@@ -66,7 +64,7 @@ fn check_prompt(
     decode: usize,
 ) {
     let mut cpu = CpuModel::load(model).unwrap();
-    let tf = Transformer::load(gpu, model, limits).unwrap();
+    let tf = Session::load(gpu, model, limits).unwrap();
     let prompt = &rec.prompt_ids;
 
     let mut cpu_logits = Vec::new();
@@ -79,7 +77,7 @@ fn check_prompt(
     assert!(err < LOGIT_TOL, "prefill logits differ by {err}");
 
     // Chunked prefill (chunks of 2) gives the same logits as one chunk.
-    let small = Transformer::load(
+    let small = Session::load(
         gpu,
         model,
         ForwardLimits {

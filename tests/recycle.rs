@@ -12,19 +12,14 @@ use std::rc::Rc;
 
 use tandem::engine::{Engine, EngineOptions, GenerateOptions, MethodSpec};
 use tandem::model::config::Arch;
-use tandem::model::gguf::GgufFile;
 use tandem::model::loader::ModelFile;
 use tandem::model::quant::GgmlType;
-use tandem::model::writer::tiny_model;
 use tandem::speculative::{DraftContext, Drafter, Proposal, Recycle, Verdict};
 use tandem::Result;
 
 type Table = BTreeMap<u32, Vec<u32>>;
 
-fn tiny(arch: Arch, ty: GgmlType, seed: u64) -> ModelFile {
-    ModelFile::from_gguf(GgufFile::from_bytes(tiny_model(arch, ty, seed).unwrap()).unwrap())
-        .unwrap()
-}
+use common::tiny;
 
 fn table(r: &Recycle) -> Table {
     r.rows().map(|(t, s)| (t, s.to_vec())).collect()
@@ -126,8 +121,8 @@ fn the_table_after_each_step_equals_a_cpu_reference_from_the_target_logits() {
         steps.len()
     );
     // Rebuild every step's table on the CPU from the target's logits at each verified row.
-    let tf = &engine.target;
-    let v = tf.config.vocab_size;
+    let tf = engine.session();
+    let v = tf.config().vocab_size;
     let mut reference = Table::new();
     for (n, step) in steps.iter().enumerate() {
         for row in 0..step.batch.len() {

@@ -7,14 +7,12 @@ use tandem::model::config::Arch;
 use tandem::model::gguf::GgufFile;
 use tandem::model::loader::ModelFile;
 use tandem::model::quant::GgmlType;
-use tandem::model::transformer::{ForwardLimits, Transformer};
-use tandem::model::writer::{tiny_model, TinyModel};
+use tandem::model::session::Session;
+use tandem::model::transformer::{ForwardLimits, GpuModel};
+use tandem::model::writer::TinyModel;
 use tandem::speculative::DraftTree;
 
-fn tiny(arch: Arch, ty: GgmlType, seed: u64) -> ModelFile {
-    ModelFile::from_gguf(GgufFile::from_bytes(tiny_model(arch, ty, seed).unwrap()).unwrap())
-        .unwrap()
-}
+use common::tiny;
 
 fn lookup(budget: usize) -> MethodSpec {
     spec(&format!("lookup:len={budget}"))
@@ -144,8 +142,8 @@ fn tree_nodes_equal_tokens_decoded_alone(file: &ModelFile) {
         max_t: 16,
         max_logit_rows: 16,
     };
-    let tf = Transformer::load(&gpu, file, limits).unwrap();
-    let v = tf.config.vocab_size;
+    let tf = Session::load(&gpu, file, limits).unwrap();
+    let v = tf.config().vocab_size;
     let prefix: Vec<u32> = (10..30).collect();
     // root ─ 40 ─ 41 ─ 42
     //      ├ 50 ─ 51
@@ -519,8 +517,12 @@ fn a_truncated_head_gives_the_first_logits_of_the_full_head_bitwise() {
         };
         let v = file.config.vocab_size;
         let hv = v / 3;
-        let full = Transformer::load(&gpu, &file, limits).unwrap();
-        let cut = Transformer::load_with_head(&gpu, &file, limits, Some(hv)).unwrap();
+        let full = Session::load(&gpu, &file, limits).unwrap();
+        let cut = Session::new(
+            &gpu,
+            std::sync::Arc::new(GpuModel::load_with_head(&gpu, &file, limits, Some(hv)).unwrap()),
+        )
+        .unwrap();
         assert_eq!((full.head_rows(), cut.head_rows()), (v, hv));
         let prompt: Vec<u32> = (20..27).collect();
         full.prefill(&gpu, &prompt, 0).unwrap();
@@ -752,8 +754,8 @@ fn first_token_chi2(engine: &mut Engine, method: &MethodSpec, reset: bool, trial
     let prompt = engine.tokenizer.encode("the world", false).unwrap();
     // The target's distribution after the prompt, from its logits.
     let temp = 1.5f64;
-    engine.target.prefill(&engine.gpu, &prompt, 0).unwrap();
-    let p = common::softmax_at(&engine.target.read_logits_blocking(&engine.gpu, 1), temp);
+    engine.session().prefill(&engine.gpu, &prompt, 0).unwrap();
+    let p = common::softmax_at(&engine.session().read_logits_blocking(&engine.gpu, 1), temp);
     let mut counts = vec![0usize; p.len()];
     let mut accepted = 0;
     for seed in 0..trials {

@@ -14,10 +14,8 @@ mod common;
 use rand::{Rng, SeedableRng};
 use tandem::engine::{Engine, EngineOptions, GenerateOptions, MethodSpec};
 use tandem::model::config::Arch;
-use tandem::model::gguf::GgufFile;
 use tandem::model::loader::ModelFile;
 use tandem::model::quant::GgmlType;
-use tandem::model::writer::tiny_model;
 use tandem::speculative::{Suffix, SuffixOptions, SuffixTrie};
 
 fn random_text(rng: &mut rand::rngs::SmallRng, len: usize, alphabet: u32) -> Vec<u32> {
@@ -181,10 +179,7 @@ fn the_earlier_outputs_trie_stays_under_its_caps() {
     assert_eq!(s.global().node_count(), 2);
 }
 
-fn tiny(arch: Arch, ty: GgmlType, seed: u64) -> ModelFile {
-    ModelFile::from_gguf(GgufFile::from_bytes(tiny_model(arch, ty, seed).unwrap()).unwrap())
-        .unwrap()
-}
+use common::tiny;
 
 fn spec(text: &str) -> MethodSpec {
     MethodSpec::parse(text).unwrap()
@@ -406,8 +401,8 @@ fn suffix_first_token_chi2(method: &str) {
     let base = engine.tokenizer.encode("the world", false).unwrap();
     let temp = 0.3f64;
     let dist = |prompt: &[u32]| -> Vec<f64> {
-        engine.target.prefill(&engine.gpu, prompt, 0).unwrap();
-        common::softmax_at(&engine.target.read_logits_blocking(&engine.gpu, 1), temp)
+        engine.session().prefill(&engine.gpu, prompt, 0).unwrap();
+        common::softmax_at(&engine.session().read_logits_blocking(&engine.gpu, 1), temp)
     };
     let after_base = dist(&base);
     let mut top: Vec<u32> = (0..after_base.len() as u32).collect();

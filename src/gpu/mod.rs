@@ -4,6 +4,7 @@
 
 mod pipelines;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytemuck::Pod;
@@ -27,6 +28,11 @@ pub struct GpuOptions {
     pub no_subgroups: bool,
     /// Pretend `max_storage_buffer_binding_size` is at most this (tests row splitting).
     pub max_binding_override: Option<u64>,
+    /// Device memory (bytes) that models and sessions may hold together; past it loading a
+    /// model or opening a session is `Error::OutOfMemory`. WebGPU does not say how much
+    /// memory a device has, so by default (None) only the device's own allocation failures
+    /// stop it.
+    pub memory_budget: Option<u64>,
 }
 
 impl GpuOptions {
@@ -41,8 +47,15 @@ impl GpuOptions {
             no_f16: flag("TANDEM_NO_F16"),
             no_subgroups: flag("TANDEM_NO_SUBGROUPS"),
             max_binding_override: None,
+            memory_budget: var("TANDEM_GPU_MEMORY_MB")
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(|mb| mb << 20),
         }
     }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
 }
 
 /// Parse a backend name as given on the command line.
@@ -172,6 +185,35 @@ pub struct Gpu {
     pipelines: PipelineCache,
     /// Errors wgpu reported outside an error scope (validation, out of memory, device lost).
     errors: Arc<Mutex<Vec<String>>>,
+    /// Device memory held by models and sessions, against the budget.
+    ledger: Arc<Ledger>,
+}
+
+/// Bytes of device memory reserved by loaded models and open sessions.
+#[derive(Debug, Default)]
+struct Ledger {
+    used: AtomicU64,
+    budget: Option<u64>,
+}
+
+/// Device memory held by one model or session against [`GpuOptions::memory_budget`];
+/// released when dropped (with the buffers it accounts for).
+#[derive(Debug)]
+pub struct Reservation {
+    ledger: Arc<Ledger>,
+    bytes: u64,
+}
+
+impl Reservation {
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.ledger.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Gpu {
@@ -267,6 +309,10 @@ impl Gpu {
             max_binding,
             pipelines: PipelineCache::default(),
             errors,
+            ledger: Arc::new(Ledger {
+                used: AtomicU64::new(0),
+                budget: options.memory_budget,
+            }),
         })
     }
 
@@ -310,6 +356,61 @@ impl Gpu {
     ) -> Result<Arc<wgpu::ComputePipeline>> {
         self.pipelines
             .get_or_create(&self.device, key, source, entry, constants)
+    }
+
+    /// Reserve `bytes` of device memory for `what` (a model's weights, a session's buffers)
+    /// against the budget: `Error::OutOfMemory` naming what is held already when it does
+    /// not fit. The reservation is released when dropped.
+    pub fn reserve(&self, what: &str, bytes: u64) -> Result<Reservation> {
+        let l = &self.ledger;
+        let mut used = l.used.load(Ordering::Acquire);
+        loop {
+            let after = used.saturating_add(bytes);
+            if let Some(budget) = l.budget.filter(|&b| after > b) {
+                return Err(Error::OutOfMemory(format!(
+                    "{what} needs {:.1} MiB of device memory, but {:.1} MiB of the {:.1} MiB \
+                     budget are held by the models and sessions already open (close a session \
+                     or use a shorter context)",
+                    mib(bytes),
+                    mib(used),
+                    mib(budget)
+                )));
+            }
+            match l
+                .used
+                .compare_exchange(used, after, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => used = now,
+            }
+        }
+        Ok(Reservation {
+            ledger: l.clone(),
+            bytes,
+        })
+    }
+
+    /// Device memory reserved by the models and sessions open now.
+    pub fn memory_in_use(&self) -> u64 {
+        self.ledger.used.load(Ordering::Acquire)
+    }
+
+    /// Run `alloc` (buffer creation for `what`) and turn the device's own out-of-memory
+    /// error into `Error::OutOfMemory`. Natively the error scope answers at once; in the
+    /// browser it arrives later through the log [`Gpu::check_errors`] reads.
+    pub fn allocating<T>(&self, what: &str, alloc: impl FnOnce() -> Result<T>) -> Result<T> {
+        #[cfg(not(target_arch = "wasm32"))]
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let out = alloc();
+        #[cfg(target_arch = "wasm32")]
+        let _ = what;
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::OutOfMemory(format!(
+                "the device could not allocate {what}: {e}"
+            )));
+        }
+        out
     }
 
     /// Fail with the errors wgpu reported asynchronously, if any (validation, out-of-memory,

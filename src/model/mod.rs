@@ -7,6 +7,7 @@ pub mod files;
 pub mod gguf;
 pub mod loader;
 pub mod safetensors;
+pub mod session;
 pub mod transformer;
 pub mod writer;
 

@@ -91,7 +91,7 @@ impl Drafter for DraftChain {
             let k = self.proposed;
             self.proposed = 0;
             let d = ctx.model("sps")?;
-            d.cache.extend_from_slice(&verdict.batch[1..k]);
+            d.model.cache.extend_from_slice(&verdict.batch[1..k]);
         }
         Ok(())
     }

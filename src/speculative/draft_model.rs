@@ -1,15 +1,19 @@
-//! The drafter model: a smaller model with the target's tokenizer on the same device, with
-//! its own KV cache (`cache` says which tokens its rows hold) and the buffers that chain its
-//! passes on the GPU (`steps`, `positions`, `out`: `[MAX_STEP_TOKENS]` each) and score a
-//! tree level (`topk_ids`, `topk_probs`: `[TREE_WIDTH, TREE_BRANCH]`). Both drafter-model
-//! methods ([`super::DraftChain`], [`super::DynamicTree`]) share one loaded model.
+//! The drafter model: a smaller model with the target's tokenizer on the same device. The
+//! weights are loaded once ([`DraftModel::load_model`], shared); each conversation has its
+//! own session (KV cache; `model.cache` says which tokens its rows hold), the buffers that
+//! chain its passes on the GPU (`steps`, `positions`, `out`: `[MAX_STEP_TOKENS]` each) and
+//! those that score a tree level (`topk_ids`, `topk_probs`: `[TREE_WIDTH, TREE_BRANCH]`).
+//! Both drafter-model methods ([`super::DraftChain`], [`super::DynamicTree`]) share it.
+
+use std::sync::Arc;
 
 use super::MAX_STEP_TOKENS;
 use crate::gpu::Gpu;
 use crate::kernels::topk::TopK;
 use crate::kernels::Bound;
 use crate::model::loader::ModelFile;
-use crate::model::transformer::{ForwardLimits, Transformer};
+use crate::model::session::Session;
+use crate::model::transformer::{ForwardLimits, GpuModel};
 use crate::{Error, Result};
 
 /// Most rows a tree-drafting pass expands, and the children considered per row.
@@ -25,11 +29,11 @@ pub struct DrafterOptions {
     pub vocab: Option<usize>,
 }
 
-/// The drafter model with its own KV cache and the buffers that chain its passes on the GPU.
+/// The drafter model in one conversation: a session over the shared drafter model (its own
+/// KV cache; `model.cache` says which tokens its rows hold) and the buffers that chain its
+/// passes on the GPU.
 pub struct DraftModel {
-    pub model: Transformer,
-    /// Tokens whose KV rows are valid in the drafter's cache.
-    pub cache: Vec<u32>,
+    pub model: Session,
     /// `[MAX_STEP_TOKENS]` Step values for chained passes, copied into the step uniform.
     pub steps: wgpu::Buffer,
     /// `[MAX_STEP_TOKENS]` positions for chained passes.
@@ -48,14 +52,15 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 }
 
 impl DraftModel {
-    /// Load `file` (whose vocabulary the engine has checked against the target's) with a
-    /// KV cache of `max_ctx` tokens.
-    pub fn load(
+    /// Load `file` (whose vocabulary the engine has checked against the target's) as a
+    /// drafter model whose sessions have a KV cache of `max_ctx` tokens; shared by every
+    /// conversation's [`DraftModel`].
+    pub fn load_model(
         gpu: &Gpu,
         file: &ModelFile,
         max_ctx: usize,
         options: DrafterOptions,
-    ) -> Result<DraftModel> {
+    ) -> Result<Arc<GpuModel>> {
         if options.vocab == Some(0) {
             return Err(Error::Invalid(
                 "a drafter vocabulary of 0 tokens cannot propose anything".into(),
@@ -66,7 +71,27 @@ impl DraftModel {
             max_t: MAX_STEP_TOKENS,
             max_logit_rows: TREE_WIDTH,
         };
-        let model = Transformer::load_with_head(gpu, file, limits, options.vocab)?;
+        Ok(Arc::new(GpuModel::load_with_head(
+            gpu,
+            file,
+            limits,
+            options.vocab,
+        )?))
+    }
+
+    /// Load `file` and open one conversation's drafter over it.
+    pub fn load(
+        gpu: &Gpu,
+        file: &ModelFile,
+        max_ctx: usize,
+        options: DrafterOptions,
+    ) -> Result<DraftModel> {
+        DraftModel::new(gpu, Self::load_model(gpu, file, max_ctx, options)?)
+    }
+
+    /// Open a session over the drafter `model` with the buffers its drafting needs.
+    pub fn new(gpu: &Gpu, model: Arc<GpuModel>) -> Result<DraftModel> {
+        let model = Session::new(gpu, model)?;
         let n = MAX_STEP_TOKENS as u64;
         let topk = TopK::new(gpu, model.head_rows() as u32, TREE_BRANCH)?;
         let cells = (TREE_WIDTH as u64) * TREE_BRANCH as u64 * 4;
@@ -81,7 +106,6 @@ impl DraftModel {
         )?;
         Ok(DraftModel {
             model,
-            cache: Vec::new(),
             steps: gpu.storage("draft steps", 16 * n)?,
             positions: gpu.storage("draft positions", 4 * n)?,
             out: gpu.storage("draft tokens", 4 * n)?,
@@ -95,12 +119,12 @@ impl DraftModel {
     /// Prefill what the drafter's cache lacks of `committed` (the prompt, at a generation's
     /// start, so its cost counts as prefill rather than landing on the first step).
     pub fn catch_up(&mut self, gpu: &Gpu, committed: &[u32]) -> Result<()> {
-        let c = common_prefix(&self.cache, committed);
+        let c = common_prefix(&self.model.cache, committed);
         if c < committed.len() {
             self.model.prefill(gpu, &committed[c..], c)?;
         }
-        self.cache.truncate(c);
-        self.cache.extend_from_slice(&committed[c..]);
+        self.model.cache.truncate(c);
+        self.model.cache.extend_from_slice(&committed[c..]);
         Ok(())
     }
 
@@ -109,9 +133,9 @@ impl DraftModel {
     /// prefilled in chunks first. Afterwards `cache` holds `committed` and the root (their
     /// rows are written by the pass the caller records). Returns the pass's token count.
     pub fn feed(&mut self, gpu: &Gpu, committed: &[u32], root: u32) -> Result<usize> {
-        let c = common_prefix(&self.cache, committed);
+        let c = common_prefix(&self.model.cache, committed);
         let mut feed: Vec<u32> = committed[c..].to_vec();
-        let max_t = self.model.limits.max_t;
+        let max_t = self.model.limits().max_t;
         if feed.len() + 1 > max_t {
             let pre = feed.len() + 1 - max_t;
             self.model.prefill(gpu, &feed[..pre], c)?;
@@ -124,9 +148,9 @@ impl DraftModel {
         let mask = self.model.causal_mask(t0);
         self.model
             .write_inputs(gpu, &feed, &positions, &mask, start, 1);
-        self.cache.truncate(c);
-        self.cache.extend_from_slice(&committed[c..]);
-        self.cache.push(root);
+        self.model.cache.truncate(c);
+        self.model.cache.extend_from_slice(&committed[c..]);
+        self.model.cache.push(root);
         Ok(t0)
     }
 

@@ -131,7 +131,7 @@ impl Drafter for DynamicTree {
         let last = l.tree.len();
         let gpu = ctx.gpu;
         let d = ctx.model("tree")?;
-        if l.tree.len() >= l.nodes || l.tree.len() + 1 > d.model.limits.max_t {
+        if l.tree.len() >= l.nodes || l.tree.len() + 1 > d.model.limits().max_t {
             return Ok(Proposal::Tree(l.tree));
         }
         // Score the newest level: all nodes under the tree mask after the root.

@@ -6,13 +6,13 @@
 //! GPU-drafted chain (`[MAX_STEP_TOKENS]` u32), the drafter timestamps and the top-k ids.
 
 use super::{DraftTree, Proposal, MAX_STEP_TOKENS};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Reservation};
 use crate::kernels::kv_compact::KvCompact;
 use crate::kernels::sample::{SampleBound, SampleParams, Sampler};
 use crate::kernels::topk::{TopK, MAX_K};
 use crate::kernels::verify::{Draft, Verifier, VerifyBound, VerifyBuffers};
 use crate::kernels::Bound;
-use crate::model::transformer::Transformer;
+use crate::model::session::Session;
 use crate::{Error, Result};
 
 /// Timestamp queries around a drafter's GPU work: start, drafter done, verification done.
@@ -101,6 +101,7 @@ pub struct Verification {
     result: wgpu::Buffer,
     timer: Option<DraftTimer>,
     top_k: Option<TargetTopK>,
+    _memory: Reservation,
 }
 
 /// The emitted tokens of a verification result `[n, bonus, tokens of keep[1..n]…, bonus]`.
@@ -121,19 +122,25 @@ impl Verification {
     }
 
     /// Set up verification of at most `max_draft + 1` rows of `target`.
-    pub fn new(gpu: &Gpu, target: &Transformer, max_draft: usize) -> Result<Self> {
-        let c = &target.config;
+    pub fn new(gpu: &Gpu, target: &Session, max_draft: usize) -> Result<Self> {
+        let c = target.config();
         let compact = KvCompact::new(
             gpu,
             c.n_kv_heads as u32,
             c.head_dim as u32,
-            target.limits.max_ctx as u32,
+            target.limits().max_ctx as u32,
         )?;
+        let rows = (max_draft + 1) as u64;
+        let v = c.vocab_size as u64;
+        let slots = 4 * MAX_STEP_TOKENS as u64;
+        // keep, parents; n_keep; the step result; target probabilities and sample ids.
+        let bytes = 2 * slots + 4 + 4 * (2 + 2 * MAX_STEP_TOKENS) as u64 + rows * v * 4 + rows * 4;
+        let memory = gpu.reserve("a conversation's verification buffers", bytes)?;
         let keep = gpu.storage("keep", 4 * MAX_STEP_TOKENS as u64)?;
         let n_keep = gpu.storage("n_keep", 4)?;
         let parents = gpu.storage("parents", 4 * MAX_STEP_TOKENS as u64)?;
         let result = gpu.storage("step result", 4 * (2 + 2 * MAX_STEP_TOKENS) as u64)?;
-        let v = target.config.vocab_size as u32;
+        let v = v as u32;
         let verifier = Verifier::new(gpu, v, MAX_STEP_TOKENS as u32)?;
         let bufs = VerifyBuffers {
             step: target.step_buffer(),
@@ -144,7 +151,6 @@ impl Verification {
             result: &result,
         };
         let verify_greedy = verifier.bind_greedy(gpu, &bufs, &target.argmax_ids)?;
-        let rows = (max_draft + 1) as u64;
         let target_probs = gpu.storage("target probs", rows * v as u64 * 4)?;
         let sample_ids = gpu.storage("sample ids", rows * 4)?;
         let sampler = Sampler::with_draws(gpu, v, 0)?;
@@ -177,6 +183,7 @@ impl Verification {
             result,
             timer: DraftTimer::new(gpu),
             top_k: None,
+            _memory: memory,
         })
     }
 
@@ -192,7 +199,7 @@ impl Verification {
 
     /// Compute the target's top-`k` ids per verified row from now on (0: not at all). The
     /// kernel and its buffers are made here, at a generation's start, never per step.
-    pub fn set_top_k(&mut self, gpu: &Gpu, target: &Transformer, k: usize) -> Result<()> {
+    pub fn set_top_k(&mut self, gpu: &Gpu, target: &Session, k: usize) -> Result<()> {
         if k == 0 {
             self.top_k = None;
             return Ok(());
@@ -200,8 +207,8 @@ impl Verification {
         if self.top_k.as_ref().is_some_and(|t| t.topk.k as usize == k) {
             return Ok(());
         }
-        let topk = TopK::new(gpu, target.config.vocab_size as u32, k as u32)?;
-        let cells = (target.limits.max_logit_rows * k * 4) as u64;
+        let topk = TopK::new(gpu, target.config().vocab_size as u32, k as u32)?;
+        let cells = (target.limits().max_logit_rows * k * 4) as u64;
         let ids = gpu.storage("target topk ids", cells)?;
         let probs = gpu.storage("target topk probs", cells)?;
         let bound = topk.bind(gpu, target.head_step_buffer(), &target.logits, &ids, &probs)?;
@@ -226,7 +233,7 @@ impl Verification {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        target: &Transformer,
+        target: &Session,
         enc: &mut wgpu::CommandEncoder,
         proposal: Proposal,
         root: u32,
@@ -274,11 +281,11 @@ impl Verification {
             }
         };
         let t = batch.len();
-        if t > MAX_STEP_TOKENS || t > target.limits.max_logit_rows {
+        if t > MAX_STEP_TOKENS || t > target.limits().max_logit_rows {
             return Err(Error::Invalid(format!(
                 "a draft of {} nodes exceeds the step's {} rows",
                 t - 1,
-                target.limits.max_logit_rows.min(MAX_STEP_TOKENS)
+                target.limits().max_logit_rows.min(MAX_STEP_TOKENS)
             )));
         }
         target.encode(enc, t, 0..t)?;

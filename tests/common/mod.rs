@@ -26,6 +26,17 @@ pub fn gpu_with(options: &GpuOptions) -> Option<Gpu> {
     }
 }
 
+/// A tiny random-weight model of `arch` in `ty` written by `tandem::model::writer`.
+pub fn tiny(
+    arch: tandem::model::config::Arch,
+    ty: tandem::model::quant::GgmlType,
+    seed: u64,
+) -> tandem::model::loader::ModelFile {
+    use tandem::model::{gguf::GgufFile, loader::ModelFile, writer::tiny_model};
+    ModelFile::from_gguf(GgufFile::from_bytes(tiny_model(arch, ty, seed).unwrap()).unwrap())
+        .unwrap()
+}
+
 /// Path of a test fixture in the repository (`tests/fixtures/`, provenance in its README).
 pub fn fixture(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -174,7 +174,7 @@ fn bench_one(gpu: Gpu, path: &Path, args: &BenchDecodeArgs) -> Result<Row> {
         name,
         sha,
         weight_bytes,
-        dispatches: engine.target.dispatches(1),
+        dispatches: engine.session().dispatches(1),
         prompt_tokens: s.prompt_tokens,
         prefill_tps: s.prefill_tokens_per_s,
         decoded,

@@ -79,6 +79,10 @@ pub(crate) struct GpuArgs {
     /// Never use subgroup operations, even if the adapter has them
     #[arg(long)]
     no_subgroups: bool,
+    /// Device memory (MiB) the model and its sessions may hold; past it loading fails with
+    /// an out-of-memory error instead of the driver's [env: TANDEM_GPU_MEMORY_MB]
+    #[arg(long, value_name = "MIB", env = "TANDEM_GPU_MEMORY_MB")]
+    gpu_memory: Option<u64>,
 }
 
 impl GpuArgs {
@@ -90,6 +94,7 @@ impl GpuArgs {
             no_f16: self.no_f16 || env.no_f16,
             no_subgroups: self.no_subgroups || env.no_subgroups,
             max_binding_override: None,
+            memory_budget: self.gpu_memory.map(|mb| mb << 20),
         }
     }
 }

@@ -1,0 +1,518 @@
+//! A [`Session`]: one conversation over a shared [`GpuModel`] — its KV cache (`[KVH, max_ctx,
+//! HD]` f32 per layer), the activation buffers of a step of up to `max_t` tokens, the step
+//! inputs (Step uniforms, tokens, positions, tree mask), the logits of up to `max_logit_rows`
+//! rows, the bind groups tying them to the model's weights, and the tokens its KV rows hold.
+//!
+//! Several sessions run over one model on one device (a server's conversations, a drafter
+//! beside its target); each reserves its memory when it opens (`Error::OutOfMemory` when the
+//! device or the budget cannot hold another) and releases it when dropped. Everything a step
+//! needs is made here once, so the decode loop creates no buffer, bind group or pipeline.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use super::config::ModelConfig;
+use super::transformer::{ForwardLimits, GpuModel};
+use crate::gpu::{Gpu, Reservation};
+use crate::kernels::embed::EmbedBinding;
+use crate::kernels::matmul::{Epilogue, MatmulBinding, QuantMatrix};
+use crate::kernels::{Bound, Step};
+use crate::quant::GgmlType;
+use crate::{Error, Result};
+
+/// One projection: a matrix bound to its input and output, for the matmul of its type.
+struct Proj {
+    ty: GgmlType,
+    binding: MatmulBinding,
+}
+
+/// One layer's bind groups and KV cache.
+struct LayerBindings {
+    norm1: Bound,
+    qkv: Vec<Proj>,
+    /// Per-head q/k RMSNorm (qwen3), between the QKV projection and RoPE.
+    qk_norm: Option<Bound>,
+    rope: Bound,
+    attn: Bound,
+    wo: Proj,
+    norm2: Bound,
+    gate_up: Vec<Proj>,
+    silu: Bound,
+    down: Proj,
+    k_cache: wgpu::Buffer,
+    v_cache: wgpu::Buffer,
+}
+
+/// The buffers of one session, with their sizes in bytes (one table for the reservation and
+/// the allocation).
+struct Sizes {
+    tokens: u64,
+    mask: u64,
+    x: u64,
+    qkv: u64,
+    att: u64,
+    gate_up: u64,
+    act: u64,
+    head_x: u64,
+    logits: u64,
+    argmax: u64,
+    kv: u64,
+}
+
+impl Sizes {
+    fn of(m: &GpuModel) -> Sizes {
+        let c = &m.config;
+        let (mt, mr) = (m.limits.max_t as u64, m.limits.max_logit_rows as u64);
+        let f4 = |n: u64| n * 4;
+        let (d, hd, nh, nkv, f) = (
+            c.dim as u64,
+            c.head_dim as u64,
+            c.n_heads as u64,
+            c.n_kv_heads as u64,
+            c.ffn_dim as u64,
+        );
+        Sizes {
+            tokens: f4(mt),
+            mask: f4(mt * m.mask_words as u64),
+            x: f4(mt * d),
+            qkv: f4(mt * (nh + 2 * nkv) * hd),
+            att: f4(mt * nh * hd),
+            gate_up: f4(mt * 2 * f),
+            act: f4(mt * f),
+            head_x: f4(mr * d),
+            logits: f4(mr * m.head_rows as u64),
+            argmax: f4(mr),
+            kv: f4(nkv * m.limits.max_ctx as u64 * hd),
+        }
+    }
+
+    fn total(&self, layers: usize) -> u64 {
+        // tokens + positions, x + xn, head_x + head_xn, K + V per layer.
+        2 * self.tokens
+            + self.mask
+            + 2 * self.x
+            + self.qkv
+            + self.att
+            + self.gate_up
+            + self.act
+            + 2 * self.head_x
+            + self.logits
+            + self.argmax
+            + 2 * self.kv * layers as u64
+    }
+}
+
+/// One conversation's state over a shared model.
+pub struct Session {
+    model: Arc<GpuModel>,
+    /// Tokens whose KV rows are valid in this session's cache (a next generation whose
+    /// prompt starts with them prefills only the rest).
+    pub cache: Vec<u32>,
+    step: wgpu::Buffer,
+    head_step: wgpu::Buffer,
+    tokens: wgpu::Buffer,
+    pos: wgpu::Buffer,
+    mask: wgpu::Buffer,
+    x: wgpu::Buffer,
+    head_x: wgpu::Buffer,
+    /// `[max_logit_rows, head_rows]` f32: logits of the rows asked for, row by row.
+    pub logits: wgpu::Buffer,
+    /// `[max_logit_rows]` u32: argmax of each logits row.
+    pub argmax_ids: wgpu::Buffer,
+    embed_b: EmbedBinding,
+    layers: Vec<LayerBindings>,
+    final_norm: Bound,
+    output: Proj,
+    argmax_b: Bound,
+    // Kept alive for the bind groups above.
+    _keep: Vec<wgpu::Buffer>,
+    memory: Reservation,
+}
+
+impl Session {
+    /// Device memory one session over `model` takes (KV cache and activations).
+    pub fn bytes_for(model: &GpuModel) -> u64 {
+        Sizes::of(model).total(model.layers.len())
+    }
+
+    /// Load `file` and open one session over it (a model used by one conversation only).
+    pub fn load(gpu: &Gpu, file: &super::loader::ModelFile, limits: ForwardLimits) -> Result<Self> {
+        Session::new(gpu, Arc::new(GpuModel::load(gpu, file, limits)?))
+    }
+
+    /// Open a session over `model`: reserve and allocate its buffers, bind them.
+    pub fn new(gpu: &Gpu, model: Arc<GpuModel>) -> Result<Session> {
+        let sz = Sizes::of(&model);
+        let memory = gpu.reserve(
+            &format!("a session of {} tokens of context", model.limits.max_ctx),
+            sz.total(model.layers.len()),
+        )?;
+        gpu.allocating("a session's KV cache and activations", || {
+            Session::allocate(gpu, model.clone(), &sz, memory)
+        })
+    }
+
+    fn allocate(gpu: &Gpu, model: Arc<GpuModel>, sz: &Sizes, memory: Reservation) -> Result<Self> {
+        let m = &*model;
+        let k = &m.kernels;
+        let step = gpu.uniform("step", &Step::new(1, 0));
+        let head_step = gpu.uniform("head step", &Step::new(1, 0));
+        let tokens = gpu.storage("tokens", sz.tokens)?;
+        let pos = gpu.storage("positions", sz.tokens)?;
+        let mask = gpu.storage("mask", sz.mask)?;
+        let x = gpu.storage("x", sz.x)?;
+        let xn = gpu.storage("xn", sz.x)?;
+        let qkv = gpu.storage("qkv", sz.qkv)?;
+        let att = gpu.storage("attn out", sz.att)?;
+        let gu = gpu.storage("gate|up", sz.gate_up)?;
+        let act = gpu.storage("ffn act", sz.act)?;
+        let head_x = gpu.storage("head x", sz.head_x)?;
+        let head_xn = gpu.storage("head xn", sz.head_x)?;
+        let logits = gpu.storage("logits", sz.logits)?;
+        let argmax_ids = gpu.storage("argmax ids", sz.argmax)?;
+
+        let proj = |step: &wgpu::Buffer,
+                    w: &QuantMatrix,
+                    x: &wgpu::Buffer,
+                    y: &wgpu::Buffer,
+                    ep: Epilogue|
+         -> Result<Proj> {
+            Ok(Proj {
+                ty: w.ty,
+                binding: k.matmul(w.ty)?.bind(gpu, step, w, x, y, ep)?,
+            })
+        };
+        let residual = Epilogue {
+            bias: None,
+            accumulate: true,
+        };
+        let embed_b = k.embed.bind(gpu, &step, &m.embed, &tokens, &x)?;
+        let mut layers = Vec::with_capacity(m.layers.len());
+        for (i, l) in m.layers.iter().enumerate() {
+            let qkv_ep = Epilogue {
+                bias: l.qkv_bias.as_ref(),
+                accumulate: false,
+            };
+            let qk_norm = match (&k.qk_norm, &l.qk_norm) {
+                (Some(kernel), Some((qw, kw))) => Some(kernel.bind(gpu, &step, &qkv, qw, kw)?),
+                _ => None,
+            };
+            let k_cache = gpu.storage(&format!("blk.{i}.k_cache"), sz.kv)?;
+            let v_cache = gpu.storage(&format!("blk.{i}.v_cache"), sz.kv)?;
+            layers.push(LayerBindings {
+                norm1: k.rmsnorm.bind(gpu, &step, &x, &l.attn_norm, &xn)?,
+                qkv: l
+                    .qkv
+                    .iter()
+                    .map(|w| proj(&step, w, &xn, &qkv, qkv_ep))
+                    .collect::<Result<_>>()?,
+                qk_norm,
+                rope: k.rope.bind(gpu, &step, &pos, &qkv, &k_cache, &v_cache)?,
+                attn: k
+                    .attention
+                    .bind(gpu, &step, &qkv, &k_cache, &v_cache, &mask, &att)?,
+                wo: proj(&step, &l.wo, &att, &x, residual)?,
+                norm2: k.rmsnorm.bind(gpu, &step, &x, &l.ffn_norm, &xn)?,
+                gate_up: l
+                    .gate_up
+                    .iter()
+                    .map(|w| proj(&step, w, &xn, &gu, Epilogue::default()))
+                    .collect::<Result<_>>()?,
+                silu: k.silu.bind(gpu, &step, &gu, &act)?,
+                down: proj(&step, &l.down, &act, &x, residual)?,
+                k_cache,
+                v_cache,
+            });
+        }
+        let final_norm = k
+            .rmsnorm
+            .bind(gpu, &head_step, &head_x, &m.output_norm, &head_xn)?;
+        let output = proj(
+            &head_step,
+            m.output_matrix(),
+            &head_xn,
+            &logits,
+            Epilogue::default(),
+        )?;
+        let argmax_b = k.argmax.bind(gpu, &head_step, &logits, &argmax_ids)?;
+        Ok(Session {
+            model: model.clone(),
+            cache: Vec::new(),
+            step,
+            head_step,
+            tokens,
+            pos,
+            mask,
+            x,
+            head_x,
+            logits,
+            argmax_ids,
+            embed_b,
+            layers,
+            final_norm,
+            output,
+            argmax_b,
+            _keep: vec![xn, qkv, att, gu, act, head_xn],
+            memory,
+        })
+    }
+
+    /// The model this session runs.
+    pub fn model(&self) -> &Arc<GpuModel> {
+        &self.model
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.model.config
+    }
+
+    pub fn limits(&self) -> ForwardLimits {
+        self.model.limits
+    }
+
+    /// Device memory this session holds (KV cache and activations).
+    pub fn bytes(&self) -> u64 {
+        self.memory.bytes()
+    }
+
+    /// The step uniform (`Step`) the forward's kernels read; kernels that act on the last
+    /// step's rows (KV compaction) bind it too.
+    pub fn step_buffer(&self) -> &wgpu::Buffer {
+        &self.step
+    }
+
+    /// `[max_t] u32` token ids of the step (copy targets when steps are chained on the GPU).
+    pub fn tokens_buffer(&self) -> &wgpu::Buffer {
+        &self.tokens
+    }
+
+    /// Token ids the output head scores (`0..head_rows`): the logits rows' length.
+    pub fn head_rows(&self) -> usize {
+        self.model.head_rows
+    }
+
+    /// The Step uniform of the head (final norm, output matmul, argmax): `t` = logits rows.
+    pub fn head_step_buffer(&self) -> &wgpu::Buffer {
+        &self.head_step
+    }
+
+    /// `[max_t] u32` positions of the step.
+    pub fn positions_buffer(&self) -> &wgpu::Buffer {
+        &self.pos
+    }
+
+    /// u32 words per mask row the forward expects.
+    pub fn mask_words(&self) -> usize {
+        self.model.mask_words
+    }
+
+    /// Causal (lower-triangular) mask for a chunk of `t` tokens.
+    pub fn causal_mask(&self, t: usize) -> Vec<u32> {
+        self.model.causal_mask(t)
+    }
+
+    fn mm(&self, pass: &mut wgpu::ComputePass, p: &Proj, t: u32) -> Result<()> {
+        self.model.kernels.matmul(p.ty)?.encode(pass, &p.binding, t)
+    }
+
+    /// Write the step's inputs and record one forward: `tokens` at `positions` (KV rows
+    /// `n_past..n_past+T`) with `mask` (`[T, mask_words]` ancestor bits), then the final norm,
+    /// output head and argmax for the step rows in `logit_rows`. Submits; does not wait.
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        tokens: &[u32],
+        positions: &[u32],
+        mask: &[u32],
+        n_past: usize,
+        logit_rows: Range<usize>,
+    ) -> Result<()> {
+        let t = tokens.len();
+        let limits = self.limits();
+        if t == 0 || t > limits.max_t {
+            return Err(Error::Invalid(format!(
+                "a step of {t} tokens (1..={} allowed)",
+                limits.max_t
+            )));
+        }
+        if n_past + t > limits.max_ctx {
+            return Err(Error::Context(format!(
+                "{} tokens do not fit the KV cache of {} tokens",
+                n_past + t,
+                limits.max_ctx
+            )));
+        }
+        let rows = logit_rows.len();
+        if positions.len() != t
+            || mask.len() != t * self.mask_words()
+            || logit_rows.end > t
+            || rows > limits.max_logit_rows
+        {
+            return Err(Error::Invalid(format!(
+                "forward: {t} tokens, {} positions, {} mask words, logit rows {logit_rows:?}",
+                positions.len(),
+                mask.len()
+            )));
+        }
+        self.write_inputs(gpu, tokens, positions, mask, n_past, rows);
+        let mut enc = gpu.encoder("forward");
+        self.encode(&mut enc, t, logit_rows)?;
+        gpu.submit(enc);
+        Ok(())
+    }
+
+    /// Write a step's inputs (the Step uniforms, tokens, positions, mask). They take effect at
+    /// the next submit, before its commands.
+    pub fn write_inputs(
+        &self,
+        gpu: &Gpu,
+        tokens: &[u32],
+        positions: &[u32],
+        mask: &[u32],
+        n_past: usize,
+        rows: usize,
+    ) {
+        let t = tokens.len();
+        let q = &gpu.queue;
+        q.write_buffer(
+            &self.step,
+            0,
+            bytemuck::bytes_of(&Step::new(t as u32, n_past as u32)),
+        );
+        q.write_buffer(
+            &self.head_step,
+            0,
+            bytemuck::bytes_of(&Step::new(rows.max(1) as u32, n_past as u32)),
+        );
+        q.write_buffer(&self.tokens, 0, bytemuck::cast_slice(tokens));
+        q.write_buffer(&self.pos, 0, bytemuck::cast_slice(positions));
+        q.write_buffer(&self.mask, 0, bytemuck::cast_slice(mask));
+    }
+
+    /// Record one forward of `t` tokens (inputs already in place) and, for `logit_rows`, the
+    /// final norm, output head and argmax into `enc`.
+    pub fn encode(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        t: usize,
+        logit_rows: Range<usize>,
+    ) -> Result<()> {
+        let k = &self.model.kernels;
+        let rows = logit_rows.len();
+        let t32 = t as u32;
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            let p = &mut pass;
+            k.embed.encode(p, &self.embed_b, t32)?;
+            for l in &self.layers {
+                k.rmsnorm.encode(p, &l.norm1, t32)?;
+                for proj in &l.qkv {
+                    self.mm(p, proj, t32)?;
+                }
+                if let (Some(kernel), Some(b)) = (&k.qk_norm, &l.qk_norm) {
+                    kernel.encode(p, b, t32)?;
+                }
+                k.rope.encode(p, &l.rope, t32)?;
+                k.attention.encode(p, &l.attn, t32)?;
+                self.mm(p, &l.wo, t32)?;
+                k.rmsnorm.encode(p, &l.norm2, t32)?;
+                for proj in &l.gate_up {
+                    self.mm(p, proj, t32)?;
+                }
+                k.silu.encode(p, &l.silu, t32)?;
+                self.mm(p, &l.down, t32)?;
+            }
+        }
+        if rows > 0 {
+            let row = (self.config().dim * 4) as u64;
+            enc.copy_buffer_to_buffer(
+                &self.x,
+                logit_rows.start as u64 * row,
+                &self.head_x,
+                0,
+                rows as u64 * row,
+            );
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            let r = rows as u32;
+            k.rmsnorm.encode(&mut pass, &self.final_norm, r)?;
+            self.mm(&mut pass, &self.output, r)?;
+            k.argmax.encode(&mut pass, &self.argmax_b, r)?;
+        }
+        Ok(())
+    }
+
+    /// Compute dispatches one [`Session::encode`] records with `logit_rows` head rows
+    /// (a decode step: 1). It follows `encode` kernel by kernel: a matrix split over several
+    /// buffers (the binding limit) costs one dispatch per part. Copies are not counted.
+    /// Keep it in step with `encode`: `tests/cli.rs` pins the tiny model's count (22).
+    pub fn dispatches(&self, logit_rows: usize) -> usize {
+        let mm = |p: &Proj| p.binding.dispatches();
+        // norm1, rope + KV append, attention, norm2, SiLU·mul: one dispatch each (and the
+        // q/k norm where the model has one).
+        let per_layer_single = 5;
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                per_layer_single
+                    + usize::from(l.qk_norm.is_some())
+                    + l.qkv.iter().map(mm).sum::<usize>()
+                    + mm(&l.wo)
+                    + l.gate_up.iter().map(mm).sum::<usize>()
+                    + mm(&l.down)
+            })
+            .sum();
+        // Final norm, output head, argmax.
+        let head = if logit_rows > 0 {
+            2 + mm(&self.output)
+        } else {
+            0
+        };
+        self.embed_b.dispatches() + layers + head
+    }
+
+    /// Read back the argmax of the last step's `rows` logits rows (the decode loop's readback).
+    pub async fn read_argmax(&self, gpu: &Gpu, rows: usize) -> Result<Vec<u32>> {
+        gpu.read_vec(&self.argmax_ids, rows).await
+    }
+
+    /// Read back the last step's logits (`rows × vocab`); for tests and tools, never the decode loop.
+    pub async fn read_logits(&self, gpu: &Gpu, rows: usize) -> Result<Vec<f32>> {
+        gpu.read_vec(&self.logits, rows * self.head_rows()).await
+    }
+
+    /// Blocking [`Session::read_logits`] for native tests and tools.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_logits_blocking(&self, gpu: &Gpu, rows: usize) -> Vec<f32> {
+        pollster::block_on(self.read_logits(gpu, rows)).unwrap_or_default()
+    }
+
+    /// Per-layer KV caches (`[KVH, max_ctx, HD]` f32 each), for compaction and tests.
+    pub fn kv_caches(&self) -> impl Iterator<Item = (&wgpu::Buffer, &wgpu::Buffer)> {
+        self.layers.iter().map(|l| (&l.k_cache, &l.v_cache))
+    }
+
+    /// Prefill `tokens` after `n_past` cached ones in chunks of `max_t`, leaving the logits
+    /// (and argmax) of the last token in row 0.
+    pub fn prefill(&self, gpu: &Gpu, tokens: &[u32], n_past: usize) -> Result<()> {
+        let mut done = 0;
+        let max_t = self.limits().max_t;
+        while done < tokens.len() {
+            let t = (tokens.len() - done).min(max_t);
+            let chunk = &tokens[done..done + t];
+            let positions: Vec<u32> = (0..t).map(|i| (n_past + done + i) as u32).collect();
+            let last = done + t == tokens.len();
+            let rows = if last { t - 1..t } else { t..t };
+            self.forward(
+                gpu,
+                chunk,
+                &positions,
+                &self.causal_mask(t),
+                n_past + done,
+                rows,
+            )?;
+            done += t;
+        }
+        Ok(())
+    }
+}
