@@ -78,6 +78,7 @@ fn two_sessions_over_one_model_decode_like_two_models_interleaved_step_by_step()
 }
 
 #[test]
+#[allow(clippy::needless_range_loop)] // turn by turn across both conversations
 fn conversations_of_one_engine_continue_like_fresh_engines() {
     let Some(gpu) = common::gpu() else { return };
     let file = tiny(Arch::Qwen2, GgmlType::Q4_K, 5);
@@ -129,8 +130,8 @@ fn conversations_of_one_engine_continue_like_fresh_engines() {
         let gpu = common::gpu().unwrap();
         let mut fresh = Engine::new(gpu, &file, options).unwrap();
         let mut h = Vec::new();
-        for turn in 0..2 {
-            h.extend(tok.encode(turns[c][turn], false).unwrap());
+        for (turn, text) in turns[c].iter().enumerate() {
+            h.extend(tok.encode(text, false).unwrap());
             let out = fresh.generate(&h, &gen("plain"), |_| true).unwrap();
             assert_eq!(out.tokens, shared[c][turn], "conversation {c}, turn {turn}");
             h.extend(&out.tokens);

@@ -154,6 +154,14 @@ fn group_by_type(tensors: Vec<HostTensor>) -> Vec<(usize, Vec<HostTensor>)> {
     groups
 }
 
+/// The matmul pipelines for `ty`, built the first time a matrix of that type appears.
+fn ensure_matmul(matmuls: &mut HashMap<GgmlType, Matmul>, gpu: &Gpu, ty: GgmlType) -> Result<()> {
+    if let std::collections::hash_map::Entry::Vacant(e) = matmuls.entry(ty) {
+        e.insert(Matmul::new(gpu, ty)?);
+    }
+    Ok(())
+}
+
 /// Bytes the GPU copy of a tensor takes (BF16 is widened to F32).
 fn gpu_size(model: &ModelFile, name: &str) -> Result<u64> {
     let t = model.tensor(name)?;
@@ -277,9 +285,7 @@ impl GpuModel {
             let silu = SiluMul::new(gpu, f as u32)?;
             let mut matmuls: HashMap<GgmlType, Matmul> = HashMap::new();
             let mut matrix = |m: QuantMatrix| -> Result<QuantMatrix> {
-                if !matmuls.contains_key(&m.ty) {
-                    matmuls.insert(m.ty, Matmul::new(gpu, m.ty)?);
-                }
+                ensure_matmul(&mut matmuls, gpu, m.ty)?;
                 Ok(m)
             };
 
@@ -387,9 +393,7 @@ impl GpuModel {
                     &t.3[..rows * row_bytes],
                 )?)?)
             } else {
-                if !matmuls.contains_key(&embed_m.ty) {
-                    matmuls.insert(embed_m.ty, Matmul::new(gpu, embed_m.ty)?);
-                }
+                ensure_matmul(&mut matmuls, gpu, embed_m.ty)?;
                 None
             };
             let argmax = Argmax::new(gpu, hv as u32)?;
