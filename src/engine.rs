@@ -278,13 +278,19 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 }
 
 /// Turns each step's emitted tokens into output, text and events, applying the stop rules.
+/// Text that could be the start of a stop string is held back until the next tokens show
+/// whether it is (then it is cut with the stop string) or not (then it is released), so no
+/// part of a stop string is ever streamed.
 struct Emitter<'t> {
     tokenizer: &'t Tokenizer,
     detok: Detokenizer,
     max_tokens: usize,
     stop: &'t [String],
     out: Vec<u32>,
+    /// The text released so far (streamed in events).
     text: String,
+    /// Decoded text not yet released: a proper prefix of some stop string.
+    held: String,
     stop_reason: Option<StopReason>,
 }
 
@@ -297,8 +303,23 @@ impl<'t> Emitter<'t> {
             stop: &opts.stop,
             out: Vec::new(),
             text: String::new(),
+            held: String::new(),
             stop_reason: None,
         }
+    }
+
+    /// Bytes at the end of `pending` that begin some stop string (0 if none): the longest
+    /// such suffix, starting at a char boundary.
+    fn stop_prefix_len(&self, pending: &str) -> usize {
+        let longest = self.stop.iter().map(|s| s.len()).max().unwrap_or(0);
+        (1..longest.min(pending.len() + 1))
+            .rev()
+            .filter(|&k| pending.is_char_boundary(pending.len() - k))
+            .find(|&k| {
+                let tail = &pending[pending.len() - k..];
+                self.stop.iter().any(|s| s.len() > k && s.starts_with(tail))
+            })
+            .unwrap_or(0)
     }
 
     /// Emit `emitted` (the accepted draft tokens, then the target's own); returns the event
@@ -325,23 +346,36 @@ impl<'t> Emitter<'t> {
                 self.stop_reason = Some(StopReason::Eos);
                 break;
             }
-            delta.push_str(&self.detok.push(id)?);
-            if new_ids.len() <= drafted {
-                drafted_text = delta.len();
-            }
-            let full = format!("{}{delta}", self.text);
-            if let Some(s) = self
+            let mut pending = std::mem::take(&mut self.held);
+            pending.push_str(&self.detok.push(id)?);
+            // The earliest stop string in the pending text ends the generation there.
+            let hit = self
                 .stop
                 .iter()
-                .find(|s| !s.is_empty() && full.ends_with(s.as_str()))
-            {
-                delta = full[self.text.len()..full.len() - s.len()].to_string();
+                .filter(|s| !s.is_empty())
+                .filter_map(|s| pending.find(s.as_str()))
+                .min();
+            if let Some(at) = hit {
+                delta.push_str(&pending[..at]);
                 self.stop_reason = Some(StopReason::Stop);
                 break;
+            }
+            let keep = self.stop_prefix_len(&pending);
+            self.held = pending.split_off(pending.len() - keep);
+            delta.push_str(&pending);
+            if new_ids.len() <= drafted {
+                drafted_text = delta.len();
             }
         }
         if self.stop_reason.is_none() && self.out.len() >= self.max_tokens {
             self.stop_reason = Some(StopReason::Length);
+        }
+        // At the end (length, EOS) held text was no stop string after all.
+        if matches!(
+            self.stop_reason,
+            Some(StopReason::Length | StopReason::Eos)
+        ) {
+            delta.push_str(&std::mem::take(&mut self.held));
         }
         self.text.push_str(&delta);
         Ok(Event::Tokens {
@@ -356,6 +390,8 @@ impl<'t> Emitter<'t> {
 
     fn finish(mut self, mut stats: Stats) -> Result<Output> {
         if self.stop_reason != Some(StopReason::Stop) {
+            // A cancelled generation's held text is released too.
+            self.text.push_str(&std::mem::take(&mut self.held));
             self.text.push_str(&self.detok.finish()?);
         }
         stats.generated_tokens = self.out.len();

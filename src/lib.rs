@@ -3,8 +3,10 @@
 //! Layers, bottom up (`tests/layering.rs` checks the imports against its table): `error`;
 //! `quant` (GGML block formats, CPU (de)quantizers) and `gpu`; `kernels` (WGSL + wrappers);
 //! `model` (files, config, CPU reference, GPU forward) and `tokenizer`; `speculative` (drafts,
-//! drafters); `engine` (the draft → verify → accept loop); the faces (`bench`, `web`, the
-//! CLI in `src/bin`), which reach the kernels only through the engine.
+//! drafters); `engine` (the draft → verify → accept loop); `api` (the OpenAI-shaped request
+//! and response types the faces share); the faces (`bench`, `web`, the CLI and its server in
+//! `src/bin`), which reach the kernels only through the engine.
+pub mod api;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod engine;

@@ -196,3 +196,69 @@ fn a_session_past_the_memory_budget_is_out_of_memory_until_one_closes() {
     };
     assert!(matches!(err, Error::OutOfMemory(_)), "{err}");
 }
+
+#[test]
+fn a_stop_string_across_tokens_is_never_streamed_and_ends_the_text_before_it() {
+    let Some(path) = common::model("smollm2") else {
+        return;
+    };
+    let Some(gpu) = common::gpu() else { return };
+    let file = tandem::model::loader::ModelFile::open(&path).unwrap();
+    let mut engine = Engine::new(
+        gpu,
+        &file,
+        EngineOptions {
+            max_ctx: 256,
+            max_draft: 8,
+        },
+    )
+    .unwrap();
+    let prompt = engine
+        .tokenizer
+        .encode("The capital of France is Paris. The capital of Italy is", false)
+        .unwrap();
+    let free = engine
+        .generate(
+            &prompt,
+            &GenerateOptions {
+                max_tokens: 24,
+                ..Default::default()
+            },
+            |_| true,
+        )
+        .unwrap();
+    // A stop string from the middle of one token's text to the middle of a later one's.
+    let pieces: Vec<String> = free
+        .tokens
+        .iter()
+        .map(|&t| engine.tokenizer.decode(&[t]).unwrap())
+        .collect();
+    let k = (2..pieces.len() - 2)
+        .find(|&i| pieces[i].len() >= 2 && !pieces[i + 1].is_empty())
+        .unwrap_or_else(|| panic!("a token of two or more bytes in {pieces:?}"));
+    let start: usize = pieces[..k].iter().map(String::len).sum::<usize>() + 1;
+    let stop = free.text[start..start + pieces[k].len()].to_string();
+    let cut = &free.text[..free.text.find(&stop).unwrap()];
+    for method in ["plain", "lookup"] {
+        let mut streamed = String::new();
+        let out = engine
+            .generate(
+                &prompt,
+                &GenerateOptions {
+                    max_tokens: 24,
+                    stop: vec![stop.clone()],
+                    method: MethodSpec::parse(method).unwrap(),
+                    ..Default::default()
+                },
+                |ev| {
+                    let tandem::engine::Event::Tokens { text, .. } = ev;
+                    streamed.push_str(text);
+                    true
+                },
+            )
+            .unwrap();
+        assert_eq!(out.text, cut, "{method}: the text ends before the stop string {stop:?}");
+        assert_eq!(streamed, cut, "{method}: no part of the stop string was streamed");
+        assert_eq!(out.stop_reason, Some(tandem::engine::StopReason::Stop));
+    }
+}

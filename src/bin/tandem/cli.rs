@@ -165,6 +165,12 @@ enum Command {
         #[command(flatten)]
         bench: crate::bench::BenchArgs,
     },
+    /// Serve the OpenAI HTTP API (chat/completions, completions, models, tokenize,
+    /// detokenize, metrics, health) with speculative decoding per request
+    Serve {
+        #[command(flatten)]
+        serve: crate::serve::ServeArgs,
+    },
     /// Download reference models into the model cache (sha256-checked; idempotent)
     Fetch {
         /// smollm2, qwen-0.5b, qwen-1.5b, gemma-3-270m or all (default: smollm2)
@@ -189,7 +195,7 @@ fn methods_help() -> String {
 
 pub fn main() {
     let mut cmd = Cli::command().after_help(methods_help());
-    for name in ["run", "chat", "bench"] {
+    for name in ["run", "chat", "bench", "serve"] {
         cmd = cmd.mut_subcommand(name, |c| c.after_help(methods_help()));
     }
     let cli = match Cli::from_arg_matches(&cmd.get_matches()) {
@@ -245,6 +251,7 @@ fn run(cli: Cli) -> tandem::Result<()> {
         Command::Bench { gpu, bench } => crate::bench::run(&gpu.options(), &bench),
         Command::BenchKernels { gpu, bench } => crate::bench_kernels::run(&gpu.options(), &bench),
         Command::Fetch { names } => crate::fetch::run(&names),
+        Command::Serve { serve } => crate::serve::run(&serve),
     }
 }
 
@@ -358,24 +365,14 @@ impl GenArgs {
         let max_draft = self.method()?.max_budget();
         let path = crate::fetch::resolve(&self.model)?;
         let t0 = std::time::Instant::now();
-        let file = ModelFile::open(&path)?;
-        let gpu = gpu::Gpu::new_blocking(&self.gpu.options())?;
-        let mut engine = Engine::new(
-            gpu,
-            &file,
-            EngineOptions {
-                max_ctx: self.ctx,
-                max_draft,
-            },
+        let mut engine = load_engine(
+            &path,
+            self.draft.as_deref(),
+            self.draft_vocab,
+            self.ctx,
+            max_draft,
+            &self.gpu,
         )?;
-        if let Some(d) = &self.draft {
-            engine.load_drafter_with(
-                &ModelFile::open(crate::fetch::resolve(d)?)?,
-                DrafterOptions {
-                    vocab: self.draft_vocab,
-                },
-            )?;
-        }
         let load = t0.elapsed().as_secs_f64();
         let warm = crate::warmup::warm_up(&mut engine, &self.options()?)?;
         eprintln!(
@@ -396,6 +393,35 @@ impl GenArgs {
             sampling: self.sampling.params(),
         })
     }
+}
+
+/// Load the target at `path` (and the drafter `draft`, a file or reference name) on the GPU
+/// `gpu` names, for `run`, `chat` and `serve`.
+pub(crate) fn load_engine(
+    path: &std::path::Path,
+    draft: Option<&str>,
+    draft_vocab: Option<usize>,
+    ctx: usize,
+    max_draft: usize,
+    gpu: &GpuArgs,
+) -> tandem::Result<Engine> {
+    let file = ModelFile::open(path)?;
+    let gpu = gpu::Gpu::new_blocking(&gpu.options())?;
+    let mut engine = Engine::new(
+        gpu,
+        &file,
+        EngineOptions {
+            max_ctx: ctx,
+            max_draft,
+        },
+    )?;
+    if let Some(d) = draft {
+        engine.load_drafter_with(
+            &ModelFile::open(crate::fetch::resolve(d)?)?,
+            DrafterOptions { vocab: draft_vocab },
+        )?;
+    }
+    Ok(engine)
 }
 
 /// Sampling options shared by the generating commands.

@@ -16,6 +16,8 @@ mod fetch;
 #[cfg(not(target_arch = "wasm32"))]
 mod quiet;
 #[cfg(not(target_arch = "wasm32"))]
+mod serve;
+#[cfg(not(target_arch = "wasm32"))]
 mod warmup;
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -1,0 +1,608 @@
+//! The OpenAI-shaped API in one place: request types (chat messages, a completion prompt as
+//! text or token ids, limits, stop strings, sampling, seed, the drafting method and
+//! llama-server's `speculative.n_max` / `n_min`), the one function that turns a request into
+//! token ids and [`GenerateOptions`] (chat template, then encode), and the builders from
+//! engine events and outputs to OpenAI chunks and responses with llama-server's `timings`
+//! and tandem's own `tandem` field (method, τ, which text was drafted). Serde only: it builds
+//! for wasm32 too. `tandem serve` speaks it over HTTP.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::engine::{GenerateOptions, MethodSpec, Output, SampleParams, Stats, StopReason};
+use crate::tokenizer::{ChatMessage, Tokenizer};
+use crate::{Error, Result};
+
+/// A chat message's `content`: a string, or OpenAI's array of parts (text parts are joined;
+/// other parts are refused).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+impl Content {
+    fn text(&self) -> Result<String> {
+        match self {
+            Content::Text(t) => Ok(t.clone()),
+            Content::Parts(parts) => {
+                let mut out = String::new();
+                for p in parts {
+                    match (p.kind.as_str(), &p.text) {
+                        ("text", Some(t)) => out.push_str(t),
+                        (kind, _) => {
+                            return Err(Error::Invalid(format!(
+                                "message content part of type '{kind}' (tandem reads text parts only)"
+                            )))
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Message {
+    pub role: String,
+    /// Absent or null for an assistant message that only called tools (read as empty).
+    #[serde(default)]
+    pub content: Option<Content>,
+}
+
+/// `stop`: one string or a list.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A completion's `prompt`: text, one text in a list, or token ids.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Prompt {
+    Text(String),
+    Texts(Vec<String>),
+    Ids(Vec<u32>),
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// llama-server's draft-length bounds.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize)]
+pub struct Speculative {
+    pub n_max: Option<usize>,
+    pub n_min: Option<usize>,
+}
+
+/// The fields chat and completion requests share. Unknown fields are ignored, as OpenAI
+/// clients send many (penalties, `user`, …) that do not change greedy output.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Common {
+    pub model: Option<String>,
+    pub max_tokens: Option<usize>,
+    pub max_completion_tokens: Option<usize>,
+    /// llama-server's name for `max_tokens` (-1: until the context is full).
+    pub n_predict: Option<i64>,
+    pub stop: Option<Stop>,
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<u32>,
+    pub seed: Option<u64>,
+    pub n: Option<usize>,
+    /// A drafting method of the registry (`"hybrid"`, `"tree:nodes=16"`, `"plain"`).
+    pub method: Option<String>,
+    pub speculative: Option<Speculative>,
+    /// Adapt the draft size to measured acceptance and speed (default on).
+    pub adaptive: Option<bool>,
+    pub response_format: Option<Value>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ChatRequest {
+    pub messages: Vec<Message>,
+    #[serde(flatten)]
+    pub common: Common,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct CompletionRequest {
+    pub prompt: Prompt,
+    #[serde(flatten)]
+    pub common: Common,
+}
+
+/// Which endpoint a request came through (it shapes the response).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Chat,
+    Completion,
+}
+
+/// The server's limits and defaults a request is resolved against.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Tokens of context (prompt + new tokens).
+    pub n_ctx: usize,
+    /// Most new tokens a request may ask for; also the default.
+    pub max_tokens: usize,
+    /// Most draft nodes per step (the engine's `max_draft`).
+    pub max_draft: usize,
+    /// The method of requests that name none.
+    pub method: MethodSpec,
+}
+
+/// A request ready for the engine.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub kind: Kind,
+    pub prompt: Vec<u32>,
+    pub options: GenerateOptions,
+    pub stream: bool,
+    pub include_usage: bool,
+    /// The draft-length bounds used (echoed back).
+    pub speculative: Speculative,
+}
+
+/// Why a request was refused: an OpenAI-shaped error with its HTTP status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiError {
+    pub status: u16,
+    pub kind: &'static str,
+    pub message: String,
+    /// Extra fields of the error object (`n_prompt_tokens`, `n_ctx` for a context overflow).
+    pub extra: Vec<(&'static str, Value)>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, kind: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+            extra: vec![],
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(400, "invalid_request_error", message)
+    }
+
+    /// The prompt (plus the tokens asked for) does not fit the context.
+    pub fn context(n_prompt: usize, n_ctx: usize, message: impl Into<String>) -> Self {
+        ApiError {
+            extra: vec![("n_prompt_tokens", json!(n_prompt)), ("n_ctx", json!(n_ctx))],
+            ..Self::new(400, "exceed_context_size_error", message)
+        }
+    }
+
+    /// `{"error": {"code", "message", "type", …}}`.
+    pub fn body(&self) -> Value {
+        let mut e = json!({"code": self.status, "message": self.message, "type": self.kind});
+        for (k, v) in &self.extra {
+            e[*k] = v.clone();
+        }
+        json!({ "error": e })
+    }
+}
+
+impl From<Error> for ApiError {
+    /// Bad input is the client's (400); the rest is the server's (500).
+    fn from(e: Error) -> Self {
+        match &e {
+            Error::Invalid(_)
+            | Error::Tokenizer(_)
+            | Error::NoChatTemplate(_)
+            | Error::Mismatch(_)
+            | Error::Unsupported(_) => ApiError::invalid(e.to_string()),
+            Error::Context(_) => ApiError::new(400, "exceed_context_size_error", e.to_string()),
+            Error::OutOfMemory(_) => ApiError::new(503, "unavailable_error", e.to_string()),
+            _ => ApiError::new(500, "server_error", e.to_string()),
+        }
+    }
+}
+
+/// Parse a JSON body into `T`, with the reason in a 400.
+pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> std::result::Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("malformed request: {e}")))
+}
+
+impl ChatRequest {
+    /// The conversation rendered with the model's chat template and tokenized.
+    pub fn resolve(&self, tok: &Tokenizer, limits: &Limits) -> std::result::Result<Resolved, ApiError> {
+        if self.messages.is_empty() {
+            return Err(ApiError::invalid("messages must not be empty"));
+        }
+        let msgs = self
+            .messages
+            .iter()
+            .map(|m| {
+                let content = match &m.content {
+                    Some(c) => c.text()?,
+                    None => String::new(),
+                };
+                Ok(ChatMessage::new(m.role.clone(), content))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let text = tok.apply_chat_template(&msgs, true)?;
+        let prompt = tok.encode(&text, true)?;
+        resolve(Kind::Chat, prompt, &self.common, limits)
+    }
+}
+
+impl CompletionRequest {
+    /// The prompt text (special tokens in it read as plain text, with the model's BOS where
+    /// it adds one) or the token ids as given.
+    pub fn resolve(&self, tok: &Tokenizer, limits: &Limits) -> std::result::Result<Resolved, ApiError> {
+        let prompt = match &self.prompt {
+            Prompt::Ids(ids) => {
+                let v = tok.vocab_size() as u32;
+                if let Some(bad) = ids.iter().find(|&&i| i >= v) {
+                    return Err(ApiError::invalid(format!(
+                        "prompt token id {bad} is outside the vocabulary of {v} tokens"
+                    )));
+                }
+                ids.clone()
+            }
+            Prompt::Text(t) => tok.encode(t, false)?,
+            Prompt::Texts(ts) if ts.len() == 1 => tok.encode(&ts[0], false)?,
+            Prompt::Texts(ts) => {
+                return Err(ApiError::invalid(format!(
+                    "a list of {} prompts: tandem completes one prompt per request",
+                    ts.len()
+                )))
+            }
+        };
+        resolve(Kind::Completion, prompt, &self.common, limits)
+    }
+}
+
+fn resolve(
+    kind: Kind,
+    prompt: Vec<u32>,
+    c: &Common,
+    limits: &Limits,
+) -> std::result::Result<Resolved, ApiError> {
+    if prompt.is_empty() {
+        return Err(ApiError::invalid("the prompt is empty"));
+    }
+    if c.n.is_some_and(|n| n != 1) {
+        return Err(ApiError::invalid("n must be 1 (one choice per request)"));
+    }
+    if let Some(f) = &c.response_format {
+        if f.get("type").and_then(Value::as_str) != Some("text") {
+            return Err(ApiError::invalid(
+                "response_format other than {\"type\": \"text\"} is not supported",
+            ));
+        }
+    }
+    let n_prompt = prompt.len();
+    if n_prompt >= limits.n_ctx {
+        return Err(ApiError::context(
+            n_prompt,
+            limits.n_ctx,
+            format!(
+                "the request has {n_prompt} prompt tokens, which exceeds the context of {} tokens",
+                limits.n_ctx
+            ),
+        ));
+    }
+    let room = limits.n_ctx - n_prompt;
+    let asked = match (c.max_completion_tokens.or(c.max_tokens), c.n_predict) {
+        (Some(n), _) => Some(n),
+        (None, Some(n)) if n >= 0 => Some(n as usize),
+        _ => None,
+    };
+    let max_tokens = match asked {
+        Some(0) => return Err(ApiError::invalid("max_tokens must be at least 1")),
+        Some(n) if n > room => {
+            return Err(ApiError::context(
+                n_prompt,
+                limits.n_ctx,
+                format!(
+                    "{n_prompt} prompt tokens + max_tokens {n} exceed the context of {} tokens",
+                    limits.n_ctx
+                ),
+            ))
+        }
+        Some(n) => n.min(limits.max_tokens),
+        None => room.min(limits.max_tokens),
+    };
+    let mut method = match &c.method {
+        Some(m) => MethodSpec::parse(m)?,
+        None => limits.method.clone(),
+    };
+    // speculative.n_max / n_min bound the draft: n_max sets the method's length where it
+    // has one; both are capped at the server's max_draft.
+    let mut spec = c.speculative.unwrap_or_default();
+    if let Some(n) = spec.n_max {
+        let n = n.min(limits.max_draft);
+        spec.n_max = Some(n);
+        if n == 0 {
+            method = MethodSpec::plain();
+        } else if method.has("len") {
+            method = method.with("len", n)?;
+        } else if method.has("nodes") {
+            method = method.with("nodes", n)?;
+        }
+    }
+    if let Some(n) = spec.n_min {
+        spec.n_min = Some(n.min(spec.n_max.unwrap_or(limits.max_draft)));
+    }
+    let stop = match &c.stop {
+        None => vec![],
+        Some(Stop::One(s)) => vec![s.clone()],
+        Some(Stop::Many(v)) => v.clone(),
+    };
+    let sampling = match c.temperature {
+        Some(t) if t > 0.0 => Some(SampleParams {
+            temperature: t,
+            top_k: c.top_k.unwrap_or(0),
+            top_p: c.top_p.unwrap_or(1.0),
+            seed: c.seed.unwrap_or_else(random_seed),
+        }),
+        Some(t) if t < 0.0 || !t.is_finite() => {
+            return Err(ApiError::invalid(format!("temperature {t} must be >= 0")))
+        }
+        _ => None,
+    };
+    // n_min: never adapt below it (adaptation may stop drafting altogether otherwise).
+    let adaptive = c.adaptive.unwrap_or(true) && spec.n_min.unwrap_or(0) == 0;
+    Ok(Resolved {
+        kind,
+        prompt,
+        options: GenerateOptions {
+            max_tokens,
+            stop,
+            method,
+            adaptive,
+            sampling,
+        },
+        stream: c.stream,
+        include_usage: c.stream_options.as_ref().is_some_and(|o| o.include_usage),
+        speculative: spec,
+    })
+}
+
+/// A seed for a sampling request that names none.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(crate::gpu::seconds().to_bits());
+    h.finish()
+}
+
+/// OpenAI's `finish_reason`.
+pub fn finish_reason(r: Option<StopReason>) -> &'static str {
+    match r {
+        Some(StopReason::Length) => "length",
+        _ => "stop",
+    }
+}
+
+/// What every chunk and response of one request shares.
+#[derive(Clone, Debug)]
+pub struct Meta {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+    pub kind: Kind,
+}
+
+impl Meta {
+    fn object(&self, chunk: bool) -> &'static str {
+        match (self.kind, chunk) {
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Chat, true) => "chat.completion.chunk",
+            (Kind::Completion, _) => "text_completion",
+        }
+    }
+
+    /// One streamed step: `text` (its first `drafted_text` bytes drafted and accepted), the
+    /// assistant role on the first chunk of a chat.
+    pub fn chunk(&self, text: &str, drafted_text: usize, first: bool) -> Value {
+        let choice = match self.kind {
+            Kind::Chat => {
+                let mut delta = json!({ "content": text });
+                if first {
+                    delta["role"] = json!("assistant");
+                }
+                json!({"index": 0, "delta": delta, "finish_reason": null})
+            }
+            Kind::Completion => json!({"index": 0, "text": text, "finish_reason": null}),
+        };
+        json!({
+            "id": self.id, "object": self.object(true), "created": self.created,
+            "model": self.model, "choices": [choice],
+            "tandem": {"drafted_text": text.get(..drafted_text).unwrap_or("")},
+        })
+    }
+
+    /// The last chunk: the finish reason (and the role if nothing came before), with the
+    /// timings and tandem's figures.
+    pub fn final_chunk(&self, out: &Output, tail: &str, first: bool, used: &Speculative) -> Value {
+        let reason = finish_reason(out.stop_reason);
+        let choice = match self.kind {
+            Kind::Chat => {
+                let mut delta = if tail.is_empty() {
+                    json!({})
+                } else {
+                    json!({ "content": tail })
+                };
+                if first {
+                    delta["role"] = json!("assistant");
+                }
+                json!({"index": 0, "delta": delta, "finish_reason": reason})
+            }
+            Kind::Completion => json!({"index": 0, "text": tail, "finish_reason": reason}),
+        };
+        json!({
+            "id": self.id, "object": self.object(true), "created": self.created,
+            "model": self.model, "choices": [choice],
+            "timings": timings(&out.stats), "tandem": extras(&out.stats, used),
+        })
+    }
+
+    /// The usage chunk of `stream_options.include_usage` (no choices).
+    pub fn usage_chunk(&self, out: &Output) -> Value {
+        json!({
+            "id": self.id, "object": self.object(true), "created": self.created,
+            "model": self.model, "choices": [], "usage": usage(&out.stats),
+        })
+    }
+
+    /// The whole (non-streamed) response.
+    pub fn response(&self, out: &Output, used: &Speculative) -> Value {
+        let reason = finish_reason(out.stop_reason);
+        let choice = match self.kind {
+            Kind::Chat => json!({
+                "index": 0,
+                "message": {"role": "assistant", "content": out.text},
+                "finish_reason": reason,
+            }),
+            Kind::Completion => json!({
+                "index": 0, "text": out.text, "finish_reason": reason, "logprobs": null,
+            }),
+        };
+        json!({
+            "id": self.id, "object": self.object(false), "created": self.created,
+            "model": self.model, "choices": [choice], "usage": usage(&out.stats),
+            "timings": timings(&out.stats), "tandem": extras(&out.stats, used),
+        })
+    }
+}
+
+/// OpenAI's `usage`.
+pub fn usage(s: &Stats) -> Value {
+    json!({
+        "prompt_tokens": s.prompt_tokens,
+        "completion_tokens": s.generated_tokens,
+        "total_tokens": s.prompt_tokens + s.generated_tokens,
+    })
+}
+
+/// llama-server's `timings`.
+pub fn timings(s: &Stats) -> Value {
+    let prompt_n = s.prompt_tokens - s.reused_prompt_tokens;
+    json!({
+        "cache_n": s.reused_prompt_tokens,
+        "prompt_n": prompt_n,
+        "prompt_ms": s.prefill_seconds * 1e3,
+        "prompt_per_second": s.prefill_tokens_per_s,
+        "predicted_n": s.generated_tokens,
+        "predicted_ms": s.decode_seconds * 1e3,
+        "predicted_per_second": s.decode_tokens_per_s,
+        "draft_n": s.drafted,
+        "draft_n_accepted": s.accepted,
+    })
+}
+
+/// tandem's figures: the method, τ, acceptance, target passes, the draft bounds used.
+pub fn extras(s: &Stats, used: &Speculative) -> Value {
+    json!({
+        "method": s.method,
+        "tau": s.mean_accepted_tokens,
+        "acceptance_rate": s.acceptance_rate,
+        "target_passes": s.target_passes,
+        "drafted": s.drafted,
+        "accepted": s.accepted,
+        "speculative": used,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            n_ctx: 100,
+            max_tokens: 50,
+            max_draft: 16,
+            method: MethodSpec::plain(),
+        }
+    }
+
+    fn common(v: Value) -> Common {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn limits_context_and_speculative_bounds_resolve_as_documented() {
+        let ids: Vec<u32> = (1..=10).collect();
+        let r = resolve(Kind::Completion, ids.clone(), &common(json!({})), &limits()).unwrap();
+        assert_eq!(r.options.max_tokens, 50, "the cap is the default");
+        let r = resolve(Kind::Completion, ids.clone(), &common(json!({"max_tokens": 7})), &limits())
+            .unwrap();
+        assert_eq!(r.options.max_tokens, 7);
+        let e = resolve(Kind::Completion, ids.clone(), &common(json!({"max_tokens": 95})), &limits())
+            .unwrap_err();
+        assert_eq!((e.status, e.kind), (400, "exceed_context_size_error"));
+        assert_eq!(e.body()["error"]["n_ctx"], 100);
+        let long: Vec<u32> = (0..100).collect();
+        let e = resolve(Kind::Completion, long, &common(json!({})), &limits()).unwrap_err();
+        assert_eq!(e.body()["error"]["n_prompt_tokens"], 100);
+        let r = resolve(
+            Kind::Chat,
+            ids.clone(),
+            &common(json!({"method": "lookup", "speculative": {"n_max": 99, "n_min": 2}})),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(r.options.method.to_string(), "lookup:len=16");
+        assert_eq!((r.speculative.n_max, r.speculative.n_min), (Some(16), Some(2)));
+        assert!(!r.options.adaptive, "n_min > 0 drafts every step");
+        let r = resolve(
+            Kind::Chat,
+            ids.clone(),
+            &common(json!({"method": "lookup", "speculative": {"n_max": 0}})),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(r.options.method.name(), "plain");
+        let e = resolve(Kind::Chat, ids.clone(), &common(json!({"method": "nope"})), &limits())
+            .unwrap_err();
+        assert_eq!(e.status, 400, "{}", e.message);
+        let r = resolve(
+            Kind::Chat,
+            ids,
+            &common(json!({"temperature": 0.7, "seed": 5, "stop": "x"})),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(r.options.sampling.map(|s| s.seed), Some(5));
+        assert_eq!(r.options.stop, vec!["x".to_string()]);
+    }
+
+    #[test]
+    fn message_content_parts_join_and_other_parts_are_refused() {
+        let m: Message = serde_json::from_value(json!({
+            "role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
+        }))
+        .unwrap();
+        assert_eq!(m.content.unwrap().text().unwrap(), "ab");
+        let m: Message = serde_json::from_value(json!({
+            "role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]
+        }))
+        .unwrap();
+        assert!(m.content.unwrap().text().is_err());
+    }
+}

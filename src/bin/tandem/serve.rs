@@ -1,0 +1,747 @@
+//! `tandem serve`: an OpenAI-compatible HTTP server (llama-server's conventions where it has
+//! them) over one engine.
+//!
+//! Shape: axum handlers on a tokio runtime parse and resolve requests (`tandem::api`: chat
+//! template, tokenization, limits, the method) and queue them; one engine thread owns the GPU
+//! and runs them one at a time, each in the conversation whose KV cache shares the longest
+//! prefix with its prompt (`--parallel` conversations are kept, least recently used replaced),
+//! streaming each step's text back over a channel. A full queue is a 503 with `Retry-After`;
+//! a client that goes away closes its channel, which cancels its generation after the current
+//! step. The port is bound before the model loads, so `/health` says 503 while it loads.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use clap::Args;
+use futures_util::stream::{self, Stream};
+use serde_json::{json, Value};
+use tandem::api::{self, ApiError, ChatRequest, CompletionRequest, Kind, Limits, Meta, Resolved};
+use tandem::engine::{Conversation, Engine, Event, MethodSpec, Output};
+use tandem::tokenizer::Tokenizer;
+use tokio::sync::mpsc;
+
+use crate::cli::GpuArgs;
+
+/// `tandem serve` options.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct ServeArgs {
+    /// Target model: GGUF file or reference name (smollm2, qwen-0.5b, qwen-1.5b), fetched
+    /// into the model cache on first use
+    #[arg(short, long, default_value = crate::fetch::DEFAULT_MODEL)]
+    model: String,
+    /// Drafter model (same tokenizer) for the methods that draft with a model (sps, tree)
+    #[arg(short, long = "drafter", visible_alias = "draft", value_name = "PATH")]
+    draft: Option<String>,
+    /// With a drafter model: draft only among the first N token ids
+    #[arg(long, value_name = "N")]
+    draft_vocab: Option<usize>,
+    /// Method of requests that name none (`name[:key=value,...]`; default: sps with
+    /// --drafter, else plain). A request's `method` field overrides it
+    #[arg(long, value_name = "SPEC")]
+    method: Option<String>,
+    /// Address to bind (loopback by default; 0.0.0.0 exposes the server to the network)
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Require `Authorization: Bearer KEY` on every endpoint but /health
+    #[arg(long, env = "TANDEM_API_KEY", value_name = "KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Allow cross-origin requests from this origin (repeatable; CORS is off without it)
+    #[arg(long, value_name = "ORIGIN")]
+    cors_origin: Vec<String>,
+    /// KV cache size in tokens (prompt + answer), per conversation
+    #[arg(long, default_value_t = 4096)]
+    ctx: usize,
+    /// Conversations whose KV caches are kept (a request that continues one reuses it);
+    /// requests run one at a time on the GPU
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    /// Requests that may wait; past it the server answers 503 with Retry-After
+    #[arg(long, default_value_t = 32)]
+    queue: usize,
+    /// Most new tokens per request (and the default when a request names none)
+    #[arg(long, default_value_t = 2048)]
+    max_tokens: usize,
+    /// Most draft nodes per step any request may use (`speculative.n_max` is capped at it)
+    #[arg(long, default_value_t = 16)]
+    max_draft: usize,
+    /// Seconds a request may generate before it is stopped (finish_reason "length")
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// Largest request body in bytes
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body: usize,
+    /// The model id /v1/models lists (default: the file name without .gguf)
+    #[arg(long)]
+    alias: Option<String>,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+/// One step's text, the end, or a failure: what the engine thread sends a request's handler.
+enum Msg {
+    Step { text: String, drafted_text: usize },
+    Done(Box<Output>),
+    Failed(ApiError),
+}
+
+struct Job {
+    req: Resolved,
+    tx: mpsc::UnboundedSender<Msg>,
+    deadline: Instant,
+    endpoint: &'static str,
+}
+
+/// Set once the model is loaded.
+struct Ready {
+    tokenizer: Tokenizer,
+    limits: Limits,
+}
+
+/// Counters for /metrics.
+#[derive(Default)]
+struct Counters {
+    requests: BTreeMap<&'static str, u64>,
+    errors: u64,
+    prompt_tokens: u64,
+    reused_tokens: u64,
+    generated_tokens: u64,
+    prefill_seconds: f64,
+    decode_seconds: f64,
+    /// Per method: requests, drafted and accepted tokens, target passes.
+    methods: BTreeMap<&'static str, [u64; 4]>,
+}
+
+struct Shared {
+    model_id: String,
+    api_key: Option<String>,
+    ready: OnceLock<Ready>,
+    jobs: mpsc::Sender<Job>,
+    queued: AtomicUsize,
+    busy: AtomicBool,
+    timeout: Duration,
+    counters: Mutex<Counters>,
+    next_id: AtomicU64,
+    started: u64,
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn error_response(e: &ApiError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = (status, axum::Json(e.body())).into_response();
+    if e.status == 503 {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
+}
+
+pub(crate) fn run(args: &ServeArgs) -> tandem::Result<()> {
+    // The method first: an unknown one is an error before the port is bound or a model loads.
+    let method = match &args.method {
+        Some(m) => MethodSpec::parse(m)?,
+        None if args.draft.is_some() => MethodSpec::named("sps")?,
+        None => MethodSpec::plain(),
+    };
+    if method.needs_drafter_model() && args.draft.is_none() {
+        return Err(tandem::Error::Invalid(format!(
+            "method {} needs a drafter model: pass --drafter PATH",
+            method.name()
+        )));
+    }
+    if args.parallel == 0 || args.queue == 0 {
+        return Err(tandem::Error::Invalid(
+            "--parallel and --queue must be at least 1".into(),
+        ));
+    }
+    let path = crate::fetch::resolve(&args.model)?;
+    let model_id = args.alias.clone().unwrap_or_else(|| {
+        path.file_name()
+            .map(|f| f.to_string_lossy().trim_end_matches(".gguf").to_string())
+            .unwrap_or_else(|| args.model.clone())
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| tandem::Error::io("the server's runtime", e))?;
+    let (jobs, rx) = mpsc::channel(args.queue);
+    let shared = Arc::new(Shared {
+        model_id,
+        api_key: args.api_key.clone().filter(|k| !k.is_empty()),
+        ready: OnceLock::new(),
+        jobs,
+        queued: AtomicUsize::new(0),
+        busy: AtomicBool::new(false),
+        timeout: Duration::from_secs(args.timeout.max(1)),
+        counters: Mutex::new(Counters::default()),
+        next_id: AtomicU64::new(1),
+        started: now_unix(),
+    });
+    let addr = format!("{}:{}", args.host, args.port);
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(&addr))
+        .map_err(|e| tandem::Error::io(format!("binding {addr}"), e))?;
+    eprintln!(
+        "tandem serve: http://{addr}/v1 (OpenAI API), http://{addr}/health; loading {} …",
+        path.display()
+    );
+    let engine_shared = shared.clone();
+    let engine_args = args.clone();
+    let engine_method = method.clone();
+    std::thread::Builder::new()
+        .name("tandem engine".into())
+        .spawn(move || {
+            if let Err(e) = engine_thread(&engine_args, &path, engine_method, &engine_shared, rx) {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        })
+        .map_err(|e| tandem::Error::io("starting the engine thread", e))?;
+    let app = router(shared, args);
+    runtime
+        .block_on(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+        })
+        .map_err(|e| tandem::Error::io("serving", e))
+}
+
+fn router(shared: Arc<Shared>, args: &ServeArgs) -> Router {
+    let api = Router::new()
+        .route("/v1/models", get(models))
+        .route("/models", get(models))
+        .route("/v1/chat/completions", post(chat))
+        .route("/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/completions", post(completions))
+        .route("/tokenize", post(tokenize))
+        .route("/detokenize", post(detokenize))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), auth));
+    let mut app = Router::new()
+        .route("/health", get(health))
+        .route("/v1/health", get(health))
+        .merge(api)
+        .fallback(|| async {
+            error_response(&ApiError::new(404, "not_found_error", "no such endpoint"))
+        })
+        .layer(DefaultBodyLimit::max(args.max_body))
+        .with_state(shared);
+    if !args.cors_origin.is_empty() {
+        let origins: Vec<HeaderValue> = args
+            .cors_origin
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        app = app.layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods(tower_http::cors::Any)
+                .allow_headers(tower_http::cors::Any),
+        );
+    }
+    app
+}
+
+/// Every endpoint but /health needs the key when one is set.
+async fn auth(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    if let Some(key) = &s.api_key {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(key.as_str()) {
+            return error_response(&ApiError::new(
+                401,
+                "authentication_error",
+                "invalid or missing API key (Authorization: Bearer KEY)",
+            ));
+        }
+    }
+    next.run(req).await
+}
+
+fn loading() -> ApiError {
+    ApiError::new(503, "unavailable_error", "the model is loading")
+}
+
+async fn health(State(s): State<Arc<Shared>>) -> Response {
+    match s.ready.get() {
+        Some(_) => axum::Json(json!({"status": "ok"})).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "loading", "error": {"code": 503, "message": "the model is loading", "type": "unavailable_error"}})),
+        )
+            .into_response(),
+    }
+}
+
+async fn models(State(s): State<Arc<Shared>>) -> Response {
+    let meta = s.ready.get().map(|r| {
+        json!({"n_ctx": r.limits.n_ctx, "n_vocab": r.tokenizer.vocab_size(),
+               "method": r.limits.method.to_string(), "max_draft": r.limits.max_draft})
+    });
+    axum::Json(json!({
+        "object": "list",
+        "data": [{"id": s.model_id, "object": "model", "created": s.started,
+                  "owned_by": "tandem", "meta": meta}],
+    }))
+    .into_response()
+}
+
+fn check_model(s: &Shared, asked: Option<&str>) -> Result<(), ApiError> {
+    match asked {
+        Some(m) if !m.is_empty() && m != s.model_id => Err(ApiError::new(
+            404,
+            "not_found_error",
+            format!("model '{m}' is not served here (GET /v1/models: '{}')", s.model_id),
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn chat(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let r = (|| {
+        let req: ChatRequest = api::parse(&body)?;
+        check_model(&s, req.common.model.as_deref())?;
+        let ready = s.ready.get().ok_or_else(loading)?;
+        req.resolve(&ready.tokenizer, &ready.limits)
+    })();
+    respond(s, r, "chat").await
+}
+
+async fn completions(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let r = (|| {
+        let req: CompletionRequest = api::parse(&body)?;
+        check_model(&s, req.common.model.as_deref())?;
+        let ready = s.ready.get().ok_or_else(loading)?;
+        req.resolve(&ready.tokenizer, &ready.limits)
+    })();
+    respond(s, r, "completions").await
+}
+
+fn count_error(s: &Shared) {
+    if let Ok(mut c) = s.counters.lock() {
+        c.errors += 1;
+    }
+}
+
+/// Queue a resolved request and answer it, streamed or whole.
+async fn respond(
+    s: Arc<Shared>,
+    req: Result<Resolved, ApiError>,
+    endpoint: &'static str,
+) -> Response {
+    if let Ok(mut c) = s.counters.lock() {
+        *c.requests.entry(endpoint).or_default() += 1;
+    }
+    let req = match req {
+        Ok(r) => r,
+        Err(e) => {
+            count_error(&s);
+            return error_response(&e);
+        }
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let n = s.next_id.fetch_add(1, Ordering::Relaxed);
+    let meta = Meta {
+        id: format!(
+            "{}-{:x}{n:04}",
+            if req.kind == Kind::Chat { "chatcmpl" } else { "cmpl" },
+            s.started
+        ),
+        created: now_unix(),
+        model: s.model_id.clone(),
+        kind: req.kind,
+    };
+    let (stream, include_usage, used) = (req.stream, req.include_usage, req.speculative);
+    let job = Job {
+        req,
+        tx,
+        deadline: Instant::now() + s.timeout,
+        endpoint,
+    };
+    s.queued.fetch_add(1, Ordering::AcqRel);
+    if s.jobs.try_send(job).is_err() {
+        s.queued.fetch_sub(1, Ordering::AcqRel);
+        count_error(&s);
+        return error_response(&ApiError::new(
+            503,
+            "unavailable_error",
+            "the server's queue is full; retry shortly",
+        ));
+    }
+    if !stream {
+        let mut streamed = String::new();
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                Msg::Step { text, .. } => streamed.push_str(&text),
+                Msg::Done(out) => return axum::Json(meta.response(&out, &used)).into_response(),
+                Msg::Failed(e) => {
+                    count_error(&s);
+                    return error_response(&e);
+                }
+            }
+        }
+        return error_response(&ApiError::new(
+            500,
+            "server_error",
+            "the engine stopped before answering",
+        ));
+    }
+    let events = sse_events(rx, meta, include_usage, used);
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// The SSE stream of one request: a chunk per step (the first with the assistant role), the
+/// final chunk with the finish reason and timings, the usage chunk if asked, `[DONE]`. A
+/// failure mid-stream is an `error` object, then `[DONE]`.
+fn sse_events(
+    rx: mpsc::UnboundedReceiver<Msg>,
+    meta: Meta,
+    include_usage: bool,
+    used: tandem::api::Speculative,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    struct St {
+        rx: mpsc::UnboundedReceiver<Msg>,
+        meta: Meta,
+        include_usage: bool,
+        used: tandem::api::Speculative,
+        first: bool,
+        streamed: String,
+        /// Data lines still to send once the end has come.
+        pending: std::collections::VecDeque<String>,
+        finished: bool,
+    }
+    let st = St {
+        rx,
+        meta,
+        include_usage,
+        used,
+        first: true,
+        streamed: String::new(),
+        pending: Default::default(),
+        finished: false,
+    };
+    stream::unfold(st, |mut st| async move {
+        loop {
+            if let Some(data) = st.pending.pop_front() {
+                return Some((Ok(SseEvent::default().data(data)), st));
+            }
+            if st.finished {
+                return None;
+            }
+            match st.rx.recv().await {
+                Some(Msg::Step { text, drafted_text }) => {
+                    if text.is_empty() {
+                        continue;
+                    }
+                    let chunk = st.meta.chunk(&text, drafted_text, st.first);
+                    st.first = false;
+                    st.streamed.push_str(&text);
+                    return Some((Ok(SseEvent::default().data(chunk.to_string())), st));
+                }
+                Some(Msg::Done(out)) => {
+                    let tail = out.text.strip_prefix(st.streamed.as_str()).unwrap_or("");
+                    let last = st.meta.final_chunk(&out, tail, st.first, &st.used);
+                    st.pending.push_back(last.to_string());
+                    if st.include_usage {
+                        st.pending.push_back(st.meta.usage_chunk(&out).to_string());
+                    }
+                }
+                Some(Msg::Failed(e)) => st.pending.push_back(e.body().to_string()),
+                None => st.pending.push_back(
+                    ApiError::new(500, "server_error", "the engine stopped before the end")
+                        .body()
+                        .to_string(),
+                ),
+            }
+            st.pending.push_back("[DONE]".to_string());
+            st.finished = true;
+        }
+    })
+}
+
+/// llama-server's `/tokenize`: `{"content", "add_special"?, "with_pieces"?}` → `{"tokens"}`.
+async fn tokenize(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Req {
+        content: String,
+        #[serde(default)]
+        add_special: bool,
+        #[serde(default)]
+        with_pieces: bool,
+    }
+    let r = (|| {
+        let req: Req = api::parse(&body)?;
+        let ready = s.ready.get().ok_or_else(loading)?;
+        let tok = &ready.tokenizer;
+        let mut ids = tok.encode(&req.content, true)?;
+        if req.add_special && tok.add_bos() {
+            if let Some(bos) = tok.bos_id().filter(|b| ids.first() != Some(b)) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok::<Value, ApiError>(if req.with_pieces {
+            let pieces: Vec<Value> = ids
+                .iter()
+                .map(|&id| {
+                    json!({"id": id, "piece": tok.decode(&[id]).unwrap_or_default()})
+                })
+                .collect();
+            json!({ "tokens": pieces })
+        } else {
+            json!({ "tokens": ids })
+        })
+    })();
+    match r {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// llama-server's `/detokenize`: `{"tokens"}` → `{"content"}`.
+async fn detokenize(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Req {
+        tokens: Vec<u32>,
+    }
+    let r = (|| {
+        let req: Req = api::parse(&body)?;
+        let ready = s.ready.get().ok_or_else(loading)?;
+        let v = ready.tokenizer.vocab_size() as u32;
+        if let Some(bad) = req.tokens.iter().find(|&&t| t >= v) {
+            return Err(ApiError::invalid(format!(
+                "token id {bad} is outside the vocabulary of {v} tokens"
+            )));
+        }
+        Ok(json!({ "content": ready.tokenizer.decode(&req.tokens)? }))
+    })();
+    match r {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Prometheus text: requests, tokens, prefill/decode seconds, drafted and accepted tokens per
+/// method, queue length.
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, lines: Vec<(String, String)>| {
+        out.push_str(&format!("# HELP tandem_{name} {help}\n# TYPE tandem_{name} {kind}\n"));
+        for (labels, v) in lines {
+            out.push_str(&format!("tandem_{name}{labels} {v}\n"));
+        }
+    };
+    let c = match s.counters.lock() {
+        Ok(c) => c,
+        Err(_) => return error_response(&ApiError::new(500, "server_error", "metrics poisoned")),
+    };
+    let one = |v: String| vec![(String::new(), v)];
+    metric(
+        "requests_total",
+        "counter",
+        "Requests per endpoint.",
+        c.requests
+            .iter()
+            .map(|(e, n)| (format!("{{endpoint=\"{e}\"}}"), n.to_string()))
+            .collect(),
+    );
+    metric("request_errors_total", "counter", "Requests answered with an error.", one(c.errors.to_string()));
+    metric("prompt_tokens_total", "counter", "Prompt tokens of finished requests.", one(c.prompt_tokens.to_string()));
+    metric("prompt_tokens_reused_total", "counter", "Prompt tokens whose KV cache was reused.", one(c.reused_tokens.to_string()));
+    metric("tokens_predicted_total", "counter", "Generated tokens.", one(c.generated_tokens.to_string()));
+    metric("prompt_seconds_total", "counter", "Prefill time.", one(format!("{:.6}", c.prefill_seconds)));
+    metric("tokens_predicted_seconds_total", "counter", "Decode time.", one(format!("{:.6}", c.decode_seconds)));
+    let per = |i: usize| {
+        c.methods
+            .iter()
+            .map(|(m, v)| (format!("{{method=\"{m}\"}}"), v[i].to_string()))
+            .collect::<Vec<_>>()
+    };
+    metric("method_requests_total", "counter", "Finished requests per drafting method.", per(0));
+    metric("draft_tokens_total", "counter", "Drafted tokens per method.", per(1));
+    metric("draft_tokens_accepted_total", "counter", "Accepted drafted tokens per method.", per(2));
+    metric("target_passes_total", "counter", "Target forward passes per method.", per(3));
+    metric("requests_deferred", "gauge", "Requests waiting in the queue.", one(s.queued.load(Ordering::Acquire).to_string()));
+    metric(
+        "requests_processing",
+        "gauge",
+        "Requests generating now.",
+        one(u8::from(s.busy.load(Ordering::Acquire)).to_string()),
+    );
+    drop(c);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        out,
+    )
+        .into_response()
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// The conversation for `prompt`: the one whose cache shares the longest prefix with it, a
+/// new one while fewer than `parallel` are open (and the device holds one), else the least
+/// recently used. `slots` is ordered least recently used first.
+fn pick(
+    engine: &Engine,
+    slots: &mut Vec<Conversation>,
+    parallel: usize,
+    prompt: &[u32],
+) -> tandem::Result<Conversation> {
+    let best = slots
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (common_prefix(&c.session().cache, prompt), i))
+        .max();
+    match best {
+        Some((shared, i)) if shared > 0 => return Ok(slots.remove(i)),
+        _ => {}
+    }
+    if slots.len() < parallel {
+        match engine.conversation() {
+            Ok(c) => return Ok(c),
+            Err(tandem::Error::OutOfMemory(why)) if !slots.is_empty() => {
+                eprintln!("[serve] keeping {} conversations: {why}", slots.len());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(slots.remove(0))
+}
+
+fn engine_thread(
+    args: &ServeArgs,
+    path: &std::path::Path,
+    method: MethodSpec,
+    shared: &Shared,
+    mut rx: mpsc::Receiver<Job>,
+) -> tandem::Result<()> {
+    let t0 = Instant::now();
+    let mut engine = crate::cli::load_engine(
+        path,
+        args.draft.as_deref(),
+        args.draft_vocab,
+        args.ctx,
+        args.max_draft,
+        &args.gpu,
+    )?;
+    let warm = tandem::engine::GenerateOptions {
+        method: method.clone(),
+        ..Default::default()
+    };
+    crate::warmup::warm_up(&mut engine, &warm)?;
+    let limits = Limits {
+        n_ctx: engine.target.limits.max_ctx,
+        max_tokens: args.max_tokens,
+        max_draft: args.max_draft.min(tandem::engine::MAX_STEP_TOKENS - 1),
+        method,
+    };
+    eprintln!(
+        "[serve] {} ready in {:.1} s on {} ({}): ctx {}, method {}, {} conversations kept, queue {}{}",
+        shared.model_id,
+        t0.elapsed().as_secs_f64(),
+        engine.gpu.info.name,
+        format!("{:?}", engine.gpu.info.backend).to_lowercase(),
+        limits.n_ctx,
+        limits.method,
+        args.parallel,
+        args.queue,
+        if shared.api_key.is_some() { ", API key required" } else { "" },
+    );
+    let _ = shared.ready.set(Ready {
+        tokenizer: engine.tokenizer.clone(),
+        limits,
+    });
+    let mut slots: Vec<Conversation> = Vec::new();
+    while let Some(job) = rx.blocking_recv() {
+        shared.queued.fetch_sub(1, Ordering::AcqRel);
+        if job.tx.is_closed() {
+            continue; // the client left while it waited
+        }
+        shared.busy.store(true, Ordering::Release);
+        let t = Instant::now();
+        let result = pick(&engine, &mut slots, args.parallel, &job.req.prompt).and_then(|mut conv| {
+            let tx = &job.tx;
+            let r = engine.generate_in(&mut conv, &job.req.prompt, &job.req.options, |ev| {
+                let Event::Tokens {
+                    text, drafted_text, ..
+                } = ev;
+                let sent = tx
+                    .send(Msg::Step {
+                        text: text.clone(),
+                        drafted_text: *drafted_text,
+                    })
+                    .is_ok();
+                sent && Instant::now() < job.deadline
+            });
+            if r.is_ok() {
+                slots.push(conv);
+            }
+            r
+        });
+        shared.busy.store(false, Ordering::Release);
+        let p = job.req.prompt.len();
+        match result {
+            Ok(out) => {
+                let st = &out.stats;
+                if let Ok(mut c) = shared.counters.lock() {
+                    c.prompt_tokens += st.prompt_tokens as u64;
+                    c.reused_tokens += st.reused_prompt_tokens as u64;
+                    c.generated_tokens += st.generated_tokens as u64;
+                    c.prefill_seconds += st.prefill_seconds;
+                    c.decode_seconds += st.decode_seconds;
+                    let m = c.methods.entry(st.method).or_default();
+                    m[0] += 1;
+                    m[1] += st.drafted as u64;
+                    m[2] += st.accepted as u64;
+                    m[3] += st.target_passes as u64;
+                }
+                eprintln!(
+                    "[serve] {} {p} prompt tokens ({} reused) + {} generated in {:.2} s; {} τ {:.2}, decode {:.1} tok/s; {}",
+                    job.endpoint,
+                    st.reused_prompt_tokens,
+                    st.generated_tokens,
+                    t.elapsed().as_secs_f64(),
+                    st.method,
+                    st.mean_accepted_tokens,
+                    st.decode_tokens_per_s,
+                    if job.tx.is_closed() { "client gone" } else { api::finish_reason(out.stop_reason) },
+                );
+                let _ = job.tx.send(Msg::Done(Box::new(out)));
+            }
+            Err(e) => {
+                eprintln!("[serve] {} {p} prompt tokens: error: {e}", job.endpoint);
+                let _ = job.tx.send(Msg::Failed(ApiError::from(e)));
+            }
+        }
+    }
+    Ok(())
+}
+
