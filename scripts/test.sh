@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# tandem's test suite: native tests on the first Vulkan adapter (lavapipe in CI), then the
+# tandem's test suite: native tests on the first Vulkan adapter (lavapipe in CI), the HTTP
+# server through the openai client (pytest), then the
 # browser tests in headless Chromium's WebGPU (SwiftShader): the kernels through
 # wasm-bindgen-test, then the npm package and demo page through playwright-core, and last the
 # fuzz smoke (every fuzz target for a fixed number of executions from its seed corpus).
@@ -24,6 +25,9 @@ scripts/fetch-models.sh smollm2
 
 echo "== native tests"
 cargo test --locked
+
+echo "== HTTP server (pytest drives tandem serve through the openai client)"
+scripts/test-server.sh
 
 echo "== browser tests (headless Chromium, WebGPU on SwiftShader)"
 scripts/test-browser.sh

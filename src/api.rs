@@ -39,11 +39,9 @@ impl Content {
                 for p in parts {
                     match (p.kind.as_str(), &p.text) {
                         ("text", Some(t)) => out.push_str(t),
-                        (kind, _) => {
-                            return Err(Error::Invalid(format!(
-                                "message content part of type '{kind}' (tandem reads text parts only)"
-                            )))
-                        }
+                        (kind, _) => return Err(Error::Invalid(format!(
+                            "message content part of type '{kind}' (tandem reads text parts only)"
+                        ))),
                     }
                 }
                 Ok(out)
@@ -189,7 +187,10 @@ impl ApiError {
     /// The prompt (plus the tokens asked for) does not fit the context.
     pub fn context(n_prompt: usize, n_ctx: usize, message: impl Into<String>) -> Self {
         ApiError {
-            extra: vec![("n_prompt_tokens", json!(n_prompt)), ("n_ctx", json!(n_ctx))],
+            extra: vec![
+                ("n_prompt_tokens", json!(n_prompt)),
+                ("n_ctx", json!(n_ctx)),
+            ],
             ..Self::new(400, "exceed_context_size_error", message)
         }
     }
@@ -227,7 +228,11 @@ pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> std::result::Result
 
 impl ChatRequest {
     /// The conversation rendered with the model's chat template and tokenized.
-    pub fn resolve(&self, tok: &Tokenizer, limits: &Limits) -> std::result::Result<Resolved, ApiError> {
+    pub fn resolve(
+        &self,
+        tok: &Tokenizer,
+        limits: &Limits,
+    ) -> std::result::Result<Resolved, ApiError> {
         if self.messages.is_empty() {
             return Err(ApiError::invalid("messages must not be empty"));
         }
@@ -251,7 +256,11 @@ impl ChatRequest {
 impl CompletionRequest {
     /// The prompt text (special tokens in it read as plain text, with the model's BOS where
     /// it adds one) or the token ids as given.
-    pub fn resolve(&self, tok: &Tokenizer, limits: &Limits) -> std::result::Result<Resolved, ApiError> {
+    pub fn resolve(
+        &self,
+        tok: &Tokenizer,
+        limits: &Limits,
+    ) -> std::result::Result<Resolved, ApiError> {
         let prompt = match &self.prompt {
             Prompt::Ids(ids) => {
                 let v = tok.vocab_size() as u32;
@@ -550,11 +559,21 @@ mod tests {
         let ids: Vec<u32> = (1..=10).collect();
         let r = resolve(Kind::Completion, ids.clone(), &common(json!({})), &limits()).unwrap();
         assert_eq!(r.options.max_tokens, 50, "the cap is the default");
-        let r = resolve(Kind::Completion, ids.clone(), &common(json!({"max_tokens": 7})), &limits())
-            .unwrap();
+        let r = resolve(
+            Kind::Completion,
+            ids.clone(),
+            &common(json!({"max_tokens": 7})),
+            &limits(),
+        )
+        .unwrap();
         assert_eq!(r.options.max_tokens, 7);
-        let e = resolve(Kind::Completion, ids.clone(), &common(json!({"max_tokens": 95})), &limits())
-            .unwrap_err();
+        let e = resolve(
+            Kind::Completion,
+            ids.clone(),
+            &common(json!({"max_tokens": 95})),
+            &limits(),
+        )
+        .unwrap_err();
         assert_eq!((e.status, e.kind), (400, "exceed_context_size_error"));
         assert_eq!(e.body()["error"]["n_ctx"], 100);
         let long: Vec<u32> = (0..100).collect();
@@ -568,7 +587,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.options.method.to_string(), "lookup:len=16");
-        assert_eq!((r.speculative.n_max, r.speculative.n_min), (Some(16), Some(2)));
+        assert_eq!(
+            (r.speculative.n_max, r.speculative.n_min),
+            (Some(16), Some(2))
+        );
         assert!(!r.options.adaptive, "n_min > 0 drafts every step");
         let r = resolve(
             Kind::Chat,
@@ -578,8 +600,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.options.method.name(), "plain");
-        let e = resolve(Kind::Chat, ids.clone(), &common(json!({"method": "nope"})), &limits())
-            .unwrap_err();
+        let e = resolve(
+            Kind::Chat,
+            ids.clone(),
+            &common(json!({"method": "nope"})),
+            &limits(),
+        )
+        .unwrap_err();
         assert_eq!(e.status, 400, "{}", e.message);
         let r = resolve(
             Kind::Chat,

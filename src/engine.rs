@@ -371,10 +371,7 @@ impl<'t> Emitter<'t> {
             self.stop_reason = Some(StopReason::Length);
         }
         // At the end (length, EOS) held text was no stop string after all.
-        if matches!(
-            self.stop_reason,
-            Some(StopReason::Length | StopReason::Eos)
-        ) {
+        if matches!(self.stop_reason, Some(StopReason::Length | StopReason::Eos)) {
             delta.push_str(&std::mem::take(&mut self.held));
         }
         self.text.push_str(&delta);

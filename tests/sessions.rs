@@ -215,7 +215,10 @@ fn a_stop_string_across_tokens_is_never_streamed_and_ends_the_text_before_it() {
     .unwrap();
     let prompt = engine
         .tokenizer
-        .encode("The capital of France is Paris. The capital of Italy is", false)
+        .encode(
+            "The capital of France is Paris. The capital of Italy is",
+            false,
+        )
         .unwrap();
     let free = engine
         .generate(
@@ -257,8 +260,14 @@ fn a_stop_string_across_tokens_is_never_streamed_and_ends_the_text_before_it() {
                 },
             )
             .unwrap();
-        assert_eq!(out.text, cut, "{method}: the text ends before the stop string {stop:?}");
-        assert_eq!(streamed, cut, "{method}: no part of the stop string was streamed");
+        assert_eq!(
+            out.text, cut,
+            "{method}: the text ends before the stop string {stop:?}"
+        );
+        assert_eq!(
+            streamed, cut,
+            "{method}: no part of the stop string was streamed"
+        );
         assert_eq!(out.stop_reason, Some(tandem::engine::StopReason::Stop));
     }
 }

@@ -56,7 +56,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 8080)]
     port: u16,
     /// Require `Authorization: Bearer KEY` on every endpoint but /health
-    #[arg(long, env = "TANDEM_API_KEY", value_name = "KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TANDEM_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
     api_key: Option<String>,
     /// Allow cross-origin requests from this origin (repeatable; CORS is off without it)
     #[arg(long, value_name = "ORIGIN")]
@@ -316,7 +321,10 @@ fn check_model(s: &Shared, asked: Option<&str>) -> Result<(), ApiError> {
         Some(m) if !m.is_empty() && m != s.model_id => Err(ApiError::new(
             404,
             "not_found_error",
-            format!("model '{m}' is not served here (GET /v1/models: '{}')", s.model_id),
+            format!(
+                "model '{m}' is not served here (GET /v1/models: '{}')",
+                s.model_id
+            ),
         )),
         _ => Ok(()),
     }
@@ -369,7 +377,11 @@ async fn respond(
     let meta = Meta {
         id: format!(
             "{}-{:x}{n:04}",
-            if req.kind == Kind::Chat { "chatcmpl" } else { "cmpl" },
+            if req.kind == Kind::Chat {
+                "chatcmpl"
+            } else {
+                "cmpl"
+            },
             s.started
         ),
         created: now_unix(),
@@ -509,9 +521,7 @@ async fn tokenize(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         Ok::<Value, ApiError>(if req.with_pieces {
             let pieces: Vec<Value> = ids
                 .iter()
-                .map(|&id| {
-                    json!({"id": id, "piece": tok.decode(&[id]).unwrap_or_default()})
-                })
+                .map(|&id| json!({"id": id, "piece": tok.decode(&[id]).unwrap_or_default()}))
                 .collect();
             json!({ "tokens": pieces })
         } else {
@@ -552,7 +562,9 @@ async fn detokenize(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, lines: Vec<(String, String)>| {
-        out.push_str(&format!("# HELP tandem_{name} {help}\n# TYPE tandem_{name} {kind}\n"));
+        out.push_str(&format!(
+            "# HELP tandem_{name} {help}\n# TYPE tandem_{name} {kind}\n"
+        ));
         for (labels, v) in lines {
             out.push_str(&format!("tandem_{name}{labels} {v}\n"));
         }
@@ -571,23 +583,78 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
             .map(|(e, n)| (format!("{{endpoint=\"{e}\"}}"), n.to_string()))
             .collect(),
     );
-    metric("request_errors_total", "counter", "Requests answered with an error.", one(c.errors.to_string()));
-    metric("prompt_tokens_total", "counter", "Prompt tokens of finished requests.", one(c.prompt_tokens.to_string()));
-    metric("prompt_tokens_reused_total", "counter", "Prompt tokens whose KV cache was reused.", one(c.reused_tokens.to_string()));
-    metric("tokens_predicted_total", "counter", "Generated tokens.", one(c.generated_tokens.to_string()));
-    metric("prompt_seconds_total", "counter", "Prefill time.", one(format!("{:.6}", c.prefill_seconds)));
-    metric("tokens_predicted_seconds_total", "counter", "Decode time.", one(format!("{:.6}", c.decode_seconds)));
+    metric(
+        "request_errors_total",
+        "counter",
+        "Requests answered with an error.",
+        one(c.errors.to_string()),
+    );
+    metric(
+        "prompt_tokens_total",
+        "counter",
+        "Prompt tokens of finished requests.",
+        one(c.prompt_tokens.to_string()),
+    );
+    metric(
+        "prompt_tokens_reused_total",
+        "counter",
+        "Prompt tokens whose KV cache was reused.",
+        one(c.reused_tokens.to_string()),
+    );
+    metric(
+        "tokens_predicted_total",
+        "counter",
+        "Generated tokens.",
+        one(c.generated_tokens.to_string()),
+    );
+    metric(
+        "prompt_seconds_total",
+        "counter",
+        "Prefill time.",
+        one(format!("{:.6}", c.prefill_seconds)),
+    );
+    metric(
+        "tokens_predicted_seconds_total",
+        "counter",
+        "Decode time.",
+        one(format!("{:.6}", c.decode_seconds)),
+    );
     let per = |i: usize| {
         c.methods
             .iter()
             .map(|(m, v)| (format!("{{method=\"{m}\"}}"), v[i].to_string()))
             .collect::<Vec<_>>()
     };
-    metric("method_requests_total", "counter", "Finished requests per drafting method.", per(0));
-    metric("draft_tokens_total", "counter", "Drafted tokens per method.", per(1));
-    metric("draft_tokens_accepted_total", "counter", "Accepted drafted tokens per method.", per(2));
-    metric("target_passes_total", "counter", "Target forward passes per method.", per(3));
-    metric("requests_deferred", "gauge", "Requests waiting in the queue.", one(s.queued.load(Ordering::Acquire).to_string()));
+    metric(
+        "method_requests_total",
+        "counter",
+        "Finished requests per drafting method.",
+        per(0),
+    );
+    metric(
+        "draft_tokens_total",
+        "counter",
+        "Drafted tokens per method.",
+        per(1),
+    );
+    metric(
+        "draft_tokens_accepted_total",
+        "counter",
+        "Accepted drafted tokens per method.",
+        per(2),
+    );
+    metric(
+        "target_passes_total",
+        "counter",
+        "Target forward passes per method.",
+        per(3),
+    );
+    metric(
+        "requests_deferred",
+        "gauge",
+        "Requests waiting in the queue.",
+        one(s.queued.load(Ordering::Acquire).to_string()),
+    );
     metric(
         "requests_processing",
         "gauge",
@@ -595,11 +662,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         one(u8::from(s.busy.load(Ordering::Acquire)).to_string()),
     );
     drop(c);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        out,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
@@ -687,25 +750,26 @@ fn engine_thread(
         }
         shared.busy.store(true, Ordering::Release);
         let t = Instant::now();
-        let result = pick(&engine, &mut slots, args.parallel, &job.req.prompt).and_then(|mut conv| {
-            let tx = &job.tx;
-            let r = engine.generate_in(&mut conv, &job.req.prompt, &job.req.options, |ev| {
-                let Event::Tokens {
-                    text, drafted_text, ..
-                } = ev;
-                let sent = tx
-                    .send(Msg::Step {
-                        text: text.clone(),
-                        drafted_text: *drafted_text,
-                    })
-                    .is_ok();
-                sent && Instant::now() < job.deadline
+        let result =
+            pick(&engine, &mut slots, args.parallel, &job.req.prompt).and_then(|mut conv| {
+                let tx = &job.tx;
+                let r = engine.generate_in(&mut conv, &job.req.prompt, &job.req.options, |ev| {
+                    let Event::Tokens {
+                        text, drafted_text, ..
+                    } = ev;
+                    let sent = tx
+                        .send(Msg::Step {
+                            text: text.clone(),
+                            drafted_text: *drafted_text,
+                        })
+                        .is_ok();
+                    sent && Instant::now() < job.deadline
+                });
+                if r.is_ok() {
+                    slots.push(conv);
+                }
+                r
             });
-            if r.is_ok() {
-                slots.push(conv);
-            }
-            r
-        });
         shared.busy.store(false, Ordering::Release);
         let p = job.req.prompt.len();
         match result {
@@ -744,4 +808,3 @@ fn engine_thread(
     }
     Ok(())
 }
-
