@@ -39,9 +39,11 @@ impl Content {
                 for p in parts {
                     match (p.kind.as_str(), &p.text) {
                         ("text", Some(t)) => out.push_str(t),
-                        (kind, _) => return Err(Error::Invalid(format!(
+                        (kind, _) => {
+                            return Err(Error::Invalid(format!(
                             "message content part of type '{kind}' (tandem reads text parts only)"
-                        ))),
+                        )))
+                        }
                     }
                 }
                 Ok(out)
@@ -399,11 +401,91 @@ fn random_seed() -> u64 {
     h.finish()
 }
 
-/// OpenAI's `finish_reason`.
+/// OpenAI's `finish_reason` (a generation stopped by the server's time limit: "length").
 pub fn finish_reason(r: Option<StopReason>) -> &'static str {
     match r {
-        Some(StopReason::Length) => "length",
+        Some(StopReason::Length | StopReason::Cancelled) => "length",
         _ => "stop",
+    }
+}
+
+/// One step of a streamed generation as the faces report it.
+#[derive(Clone, Debug, Default)]
+pub struct Step {
+    pub ids: Vec<u32>,
+    /// The first `drafted` ids were drafted and accepted; the rest is the target's own.
+    pub drafted: usize,
+    pub text: String,
+    /// Bytes of `text` that came from drafted tokens.
+    pub drafted_text: usize,
+    /// Draft nodes the step verified.
+    pub proposed: usize,
+    /// Seconds since the generation started (the first step includes the prefill).
+    pub elapsed: f64,
+}
+
+impl Step {
+    pub fn from_event(ev: &crate::engine::Event, elapsed: f64) -> Step {
+        let crate::engine::Event::Tokens {
+            ids,
+            drafted,
+            text,
+            drafted_text,
+            proposed,
+            ..
+        } = ev;
+        Step {
+            ids: ids.clone(),
+            drafted: *drafted,
+            text: text.clone(),
+            drafted_text: *drafted_text,
+            proposed: *proposed,
+            elapsed,
+        }
+    }
+}
+
+/// Running figures of a stream, step by step: the `tandem` field of each chunk (the npm
+/// package's chunks carry the same fields).
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    tokens: usize,
+    steps: usize,
+    drafted_accepted: usize,
+    proposed: usize,
+    first_tokens: usize,
+    first_elapsed: f64,
+}
+
+impl Live {
+    pub fn add(&mut self, step: &Step) -> Value {
+        self.tokens += step.ids.len();
+        self.steps += 1;
+        self.drafted_accepted += step.drafted;
+        self.proposed += step.proposed;
+        if self.steps == 1 {
+            self.first_tokens = self.tokens;
+            self.first_elapsed = step.elapsed;
+        }
+        // The first step carries the prefill; the rate counts the steps after it.
+        let decode = step.elapsed - self.first_elapsed;
+        json!({
+            "token_ids": step.ids,
+            "drafted": step.drafted,
+            "drafted_text": step.text.get(..step.drafted_text).unwrap_or(""),
+            "proposed": step.proposed,
+            "tokens": self.tokens,
+            "steps": self.steps,
+            "drafted_accepted": self.drafted_accepted,
+            "acceptance": (self.proposed > 0).then(|| self.drafted_accepted as f64 / self.proposed as f64),
+            "tau": self.tokens as f64 / self.steps as f64,
+            "tokens_per_s": (decode > 0.0).then(|| (self.tokens - self.first_tokens) as f64 / decode),
+            "elapsed_s": step.elapsed,
+        })
+    }
+
+    pub fn steps(&self) -> usize {
+        self.steps
     }
 }
 
@@ -425,9 +507,11 @@ impl Meta {
         }
     }
 
-    /// One streamed step: `text` (its first `drafted_text` bytes drafted and accepted), the
-    /// assistant role on the first chunk of a chat.
-    pub fn chunk(&self, text: &str, drafted_text: usize, first: bool) -> Value {
+    /// One streamed step's chunk: its text, the assistant role on the first chunk of a chat,
+    /// and `tandem` (see [`Live::add`]).
+    pub fn chunk(&self, step: &Step, live: &mut Live) -> Value {
+        let tandem = live.add(step);
+        let (text, first) = (step.text.as_str(), live.steps() == 1);
         let choice = match self.kind {
             Kind::Chat => {
                 let mut delta = json!({ "content": text });
@@ -440,8 +524,7 @@ impl Meta {
         };
         json!({
             "id": self.id, "object": self.object(true), "created": self.created,
-            "model": self.model, "choices": [choice],
-            "tandem": {"drafted_text": text.get(..drafted_text).unwrap_or("")},
+            "model": self.model, "choices": [choice], "tandem": tandem,
         })
     }
 
@@ -524,9 +607,11 @@ pub fn timings(s: &Stats) -> Value {
     })
 }
 
-/// tandem's figures: the method, τ, acceptance, target passes, the draft bounds used.
+/// tandem's figures: the method, τ, acceptance, target passes, the draft bounds used, and
+/// the whole statistics (`stats`, as the npm package's last chunk has them).
 pub fn extras(s: &Stats, used: &Speculative) -> Value {
     json!({
+        "stats": s,
         "method": s.method,
         "tau": s.mean_accepted_tokens,
         "acceptance_rate": s.acceptance_rate,

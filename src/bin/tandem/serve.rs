@@ -27,7 +27,7 @@ use clap::Args;
 use futures_util::stream::{self, Stream};
 use serde_json::{json, Value};
 use tandem::api::{self, ApiError, ChatRequest, CompletionRequest, Kind, Limits, Meta, Resolved};
-use tandem::engine::{Conversation, Engine, Event, MethodSpec, Output};
+use tandem::engine::{Conversation, Engine, MethodSpec, Output};
 use tandem::tokenizer::Tokenizer;
 use tokio::sync::mpsc;
 
@@ -97,7 +97,7 @@ pub(crate) struct ServeArgs {
 
 /// One step's text, the end, or a failure: what the engine thread sends a request's handler.
 enum Msg {
-    Step { text: String, drafted_text: usize },
+    Step(api::Step),
     Done(Box<Output>),
     Failed(ApiError),
 }
@@ -409,7 +409,7 @@ async fn respond(
         let mut streamed = String::new();
         while let Some(msg) = rx.recv().await {
             match msg {
-                Msg::Step { text, .. } => streamed.push_str(&text),
+                Msg::Step(step) => streamed.push_str(&step.text),
                 Msg::Done(out) => return axum::Json(meta.response(&out, &used)).into_response(),
                 Msg::Failed(e) => {
                     count_error(&s);
@@ -444,6 +444,7 @@ fn sse_events(
         include_usage: bool,
         used: tandem::api::Speculative,
         first: bool,
+        live: api::Live,
         streamed: String,
         /// Data lines still to send once the end has come.
         pending: std::collections::VecDeque<String>,
@@ -455,6 +456,7 @@ fn sse_events(
         include_usage,
         used,
         first: true,
+        live: api::Live::default(),
         streamed: String::new(),
         pending: Default::default(),
         finished: false,
@@ -468,13 +470,13 @@ fn sse_events(
                 return None;
             }
             match st.rx.recv().await {
-                Some(Msg::Step { text, drafted_text }) => {
-                    if text.is_empty() {
+                Some(Msg::Step(step)) => {
+                    if step.text.is_empty() && step.drafted == 0 {
                         continue;
                     }
-                    let chunk = st.meta.chunk(&text, drafted_text, st.first);
+                    let chunk = st.meta.chunk(&step, &mut st.live);
                     st.first = false;
-                    st.streamed.push_str(&text);
+                    st.streamed.push_str(&step.text);
                     return Some((Ok(SseEvent::default().data(chunk.to_string())), st));
                 }
                 Some(Msg::Done(out)) => {
@@ -754,15 +756,8 @@ fn engine_thread(
             pick(&engine, &mut slots, args.parallel, &job.req.prompt).and_then(|mut conv| {
                 let tx = &job.tx;
                 let r = engine.generate_in(&mut conv, &job.req.prompt, &job.req.options, |ev| {
-                    let Event::Tokens {
-                        text, drafted_text, ..
-                    } = ev;
-                    let sent = tx
-                        .send(Msg::Step {
-                            text: text.clone(),
-                            drafted_text: *drafted_text,
-                        })
-                        .is_ok();
+                    let step = api::Step::from_event(ev, t.elapsed().as_secs_f64());
+                    let sent = tx.send(Msg::Step(step)).is_ok();
                     sent && Instant::now() < job.deadline
                 });
                 if r.is_ok() {
