@@ -9,7 +9,11 @@
 // Query parameters preset the controls (the browser tests use them): pair, method,
 // max_tokens, chat=0|1, adaptive=0|1, prompt, ctx (KV cache tokens), models (base URL of the
 // model files), model_url / draft_url (pair "custom").
-import { checkWebGPU, createEngine, deleteModelInCache } from '../dist/index.js';
+//
+// Server mode: served by `tandem serve` (its page carries <meta name="tandem-server">), or
+// given `?server=URL` (and `&key=API_KEY`), the page talks to that server's OpenAI API
+// (`connect`) instead of loading the wasm engine: the model is the server's, on its GPU.
+import { checkWebGPU, connect, createEngine, deleteModelInCache } from '../dist/index.js';
 
 const FILES = {
   smollm2: 'SmolLM2-135M-Instruct.Q4_1.gguf',
@@ -27,6 +31,7 @@ const PAIRS = {
 const MAX_MODEL_BYTES = 4 * 1024 ** 3;
 
 const params = new URLSearchParams(location.search);
+const SERVER = document.querySelector('meta[name="tandem-server"]')?.content ?? params.get('server');
 const MODELS = new URL(params.get('models') ?? '../models/', location.href).href;
 const CTX = Number(params.get('ctx')) || 2048;
 
@@ -47,6 +52,7 @@ const ui = {
   stop: $('stop'),
   clear: $('clear'),
   forget: $('forget'),
+  serverModel: $('server-model'),
   tps: $('stat-tps'),
   tau: $('stat-tau'),
   acc: $('stat-acc'),
@@ -188,15 +194,19 @@ function listMethods(methods) {
 }
 
 function updateMethods() {
-  const pair = PAIRS[ui.pair.value];
+  const pair = SERVER ? { server: true } : PAIRS[ui.pair.value];
   ui.custom.hidden = !pair.custom;
-  const hasDraft = pair.custom ? custom.draft != null : Boolean(pair.draft);
+  const hasDraft = pair.server ? Boolean(engine?.hasDrafter) : pair.custom ? custom.draft != null : Boolean(pair.draft);
   for (const o of ui.method.options) {
     const needs = o.dataset.needsDrafter === '1' || o.value === 'sps';
     if (!needs) continue;
     o.disabled = !hasDraft;
     if (!o.dataset.label) o.dataset.label = o.textContent;
-    const note = pair.custom
+    const note = pair.server
+      ? hasDraft
+        ? 'the server\'s drafter'
+        : 'the server has no drafter'
+      : pair.custom
       ? hasDraft
         ? 'your drafter'
         : 'choose a drafter'
@@ -239,7 +249,28 @@ function onProgress(r) {
   }
 }
 
+/** Server mode: the engine is the server's; connecting replaces loading. */
+async function connectServer() {
+  if (engine) return engine;
+  setState('loading');
+  try {
+    engine = await connect(new URL(SERVER, location.href).href, { apiKey: params.get('key') ?? undefined });
+  } catch (e) {
+    setState('error');
+    showAlert(`The tandem server does not answer: ${explain(e)}`);
+    throw e;
+  }
+  engineKey = `server|${engine.model}`;
+  listMethods(engine.methods);
+  const a = engine.adapter ?? {};
+  ui.adapter.textContent = `${a.name ?? 'server GPU'} (${a.backend ?? 'native'}, on the server)`;
+  ui.serverModel.textContent = `Model: ${engine.model} on the tandem server${engine.hasDrafter ? ', with a drafter' : ''}`;
+  setState('ready');
+  return engine;
+}
+
 async function ensureEngine() {
+  if (SERVER) return connectServer();
   const key = sourceKey(ui.pair.value);
   if (engine && engineKey === key) return engine;
   if (engine) {
@@ -456,13 +487,22 @@ fetch(`${MODELS}index.json`)
   })
   .catch(() => null);
 
-const support = await checkWebGPU();
-if (!support.ok) {
-  setState('unsupported');
-  showAlert(support.message, support.kind);
+if (SERVER) {
+  // The server runs the model: no WebGPU needed here, no model to choose.
+  ui.pair.parentElement.hidden = true;
+  ui.forget.hidden = true;
+  ui.serverModel.hidden = false;
+  ui.load.textContent = 'Connect';
+  connectServer().catch(() => null);
 } else {
-  setState('idle');
-  const info = support.adapter;
-  adapterName = info.description || [info.vendor, info.architecture].filter(Boolean).join(' ') || 'WebGPU';
-  ui.adapter.textContent = adapterName;
+  const support = await checkWebGPU();
+  if (!support.ok) {
+    setState('unsupported');
+    showAlert(support.message, support.kind);
+  } else {
+    setState('idle');
+    const info = support.adapter;
+    adapterName = info.description || [info.vendor, info.architecture].filter(Boolean).join(' ') || 'WebGPU';
+    ui.adapter.textContent = adapterName;
+  }
 }

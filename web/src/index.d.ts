@@ -272,6 +272,9 @@ export declare class TandemError extends Error {
     | 'invalid'
     | 'worker'
     | 'unloaded'
+    | 'network'
+    | 'unauthorized'
+    | 'busy'
     | 'error';
 }
 
@@ -294,6 +297,31 @@ export type WebGPUSupport =
 
 /** Whether this browser can run tandem, with a message for the user when it cannot. */
 export declare function checkWebGPU(): Promise<WebGPUSupport>;
+
+/** An engine on a tandem server (`tandem serve`): the same chat/completions interface, run on
+ * the server's GPU (nothing is downloaded into the browser). */
+export declare class ServerEngine {
+  readonly chat: TandemEngine['chat'];
+  readonly completions: TandemEngine['completions'];
+  /** The served model's id (`GET /v1/models`). */
+  model: string;
+  methods: MethodInfo[];
+  /** The server's GPU adapter. */
+  adapter: AdapterSummary | null;
+  /** Whether the server has a drafter model (for the methods that need one). */
+  hasDrafter: boolean;
+  /** The server's context length in tokens. */
+  contextLength: number;
+  lastStats: Stats | null;
+  /** Close the running stream; the server stops that generation after its current step. */
+  interruptGenerate(): void;
+  unload(): Promise<void>;
+}
+
+/** Connect to a tandem server, e.g. `connect('http://127.0.0.1:8080')` (`apiKey`: its
+ * `--api-key`). The server must allow the page's origin (`--cors-origin`) unless it serves
+ * the page itself. */
+export declare function connect(url: string, options?: { apiKey?: string }): Promise<ServerEngine>;
 
 /** The Cache API cache that holds model files. */
 export declare const CACHE_NAME: string;

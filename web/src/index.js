@@ -3,6 +3,8 @@
 import { CACHE_NAME, absoluteUrl, deleteModelInCache, hasModelInCache, modelName } from './models.js';
 
 export { CACHE_NAME, deleteModelInCache, hasModelInCache };
+/** An engine on a tandem server (`tandem serve`) with this engine's interface: server.js. */
+export { connect } from './server.js';
 
 /** An error from tandem: `message` is tandem's own, `kind` names what went wrong. */
 export class TandemError extends Error {

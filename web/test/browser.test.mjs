@@ -7,7 +7,8 @@
 // TANDEM_NATIVE_JSON (a file with the output of the `tandem run --json` command below, to use
 // instead of running it), TANDEM_TEST_TIMEOUT_MS (per wait; default 15 minutes).
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -182,6 +183,52 @@ test('demo: prompt lookup gives the same tokens, drafted ones highlighted (scree
   const tau = Number(await demo.textContent('#stat-tau'));
   assert.ok(tau > 1, `τ should exceed 1 with accepted drafts, got ${tau}`);
   assert.match(await demo.textContent('#stat-speedup'), /×$/);
+});
+
+/** A free loopback port. */
+function freePort() {
+  return new Promise((ok, fail) => {
+    const s = createServer();
+    s.on('error', fail);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => ok(port));
+    });
+  });
+}
+
+const TANDEM_BIN = process.env.TANDEM_BIN || join(REPO, 'target', 'debug', 'tandem');
+
+test('the chat page served by tandem serve streams from the server, drafted tokens highlighted', { skip: skip || (!existsSync(TANDEM_BIN) && `SKIP: no ${TANDEM_BIN} (cargo build)`) }, async () => {
+  const port = await freePort();
+  // The native server on the portable f32 kernels, as the native reference tokens were made.
+  const args = ['serve', '-m', join(MODELS_DIR, MODEL), '--port', String(port), '--ctx', '256', '--no-f16', '--no-subgroups'];
+  log(`native server: ${TANDEM_BIN} ${args.join(' ')}`);
+  const proc = spawn(TANDEM_BIN, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+  try {
+    const url = `http://127.0.0.1:${port}`;
+    for (let i = 0; ; i++) {
+      const ok = await fetch(`${url}/health`).then((r) => r.ok, () => false);
+      if (ok) break;
+      assert.ok(i < 600 && proc.exitCode == null, 'tandem serve did not get ready');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const page = await context.newPage();
+    page.on('pageerror', (e) => log(`served page error: ${e.message}`));
+    await page.goto(`${url}/?chat=0&adaptive=0`);
+    assert.match(page.url(), /\/demo\/\?chat=0/, 'the root redirects to the page');
+    await page.waitForFunction(() => document.body.dataset.state === 'ready', null, { timeout: LONG });
+    assert.match(await page.textContent('#server-model'), /SmolLM2.*tandem server/);
+    assert.ok(!(await page.locator('#pair').isVisible()), 'no model to choose: the server has one');
+    const { tokens, note } = await sendAndWait(page, { method: 'lookup', maxTokens: N_LOOKUP });
+    log(`served page, lookup: ${note}`);
+    assert.deepEqual(tokens.map((t) => t.id), native.slice(0, N_LOOKUP), 'the server gave other tokens');
+    assert.ok(tokens.some((t) => t.drafted), 'no drafted token was highlighted');
+    assert.match(await page.textContent('#stat-adapter'), /on the server/);
+    await page.close();
+  } finally {
+    proc.kill();
+  }
 });
 
 test('demo: the stop button interrupts a generation', { skip }, async () => {

@@ -113,6 +113,9 @@ struct Job {
 struct Ready {
     tokenizer: Tokenizer,
     limits: Limits,
+    /// What /v1/models says beyond the id: the adapter, the drafter, the method registry.
+    adapter: Value,
+    drafter: Option<String>,
 }
 
 /// Counters for /metrics.
@@ -245,6 +248,11 @@ fn router(shared: Arc<Shared>, args: &ServeArgs) -> Router {
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(shared.clone(), auth));
     let mut app = Router::new()
+        .route("/", get(to_page))
+        .route("/demo", get(to_page))
+        .route("/demo/", get(page))
+        .route("/demo/{file}", get(page_file))
+        .route("/dist/{file}", get(page_file))
         .route("/health", get(health))
         .route("/v1/health", get(health))
         .merge(api)
@@ -267,6 +275,47 @@ fn router(shared: Arc<Shared>, args: &ServeArgs) -> Router {
         );
     }
     app
+}
+
+/// `/` and `/demo` lead to the page (with their query: it presets the page's controls).
+async fn to_page(uri: axum::http::Uri) -> axum::response::Redirect {
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    axum::response::Redirect::to(&format!("/demo/{query}"))
+}
+
+/// The demo page, served as it is in `web/demo/` with a marker that tells it to use this
+/// server's API (`web/src/server.js`) instead of loading the wasm engine.
+async fn page() -> Response {
+    let html = include_str!("../../../web/demo/index.html").replacen(
+        "<head>",
+        "<head>\n  <meta name=\"tandem-server\" content=\"/\">",
+        1,
+    );
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+}
+
+/// The page's scripts and style: the demo's own and the npm package's JavaScript that runs
+/// in the page (the wasm engine and its worker are not needed here).
+async fn page_file(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+    let (body, kind) = match file.as_str() {
+        "demo.js" => (include_str!("../../../web/demo/demo.js"), "text/javascript"),
+        "demo.css" => (include_str!("../../../web/demo/demo.css"), "text/css"),
+        "index.js" => (include_str!("../../../web/src/index.js"), "text/javascript"),
+        "models.js" => (
+            include_str!("../../../web/src/models.js"),
+            "text/javascript",
+        ),
+        "server.js" => (
+            include_str!("../../../web/src/server.js"),
+            "text/javascript",
+        ),
+        _ => return error_response(&ApiError::new(404, "not_found_error", "no such file")),
+    };
+    (
+        [(header::CONTENT_TYPE, format!("{kind}; charset=utf-8"))],
+        body,
+    )
+        .into_response()
 }
 
 /// Every endpoint but /health needs the key when one is set.
@@ -306,7 +355,9 @@ async fn health(State(s): State<Arc<Shared>>) -> Response {
 async fn models(State(s): State<Arc<Shared>>) -> Response {
     let meta = s.ready.get().map(|r| {
         json!({"n_ctx": r.limits.n_ctx, "n_vocab": r.tokenizer.vocab_size(),
-               "method": r.limits.method.to_string(), "max_draft": r.limits.max_draft})
+               "method": r.limits.method.to_string(), "max_draft": r.limits.max_draft,
+               "drafter": r.drafter, "adapter": r.adapter,
+               "methods": tandem::engine::METHODS})
     });
     axum::Json(json!({
         "object": "list",
@@ -743,6 +794,8 @@ fn engine_thread(
     let _ = shared.ready.set(Ready {
         tokenizer: engine.tokenizer.clone(),
         limits,
+        adapter: serde_json::to_value(engine.gpu.summary()).unwrap_or(Value::Null),
+        drafter: args.draft.clone(),
     });
     let mut slots: Vec<Conversation> = Vec::new();
     while let Some(job) = rx.blocking_recv() {
