@@ -96,13 +96,17 @@ def server():
 
 @pytest.fixture(scope="session")
 def guarded():
-    """API key, CORS for one origin, a queue of one, SmolLM2 drafting for itself."""
+    """API key, CORS for one origin, a queue of one, SmolLM2 drafting for itself, a 2 s
+    header timeout, 300 connections at most, 64 KiB bodies."""
     s = Server(
         "guarded",
         "--api-key", "sesame",
         "--cors-origin", "http://app.example",
         "--queue", "1",
         "--drafter", MODEL,
+        "--header-timeout", "2",
+        "--max-connections", "300",
+        "--max-body", "65536",
     )
     yield s
     s.stop()

@@ -91,6 +91,12 @@ pub(crate) struct ServeArgs {
     /// The model id /v1/models lists (default: the file name without .gguf)
     #[arg(long)]
     alias: Option<String>,
+    /// Seconds a client may take to send a request's headers (slow clients are cut off)
+    #[arg(long, default_value_t = 10)]
+    header_timeout: u64,
+    /// Open connections at most; more are closed at once
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
     #[command(flatten)]
     gpu: GpuArgs,
 }
@@ -224,15 +230,58 @@ pub(crate) fn run(args: &ServeArgs) -> tandem::Result<()> {
         })
         .map_err(|e| tandem::Error::io("starting the engine thread", e))?;
     let app = router(shared, args);
-    runtime
-        .block_on(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await
-        })
-        .map_err(|e| tandem::Error::io("serving", e))
+    let limits = (
+        Duration::from_secs(args.header_timeout.max(1)),
+        args.max_connections.max(1),
+    );
+    runtime.block_on(async move {
+        tokio::select! {
+            r = accept_loop(listener, app, limits.0, limits.1) => r,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    })
+}
+
+/// Accept connections and serve each on its own task: HTTP/1 with a header-read timeout
+/// (a client that sends its request a byte at a time is disconnected), at most
+/// `max_connections` at once (past it a new connection is closed at once).
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    max_connections: usize,
+) -> tandem::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(c) => c,
+            // Out of file descriptors and the like: wait a moment rather than spin.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            drop(permit);
+        });
+    }
 }
 
 fn router(shared: Arc<Shared>, args: &ServeArgs) -> Router {
