@@ -105,3 +105,12 @@ fn cpu_greedy_follows_llama_cpp_tiny_qwen3() {
 fn cpu_greedy_follows_llama_cpp_tiny_llama3() {
     follows_tiny_fixtures("tiny-llama3");
 }
+
+/// gemma3 (Gemma 3 270M, a trained model, so the strict rule of SmolLM2 and Qwen): embeddings
+/// × √dim, per-head q/k norms, GeGLU, post-attention / post-FFN norms, sliding-window layers
+/// with their own RoPE base, head size 256 from `attention.key_length`, the output tied to a
+/// 262,144-row Q8_0 embedding.
+#[test]
+fn cpu_greedy_follows_llama_cpp_gemma3_270m() {
+    follows_fixtures("gemma-3-270m", "gemma3-270m");
+}
