@@ -1,12 +1,17 @@
 //! The GPU forward against the CPU reference forward (prefill, chunked prefill and
-//! step-by-step decode) on SmolLM2-135M and on the qwen3 and llama3 fixture models
-//! (tests/fixtures/tiny-*.gguf).
+//! step-by-step decode) on SmolLM2-135M, on the qwen3 and llama3 fixture models
+//! (tests/fixtures/tiny-*.gguf), and on gemma3: Gemma 3 270M and a tiny written gemma3 whose
+//! sliding window (8) is shorter than the prompts.
 mod common;
 
 use tandem::model::{
+    config::Arch,
     cpu::CpuModel,
+    gguf::GgufFile,
     loader::ModelFile,
+    quant::GgmlType,
     transformer::{ForwardLimits, Transformer},
+    writer::TinyModel,
 };
 
 /// GPU logits vs the CPU reference: |Δ| ≤ 2e-2 absolute on logits of magnitude ~10-30
@@ -38,6 +43,120 @@ fn qwen3_gpu_logits_match_cpu_for_prefill_chunked_prefill_and_decode() {
 #[test]
 fn llama3_gpu_logits_match_cpu_for_prefill_chunked_prefill_and_decode() {
     gpu_matches_cpu(&common::fixture("tiny-llama3.gguf"), "tiny-llama3", 16);
+}
+
+/// gemma3 on Gemma 3 270M: head size 256, GeGLU, post norms, √dim embedding scale, the tied
+/// 262,144-row Q8_0 head (split over buffers on lavapipe), 18 layers of which 5, 11 and 17
+/// are global.
+#[test]
+fn gemma3_gpu_logits_match_cpu_for_prefill_chunked_prefill_and_decode() {
+    let Some(path) = common::model("gemma-3-270m") else {
+        return;
+    };
+    gpu_matches_cpu(&path, "gemma3-270m", 3);
+}
+
+/// Gemma 3 270M on a prompt longer than one 64-token chunk: prefill in two chunks, then
+/// decode steps, against the CPU forward.
+#[test]
+fn gemma3_prompt_over_one_chunk_matches_cpu() {
+    let Some(path) = common::model("gemma-3-270m") else {
+        return;
+    };
+    let model = ModelFile::open(&path).unwrap();
+    let rec = &common::greedy_fixtures("gemma3-270m")[2];
+    // BOS, then the fixture prompt's text tokens and its continuation, repeated to 80 tokens.
+    let body: Vec<u32> = rec.prompt_ids[1..]
+        .iter()
+        .chain(&rec.tokens)
+        .copied()
+        .collect();
+    let mut prompt = vec![rec.prompt_ids[0]];
+    prompt.extend(body.iter().cycle().take(79));
+    long_prompt_matches_cpu(&model, &prompt, &[64], 2);
+}
+
+/// A tiny gemma3 (6 layers: 0-4 slide over a window of 8, 5 is global) on prompts of 80
+/// tokens: prefill in one chunk, in chunks of 64 and of 3, then 16 decode steps, against the
+/// CPU forward, so the window cuts into the prefix, into a chunk and into every decode step.
+/// Without the window (the same weights, window 0) the CPU logits differ: the test sees it.
+#[test]
+fn gemma3_tiny_sliding_window_gpu_matches_cpu_in_chunks_and_decode() {
+    for ty in [GgmlType::Q8_0, GgmlType::Q4_K] {
+        let spec = TinyModel::new(Arch::Gemma3, ty, 11);
+        let bytes = spec.build().unwrap();
+        let model = ModelFile::from_gguf(GgufFile::from_bytes(bytes).unwrap()).unwrap();
+        assert_eq!(model.config.sliding_window, 8);
+        assert!((0..5).all(|i| model.config.layer_is_sliding(i)));
+        assert!(!model.config.layer_is_sliding(5));
+        let v = model.config.vocab_size as u32;
+        let prompt: Vec<u32> = (0..80u32).map(|i| (i * 37 + 5) % v).collect();
+        long_prompt_matches_cpu(&model, &prompt, &[80, 64, 3], 16);
+
+        let mut no_window = TinyModel { sliding_window: 0, ..spec };
+        no_window.seed = 11;
+        let plain = ModelFile::from_gguf(
+            GgufFile::from_bytes(no_window.build().unwrap()).unwrap(),
+        )
+        .unwrap();
+        let (mut a, mut b) = (
+            CpuModel::load(&model).unwrap(),
+            CpuModel::load(&plain).unwrap(),
+        );
+        let (mut la, mut lb) = (vec![], vec![]);
+        for &t in &prompt[..20] {
+            la = a.forward(t);
+            lb = b.forward(t);
+        }
+        assert!(
+            max_abs(&la, &lb) > 1e-2,
+            "{ty:?}: the window of 8 changed nothing at position 19"
+        );
+    }
+}
+
+/// `prompt` prefilled with each step size in `chunks` (`max_t`), then `decode` greedy steps,
+/// GPU logits against the CPU forward's.
+fn long_prompt_matches_cpu(model: &ModelFile, prompt: &[u32], chunks: &[usize], decode: usize) {
+    let Some(gpu) = common::gpu() else { return };
+    let mut cpu = CpuModel::load(model).unwrap();
+    let mut cpu_logits = Vec::new();
+    for &t in prompt {
+        cpu_logits = cpu.forward(t);
+    }
+    for &max_t in chunks {
+        let limits = ForwardLimits {
+            max_ctx: 256,
+            max_t,
+            max_logit_rows: max_t.min(8),
+        };
+        let tf = Transformer::load(&gpu, model, limits).unwrap();
+        tf.prefill(&gpu, prompt, 0).unwrap();
+        let g = tf.read_logits_blocking(&gpu, 1);
+        let err = max_abs(&g, &cpu_logits);
+        assert!(
+            err < LOGIT_TOL,
+            "{} tokens in chunks of {max_t}: prefill logits differ by {err}",
+            prompt.len()
+        );
+        if max_t != chunks[0] {
+            continue;
+        }
+        let mut cpu2 = CpuModel::load(model).unwrap();
+        let mut want = Vec::new();
+        for &t in prompt {
+            want = cpu2.forward(t);
+        }
+        for n_past in prompt.len()..prompt.len() + decode {
+            let next = tandem::model::cpu::argmax(&want);
+            want = cpu2.forward(next);
+            tf.forward(&gpu, &[next], &[n_past as u32], &tf.causal_mask(1), n_past, 0..1)
+                .unwrap();
+            let g = tf.read_logits_blocking(&gpu, 1);
+            let err = max_abs(&g, &want);
+            assert!(err < LOGIT_TOL, "decode at {n_past}: logits differ by {err}");
+        }
+    }
 }
 
 /// Every fixture prompt of `fixture` on the model at `path`: prefill, prefill in chunks of 2

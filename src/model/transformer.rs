@@ -6,22 +6,29 @@
 //! are uploaded once in their GGUF block format; every pipeline, bind group and activation
 //! buffer is made here at load time, so a step only writes a few small buffers, records one
 //! command buffer and submits it.
+//!
+//! gemma3 (marked `gemma3:` below): the embedding gather scales by √dim; the sliding-window
+//! layers use their own attention (window) and RoPE (base) kernels; the output projection
+//! and the down projection write into `xn` instead of accumulating into `x`, an RMSNorm takes
+//! that branch into `post` and an add puts it on the residual; GELU·mul replaces SiLU·mul.
 
 use std::collections::HashMap;
 use std::ops::Range;
 
-use super::config::ModelConfig;
+use super::config::{Activation, ModelConfig};
 use super::loader::ModelFile;
 use crate::gpu::Gpu;
 use crate::kernels::argmax::Argmax;
-use crate::kernels::attention::{Attention, AttentionShape};
+use crate::kernels::add::Add;
+use crate::kernels::attention::{Attention, AttentionOptions, AttentionShape};
 use crate::kernels::embed::{EmbedBinding, Embedding};
+use crate::kernels::gelu_mul::GeluMul;
 use crate::kernels::matmul::{Epilogue, Matmul, MatmulBinding, QuantMatrix};
 use crate::kernels::qk_norm::QkNorm;
 use crate::kernels::rmsnorm::RmsNorm;
 use crate::kernels::rope::{RopeKvAppend, RopeShape};
 use crate::kernels::silu_mul::SiluMul;
-use crate::kernels::{Bound, Step};
+use crate::kernels::{Bound, Layout, Step};
 use crate::quant::{self, GgmlType};
 use crate::{Error, Result};
 
@@ -52,7 +59,20 @@ struct Proj {
     binding: MatmulBinding,
 }
 
+/// gemma3: the norms of the attention and FFN branches (each written to `xn` by its
+/// projection) into `post`, and the adds of `post` onto the residual `x`.
+struct PostNorms {
+    attn_norm: Bound,
+    attn_add: Bound,
+    ffn_norm: Bound,
+    ffn_add: Bound,
+}
+
 struct GpuLayer {
+    /// gemma3: a sliding-window layer (the `*_swa` kernels of [`Transformer`]).
+    sliding: bool,
+    /// gemma3: post-attention / post-FFN norms.
+    post: Option<PostNorms>,
     norm1: Bound,
     qkv: Vec<Proj>,
     /// Per-head q/k RMSNorm (qwen3), between the QKV projection and RoPE.
@@ -62,6 +82,7 @@ struct GpuLayer {
     wo: Proj,
     norm2: Bound,
     gate_up: Vec<Proj>,
+    /// The gated activation's binding: GELU·mul's where the model has it (gemma3).
     silu: Bound,
     down: Proj,
     pub k_cache: wgpu::Buffer,
@@ -98,6 +119,12 @@ pub struct Transformer {
     rope: RopeKvAppend,
     attention: Attention,
     silu: SiluMul,
+    /// gemma3: the sliding-window layers' RoPE (base `rope_theta_swa`) and attention (window).
+    rope_swa: Option<RopeKvAppend>,
+    attention_swa: Option<Attention>,
+    /// gemma3: GELU·mul instead of SiLU·mul, and the add of the post-normed branches.
+    gelu: Option<GeluMul>,
+    add: Option<Add>,
     matmuls: HashMap<GgmlType, Matmul>,
     final_norm: Bound,
     output: Proj,
@@ -212,6 +239,12 @@ impl Transformer {
         let att = gpu.storage("attn out", f4(mt * nh * hd))?;
         let gu = gpu.storage("gate|up", f4(mt * 2 * f))?;
         let act = gpu.storage("ffn act", f4(mt * f))?;
+        // gemma3: a normed branch before its residual add.
+        let post = if c.post_norms {
+            Some(gpu.storage("post-normed branch", f4(mt * d))?)
+        } else {
+            None
+        };
         let head_x = gpu.storage("head x", f4(mr * d))?;
         let head_xn = gpu.storage("head xn", f4(mr * d))?;
         let hv = head_rows.map_or(v, |h| h.clamp(1, v));
@@ -240,17 +273,53 @@ impl Transformer {
         } else {
             None
         };
-        let attention = Attention::new(
-            gpu,
-            &AttentionShape {
-                n_head: nh as u32,
-                n_kv_head: nkv as u32,
-                head_dim: hd as u32,
-                max_ctx: max_ctx as u32,
-                mask_words: mask_words as u32,
-            },
-        )?;
+        let attn_shape = AttentionShape {
+            n_head: nh as u32,
+            n_kv_head: nkv as u32,
+            head_dim: hd as u32,
+            max_ctx: max_ctx as u32,
+            mask_words: mask_words as u32,
+        };
+        let attn_options = |window: usize| AttentionOptions {
+            window: window.min(u32::MAX as usize) as u32,
+            scale: Some(c.attention_scale),
+        };
+        let layout = Layout::for_gpu(gpu);
+        let attention = Attention::with_options(gpu, &attn_shape, layout, attn_options(0))?;
+        // gemma3: the sliding-window layers' attention and RoPE.
+        let any_sliding = (0..c.n_layers).any(|i| c.layer_is_sliding(i));
+        let (rope_swa, attention_swa) = if any_sliding {
+            let shape = RopeShape {
+                theta: c.rope_theta_swa,
+                ..rope_shape
+            };
+            let factors = model.rope_freq_factors()?;
+            (
+                Some(RopeKvAppend::with_freq_factors(
+                    gpu,
+                    &shape,
+                    factors.as_deref(),
+                )?),
+                Some(Attention::with_options(
+                    gpu,
+                    &attn_shape,
+                    layout,
+                    attn_options(c.sliding_window),
+                )?),
+            )
+        } else {
+            (None, None)
+        };
         let silu = SiluMul::new(gpu, f as u32)?;
+        let gelu = match c.activation {
+            Activation::GeluTanh => Some(GeluMul::new(gpu, f as u32)?),
+            Activation::Silu => None,
+        };
+        let add = if c.post_norms {
+            Some(Add::new(gpu, d as u32)?)
+        } else {
+            None
+        };
         let mut matmuls: HashMap<GgmlType, Matmul> = HashMap::new();
         let mut bind_mm = |gpu: &Gpu,
                            step: &wgpu::Buffer,
@@ -280,7 +349,7 @@ impl Transformer {
         )?;
         drop(embed_t);
         let embed = Embedding::new(gpu, embed_m.ty)?;
-        let embed_b = embed.bind(gpu, &step, &embed_m, &tokens, &x)?;
+        let embed_b = embed.bind_scaled(gpu, &step, &embed_m, &tokens, &x, c.embed_scale)?;
 
         let mut layers = Vec::with_capacity(c.n_layers);
         for (i, l) in w.layers.iter().enumerate() {
@@ -326,15 +395,20 @@ impl Transformer {
                 d,
                 0,
             )?;
+            // gemma3: the branch goes to `xn` (normed, then added) instead of onto `x`.
+            let (branch_out, accumulate) = match &post {
+                Some(_) => (&xn, false),
+                None => (&x, true),
+            };
             let wo = bind_mm(
                 gpu,
                 &step,
                 &wo_m,
                 &att,
-                &x,
+                branch_out,
                 Epilogue {
                     bias: None,
-                    accumulate: true,
+                    accumulate,
                 },
             )?;
             matrices.push(wo_m);
@@ -352,10 +426,10 @@ impl Transformer {
                 &step,
                 &down_m,
                 &act,
-                &x,
+                branch_out,
                 Epilogue {
                     bias: None,
-                    accumulate: true,
+                    accumulate,
                 },
             )?;
             matrices.push(down_m);
@@ -375,19 +449,52 @@ impl Transformer {
                     )))
                 }
             };
+            // gemma3: post-attention / post-FFN norms.
+            let post_b = match (&post, &add, &l.attn_post_norm, &l.ffn_post_norm) {
+                (Some(pb), Some(adder), Some(an), Some(fnn)) => {
+                    let aw = gpu.upload(an, &f32_tensor(model, an)?)?;
+                    let fw = gpu.upload(fnn, &f32_tensor(model, fnn)?)?;
+                    let b = PostNorms {
+                        attn_norm: rmsnorm.bind(gpu, &step, &xn, &aw, pb)?,
+                        attn_add: adder.bind(gpu, &step, &x, pb)?,
+                        ffn_norm: rmsnorm.bind(gpu, &step, &xn, &fw, pb)?,
+                        ffn_add: adder.bind(gpu, &step, &x, pb)?,
+                    };
+                    buffers.extend([aw, fw]);
+                    Some(b)
+                }
+                (None, None, None, None) => None,
+                _ => {
+                    return Err(Error::Invalid(format!(
+                        "blk.{i}: the post-norm weights do not match the config (post_norms = {})",
+                        c.post_norms
+                    )))
+                }
+            };
+            let sliding = c.layer_is_sliding(i);
+            let (layer_rope, layer_attn) = match (sliding, &rope_swa, &attention_swa) {
+                (true, Some(r), Some(a)) => (r, a),
+                _ => (&rope, &attention),
+            };
             let cache = f4(nkv * max_ctx * hd);
             let k_cache = gpu.storage(&format!("blk.{i}.k_cache"), cache)?;
             let v_cache = gpu.storage(&format!("blk.{i}.v_cache"), cache)?;
+            let silu_b = match &gelu {
+                Some(g) => g.bind(gpu, &step, &gu, &act)?,
+                None => silu.bind(gpu, &step, &gu, &act)?,
+            };
             layers.push(GpuLayer {
+                sliding,
+                post: post_b,
                 norm1: rmsnorm.bind(gpu, &step, &x, &attn_norm, &xn)?,
                 qkv: qkv_proj,
                 qk_norm: qk_norm_b,
-                rope: rope.bind(gpu, &step, &pos, &qkv, &k_cache, &v_cache)?,
-                attn: attention.bind(gpu, &step, &qkv, &k_cache, &v_cache, &mask, &att)?,
+                rope: layer_rope.bind(gpu, &step, &pos, &qkv, &k_cache, &v_cache)?,
+                attn: layer_attn.bind(gpu, &step, &qkv, &k_cache, &v_cache, &mask, &att)?,
                 wo,
                 norm2: rmsnorm.bind(gpu, &step, &x, &ffn_norm, &xn)?,
                 gate_up,
-                silu: silu.bind(gpu, &step, &gu, &act)?,
+                silu: silu_b,
                 down,
                 k_cache,
                 v_cache,
@@ -452,12 +559,20 @@ impl Transformer {
             rope,
             attention,
             silu,
+            rope_swa,
+            attention_swa,
+            gelu,
+            add,
             matmuls,
             final_norm,
             output,
             argmax,
             argmax_b,
-            _keep: vec![xn, qkv, att, gu, act, head_xn, out_norm],
+            _keep: {
+                let mut keep = vec![xn, qkv, att, gu, act, head_xn, out_norm];
+                keep.extend(post);
+                keep
+            },
             _matrices: keep_m,
         })
     }
@@ -596,15 +711,34 @@ impl Transformer {
                 if let (Some(kernel), Some(b)) = (&self.qk_norm, &l.qk_norm) {
                     kernel.encode(p, b, t32)?;
                 }
-                self.rope.encode(p, &l.rope, t32)?;
-                self.attention.encode(p, &l.attn, t32)?;
+                // gemma3: a sliding-window layer's RoPE base and window.
+                let (rope, attention) = match (l.sliding, &self.rope_swa, &self.attention_swa) {
+                    (true, Some(r), Some(a)) => (r, a),
+                    _ => (&self.rope, &self.attention),
+                };
+                rope.encode(p, &l.rope, t32)?;
+                attention.encode(p, &l.attn, t32)?;
                 self.mm(p, &l.wo, t32)?;
+                // gemma3: norm the attention branch (in `xn`), add it to the residual.
+                if let (Some(post), Some(add)) = (&l.post, &self.add) {
+                    self.rmsnorm.encode(p, &post.attn_norm, t32)?;
+                    add.encode(p, &post.attn_add, t32)?;
+                }
                 self.rmsnorm.encode(p, &l.norm2, t32)?;
                 for proj in &l.gate_up {
                     self.mm(p, proj, t32)?;
                 }
-                self.silu.encode(p, &l.silu, t32)?;
+                match &self.gelu {
+                    // gemma3: GeGLU.
+                    Some(gelu) => gelu.encode(p, &l.silu, t32)?,
+                    None => self.silu.encode(p, &l.silu, t32)?,
+                }
                 self.mm(p, &l.down, t32)?;
+                // gemma3: norm the FFN branch, add it to the residual.
+                if let (Some(post), Some(add)) = (&l.post, &self.add) {
+                    self.rmsnorm.encode(p, &post.ffn_norm, t32)?;
+                    add.encode(p, &post.ffn_add, t32)?;
+                }
             }
         }
         if rows > 0 {
@@ -640,6 +774,8 @@ impl Transformer {
             .map(|l| {
                 per_layer_single
                     + usize::from(l.qk_norm.is_some())
+                    // gemma3: two norms and two adds.
+                    + if l.post.is_some() { 4 } else { 0 }
                     + l.qkv.iter().map(mm).sum::<usize>()
                     + mm(&l.wo)
                     + l.gate_up.iter().map(mm).sum::<usize>()
