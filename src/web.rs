@@ -273,7 +273,10 @@ impl WebEngine {
     ) -> Result<Promise, JsValue> {
         let ids = {
             let engine = self.engine.try_borrow().map_err(|_| busy())?;
-            engine.tokenizer.encode_raw_prompt(prompt).map_err(js_error)?
+            engine
+                .tokenizer
+                .encode_raw_prompt(prompt)
+                .map_err(js_error)?
         };
         self.run(ids, options, on_step)
     }

@@ -179,5 +179,8 @@ fn gemma3_first_token_logprobs_equal_an_f64_reference_and_near_llama_cpp() {
             worst = worst.max((lp(id) - l).abs());
         }
     }
-    assert!(worst < 0.5, "first-token log-probabilities differ from llama.cpp's by {worst}");
+    assert!(
+        worst < 0.5,
+        "first-token log-probabilities differ from llama.cpp's by {worst}"
+    );
 }

@@ -56,28 +56,47 @@ fn gemma3_gpu_logits_match_cpu_for_prefill_chunked_prefill_and_decode() {
     gpu_matches_cpu(&path, "gemma3-270m", 3);
 }
 
-/// Gemma 3 270M on a prompt longer than one 64-token chunk: prefill in two chunks, then
-/// decode steps, against the CPU forward. In the slower set (about a minute of CPU forward on
-/// 2 cores); the tiny gemma3 test below covers chunks and the window in CI.
-#[test]
-fn gemma3_prompt_over_one_chunk_matches_cpu() {
-    let Some(path) = common::model("gemma-3-270m") else {
-        return;
-    };
-    if !common::slow("the Gemma 3 270M 80-token chunked prefill test") {
-        return;
-    }
-    let model = ModelFile::open(&path).unwrap();
+/// BOS, then fixture prompt 2's text tokens and continuation repeated, `n` tokens in all.
+fn gemma3_long_prompt(n: usize) -> Vec<u32> {
     let rec = &common::greedy_fixtures("gemma3-270m")[2];
-    // BOS, then the fixture prompt's text tokens and its continuation, repeated to 80 tokens.
     let body: Vec<u32> = rec.prompt_ids[1..]
         .iter()
         .chain(&rec.tokens)
         .copied()
         .collect();
     let mut prompt = vec![rec.prompt_ids[0]];
-    prompt.extend(body.iter().cycle().take(79));
-    long_prompt_matches_cpu(&model, &prompt, &[64], 2);
+    prompt.extend(body.iter().cycle().take(n - 1));
+    prompt
+}
+
+/// Gemma 3 270M on a 72-token prompt, more than one 64-token chunk, prefilled in chunks of 64
+/// and of 5, then decode steps, against the CPU forward; with the sliding window cut to 16
+/// (in the config both forwards read), so that the real weights and shapes (head size 256,
+/// one kv head) run through the window in a short test: 15 of the 18 layers cut into the
+/// prefix, the chunk and each decode step.
+#[test]
+fn gemma3_prompt_over_one_chunk_with_a_short_window_matches_cpu() {
+    let Some(path) = common::model("gemma-3-270m") else {
+        return;
+    };
+    let mut model = ModelFile::open(&path).unwrap();
+    assert_eq!(model.config.sliding_window, 512);
+    model.config.sliding_window = 16;
+    long_prompt_matches_cpu(&model, &gemma3_long_prompt(72), &[64, 5], 2, 256);
+}
+
+/// Gemma 3 270M with its own window (512) on a 530-token prompt: the sliding layers drop the
+/// first keys. In the slower set (about five minutes of CPU forward on 2 cores).
+#[test]
+fn gemma3_prompt_past_the_window_matches_cpu() {
+    let Some(path) = common::model("gemma-3-270m") else {
+        return;
+    };
+    if !common::slow("the Gemma 3 270M 530-token prompt test") {
+        return;
+    }
+    let model = ModelFile::open(&path).unwrap();
+    long_prompt_matches_cpu(&model, &gemma3_long_prompt(530), &[64], 4, 1024);
 }
 
 /// A tiny gemma3 (6 layers: 0-4 slide over a window of 8, 5 is global) on prompts of 80
@@ -95,14 +114,15 @@ fn gemma3_tiny_sliding_window_gpu_matches_cpu_in_chunks_and_decode() {
         assert!(!model.config.layer_is_sliding(5));
         let v = model.config.vocab_size as u32;
         let prompt: Vec<u32> = (0..80u32).map(|i| (i * 37 + 5) % v).collect();
-        long_prompt_matches_cpu(&model, &prompt, &[80, 64, 3], 16);
+        long_prompt_matches_cpu(&model, &prompt, &[80, 64, 3], 16, 256);
 
-        let mut no_window = TinyModel { sliding_window: 0, ..spec };
+        let mut no_window = TinyModel {
+            sliding_window: 0,
+            ..spec
+        };
         no_window.seed = 11;
-        let plain = ModelFile::from_gguf(
-            GgufFile::from_bytes(no_window.build().unwrap()).unwrap(),
-        )
-        .unwrap();
+        let plain = ModelFile::from_gguf(GgufFile::from_bytes(no_window.build().unwrap()).unwrap())
+            .unwrap();
         let (mut a, mut b) = (
             CpuModel::load(&model).unwrap(),
             CpuModel::load(&plain).unwrap(),
@@ -120,8 +140,14 @@ fn gemma3_tiny_sliding_window_gpu_matches_cpu_in_chunks_and_decode() {
 }
 
 /// `prompt` prefilled with each step size in `chunks` (`max_t`), GPU logits against the CPU
-/// forward's; after the first prefill, `decode` greedy steps too.
-fn long_prompt_matches_cpu(model: &ModelFile, prompt: &[u32], chunks: &[usize], decode: usize) {
+/// forward's; after the first prefill, `decode` greedy steps too (KV cache of `max_ctx`).
+fn long_prompt_matches_cpu(
+    model: &ModelFile,
+    prompt: &[u32],
+    chunks: &[usize],
+    decode: usize,
+    max_ctx: usize,
+) {
     let Some(gpu) = common::gpu() else { return };
     let mut cpu = CpuModel::load(model).unwrap();
     let mut cpu_logits = Vec::new();
@@ -139,7 +165,7 @@ fn long_prompt_matches_cpu(model: &ModelFile, prompt: &[u32], chunks: &[usize], 
     drop(cpu);
     for (ci, &max_t) in chunks.iter().enumerate() {
         let limits = ForwardLimits {
-            max_ctx: 256,
+            max_ctx,
             max_t,
             max_logit_rows: max_t.min(8),
         };
@@ -157,11 +183,21 @@ fn long_prompt_matches_cpu(model: &ModelFile, prompt: &[u32], chunks: &[usize], 
         }
         for (i, (next, want)) in steps.iter().enumerate() {
             let n_past = prompt.len() + i;
-            tf.forward(&gpu, &[*next], &[n_past as u32], &tf.causal_mask(1), n_past, 0..1)
-                .unwrap();
+            tf.forward(
+                &gpu,
+                &[*next],
+                &[n_past as u32],
+                &tf.causal_mask(1),
+                n_past,
+                0..1,
+            )
+            .unwrap();
             let g = tf.read_logits_blocking(&gpu, 1);
             let err = max_abs(&g, want);
-            assert!(err < LOGIT_TOL, "decode at {n_past}: logits differ by {err}");
+            assert!(
+                err < LOGIT_TOL,
+                "decode at {n_past}: logits differ by {err}"
+            );
         }
     }
 }

@@ -594,7 +594,10 @@ fn bad_gemma3_metadata_and_tensors() {
     let bytes = rewrite_without(&f, "blk.3.post_ffw_norm.weight", None);
     assert_has(
         &model_err_bytes(bytes).to_string(),
-        &["tensor 'blk.3.post_ffw_norm.weight'", "required tensor is missing"],
+        &[
+            "tensor 'blk.3.post_ffw_norm.weight'",
+            "required tensor is missing",
+        ],
     );
     let bytes = rewrite_without(&f, "blk.0.post_attention_norm.weight", Some(dim - 1));
     assert_has(
@@ -618,7 +621,10 @@ fn bad_gemma3_metadata_and_tensors() {
     w.meta_f32("gemma3.final_logit_softcapping", 30.0);
     let e = model_err(&w);
     assert!(matches!(e, Error::Unsupported(_)), "{e}");
-    assert_has(&e.to_string(), &["soft-capping", "without a sliding window"]);
+    assert_has(
+        &e.to_string(),
+        &["soft-capping", "without a sliding window"],
+    );
     let m = ModelFile::from_gguf(
         GgufFile::from_bytes(no_window.writer().unwrap().to_bytes().unwrap()).unwrap(),
     )

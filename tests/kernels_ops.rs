@@ -299,7 +299,11 @@ fn gelu_mul_matches_cpu_and_is_batch_invariant() {
         common::max_rel_err(&got, &want) <= 1e-5,
         "{got:?} vs {want:?}"
     );
-    assert!((got[2] / 3.0 - 0.841_192).abs() < 1e-5, "gelu(1) = {}", got[2] / 3.0);
+    assert!(
+        (got[2] / 3.0 - 0.841_192).abs() < 1e-5,
+        "gelu(1) = {}",
+        got[2] / 3.0
+    );
     assert_eq!(got[3], 4000.0);
 }
 
@@ -832,7 +836,10 @@ fn windowed_attention_matches_cpu_and_a_node_equals_itself_alone() {
                     &options,
                 );
                 let err = common::max_rel_err(&got, &want);
-                let what = format!("{layout:?} H={} T={t} n_past={n_past} W={window}", shape.n_head);
+                let what = format!(
+                    "{layout:?} H={} T={t} n_past={n_past} W={window}",
+                    shape.n_head
+                );
                 assert!(err <= 1e-4, "windowed attention {what}: err {err}");
                 // The window matters wherever a query has more keys than the window.
                 let unwindowed = cpu::attention_with(
@@ -843,10 +850,16 @@ fn windowed_attention_matches_cpu_and_a_node_equals_itself_alone() {
                     t as usize,
                     n_past as usize,
                     &shape,
-                    &AttentionOptions { window: 0, ..options },
+                    &AttentionOptions {
+                        window: 0,
+                        ..options
+                    },
                 );
                 let longest = n_past as usize
-                    + (0..t as usize).map(|i| depth(&parents, i) + 1).max().unwrap_or(0);
+                    + (0..t as usize)
+                        .map(|i| depth(&parents, i) + 1)
+                        .max()
+                        .unwrap_or(0);
                 if longest > window as usize {
                     assert!(
                         common::max_rel_err(&got, &unwindowed) > 1e-3,

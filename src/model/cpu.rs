@@ -151,7 +151,15 @@ impl CpuModel {
                 0
             };
             let shape = (nh, nkv, hd);
-            let att = attention(&q, &l.k_cache, &l.v_cache, shape, first, pos + 1, c.attention_scale);
+            let att = attention(
+                &q,
+                &l.k_cache,
+                &l.v_cache,
+                shape,
+                first,
+                pos + 1,
+                c.attention_scale,
+            );
             let mut o = matvec(&l.wo, &att, d);
             if let Some(w) = &l.attn_post_norm {
                 let branch = o.clone();
