@@ -813,7 +813,7 @@ fn windowed_attention_matches_cpu_and_a_node_equals_itself_alone() {
                     window,
                     scale: Some(0.0625 + 0.01 * case as f32),
                 };
-                let parents = if case % 2 == 0 {
+                let parents = if case.is_multiple_of(2) {
                     random_tree(case + 40, t as usize)
                 } else {
                     (0..t as usize).map(|i| i.checked_sub(1)).collect()
