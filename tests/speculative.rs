@@ -352,8 +352,12 @@ fn gemma3_gpu_greedy_follows_fixture_and_speculation_is_lossless() {
         };
         engine.reset();
         let a = engine.generate(&rec.prompt_ids, &plain, |_| true).unwrap();
-        if common::check_greedy(&a.tokens, rec, n_tokens).unwrap_or_else(|e| panic!("{e}")) {
+        common::check_greedy(&a.tokens, rec, n_tokens).unwrap_or_else(|e| panic!("{e}"));
+        // The README's count is of the first 16 tokens.
+        if common::check_greedy(&a.tokens, rec, 16).unwrap_or(false) {
             outright += 1;
+        } else {
+            eprintln!("near tie in {:?}", rec.prompt);
         }
         for method in ["lookup:len=6", "sps:len=4", "tree:nodes=8,width=2"] {
             engine.reset();
