@@ -114,6 +114,24 @@ impl CpuModel {
 
     /// Run one token at position `n_past`, append it to the KV cache, return its logits.
     pub fn forward(&mut self, token: u32) -> Vec<f32> {
+        let h = self.layers_forward(token);
+        matvec(
+            self.output.as_ref().unwrap_or(&self.embed),
+            &h,
+            self.config.vocab_size,
+        )
+    }
+
+    /// [`CpuModel::forward`] without the output head: the token only goes into the KV cache
+    /// (a prompt token whose logits nobody reads; the head is most of the work for a large
+    /// vocabulary such as Gemma's 262,144 tokens).
+    pub fn advance(&mut self, token: u32) {
+        self.layers_forward(token);
+    }
+
+    /// Every layer for one token at position `n_past` (appending to the KV cache), then the
+    /// final norm: the output head's input.
+    fn layers_forward(&mut self, token: u32) -> Vec<f32> {
         let c = &self.config;
         let (d, hd, nh, nkv) = (c.dim, c.head_dim, c.n_heads, c.n_kv_heads);
         let pos = self.n_past;
@@ -186,19 +204,19 @@ impl CpuModel {
         }
         self.n_past += 1;
         rmsnorm(&mut h, &x, &self.output_norm, c.norm_eps);
-        matvec(
-            self.output.as_ref().unwrap_or(&self.embed),
-            &h,
-            c.vocab_size,
-        )
+        h
     }
 
     /// Greedy generation of `n` tokens after `prompt` (from an empty cache).
     pub fn generate_greedy(&mut self, prompt: &[u32], n: usize) -> Vec<u32> {
         self.truncate(0);
         let mut logits = Vec::new();
-        for &t in prompt {
-            logits = self.forward(t);
+        for (i, &t) in prompt.iter().enumerate() {
+            if i + 1 < prompt.len() {
+                self.advance(t);
+            } else {
+                logits = self.forward(t);
+            }
         }
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
