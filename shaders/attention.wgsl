@@ -7,7 +7,11 @@
 // Query i, head h (kv head h / (H/KVH)) attends to its *visible keys*, in this order:
 // ordinals 0..n_past are prefix rows 0..n_past, then ordinal n_past + k is the k-th set bit
 // (ascending j < T) of mask row i, i.e. cache row n_past + j. Scores are scaled by
-// params.scale (1/sqrt(HD)); softmax is online (flash-attention style), tile by tile.
+// params.scale (1/sqrt(HD) unless the model says otherwise); softmax is online
+// (flash-attention style), tile by tile. With params.window = W > 0 (a sliding-window layer)
+// only the last W ordinals are visible: ordinal o is the key's position (prefix rows are
+// positions 0..n_past, a node's visible step rows its ancestors and itself at n_past + depth),
+// so this is llama.cpp's rule, query position p sees key position k iff p - k < W.
 //
 // Batch invariance: everything below depends only on the list of visible keys — tiles
 // are WG consecutive ordinals, thread `lid` scores ordinal tile*WG + lid, every thread
@@ -24,7 +28,7 @@ struct Params {
     max_ctx: u32,
     mask_words: u32,
     scale: f32,
-    _p0: u32,
+    window: u32,
     _p1: u32,
     _p2: u32,
 }
@@ -94,14 +98,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         n_visible = c;
     }
     let n_keys = n_past + workgroupUniformLoad(&n_visible);
+    // The first visible ordinal: n_keys - window on a sliding-window layer.
+    var o_first = 0u;
+    if (params.window > 0u && n_keys > params.window) {
+        o_first = n_keys - params.window;
+    }
 
     var m = -3.0e38;
     var l = 0.0;
     var acc = array<f32, MAX_DPT>(0.0, 0.0, 0.0, 0.0);
     let dpt = (HD + WG - 1u) / WG;
-    let n_tiles = (n_keys + WG - 1u) / WG;
+    let n_tiles = (n_keys - o_first + WG - 1u) / WG;
     for (var tile = 0u; tile < n_tiles; tile++) {
-        let first = tile * WG;
+        let first = o_first + tile * WG;
         let n_valid = min(WG, n_keys - first);
         if (lid < n_valid) {
             let o = first + lid;

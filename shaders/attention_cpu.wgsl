@@ -18,7 +18,9 @@
 // Batch invariance: a query's output depends only on its list of visible keys (prefix rows
 // 0..n_past, then the step rows n_past + j for the set bits j of its mask row, ascending):
 // tiles are TK consecutive ordinals and every sum runs in a fixed order. Padding keys past
-// the last ordinal get probability 0.
+// the last ordinal get probability 0. With params.window = W > 0 (a sliding-window layer)
+// only the last W ordinals are visible (attention.wgsl's header says why that is the
+// position rule p - k < W); the cursor skips the step rows before the first of them.
 
 struct Step { t: u32, n_past: u32, _p0: u32, _p1: u32 }
 struct Params {
@@ -27,7 +29,7 @@ struct Params {
     max_ctx: u32,
     mask_words: u32,
     scale: f32,
-    _p0: u32,
+    window: u32,
     _p1: u32,
     _p2: u32,
 }
@@ -113,7 +115,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var word = mask_word(mrow, 0u, t);
     let head_base = kvh * params.max_ctx * hd4;
     var o0 = 0u;
-    if (n_keys > 0u) {
+    if (params.window > 0u && n_keys > params.window) {
+        o0 = n_keys - params.window;
+    }
+    // Step rows before the first visible ordinal: move the cursor past them.
+    for (var o = n_past; o < o0; o++) {
+        _ = key_row(o, n_past, n_keys, mrow, t, &wi, &word);
+    }
+    if (n_keys > o0) {
         loop {
             // The cache rows of ordinals o0 .. o0 + 8, as vec4 offsets.
             let r0 = head_base + hd4 * key_row(o0, n_past, n_keys, mrow, t, &wi, &word);

@@ -4,7 +4,7 @@
 //   p:      Params (below); this dispatch covers table rows row0 .. row0 + rows
 //   w:      [rows, row_bytes] GGUF blocks of those rows, as u32 words (see dequant.inc.wgsl)
 //   ids:    [T] u32 token ids
-//   out:    [T, K] f32
+//   out:    [T, K] f32, each value times p.scale (1, or gemma3's sqrt(dim))
 //
 // One thread per (token, 16-element unit). A table split over several buffers is one
 // dispatch per part; a token is written by the part holding its row. Ids outside the table
@@ -24,7 +24,7 @@ struct Params {
     row0: u32,      // first row of this part
     row_bytes: u32,
     first_part: u32,
-    _p0: u32,
+    scale: f32,
     _p1: u32,
 }
 
@@ -49,7 +49,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (id >= p.row0 && id < p.row0 + p.rows) {
         let v = dequant_unit((id - p.row0) * p.row_bytes, u);
         for (var c = 0u; c < 4u; c++) {
-            out[o + c] = v[c];
+            out[o + c] = v[c] * p.scale;
         }
     } else if (id >= p.n && p.first_part != 0u) {
         for (var c = 0u; c < 4u; c++) {

@@ -261,8 +261,8 @@ impl WebEngine {
         self.run(ids, options, on_step)
     }
 
-    /// Continue raw `prompt` text (no chat template; special tokens in it are plain text, as
-    /// `tandem run` without `--chat`). `options` is JSON (`max_tokens`, `stop`, `method`,
+    /// Continue raw `prompt` text (no chat template; special tokens in it are plain text, BOS
+    /// first where the model asks for one, as `tandem run` without `--chat`). `options` is JSON (`max_tokens`, `stop`, `method`,
     /// `draft_len`, `adaptive`, `temperature`); `on_step({ids, drafted, proposed, text, draftedText})`
     /// is called after every step. Resolves to the output as JSON: text, tokens,
     /// stop_reason, stats.
@@ -274,7 +274,10 @@ impl WebEngine {
     ) -> Result<Promise, JsValue> {
         let ids = {
             let engine = self.engine.try_borrow().map_err(|_| busy())?;
-            engine.tokenizer.encode(prompt, false).map_err(js_error)?
+            engine
+                .tokenizer
+                .encode_raw_prompt(prompt)
+                .map_err(js_error)?
         };
         self.run(ids, options, on_step)
     }

@@ -256,3 +256,61 @@ fn inspect_says_qwen3_and_llama3_can_run_and_run_follows_the_fixture() {
     // 8 tokens of this text are longer than the first 2 words.
     assert!(printed.split_whitespace().count() >= 4, "{printed:?}");
 }
+
+/// Gemma 3 270M: `inspect` describes the gemma3 parts, `run` on a raw prompt adds the BOS the
+/// model asks for (`add_bos_token`) and prints llama.cpp's greedy continuation, and `chat` on
+/// this base model (no chat template, no ChatML tokens) stops with a clear message.
+#[test]
+fn gemma3_inspect_run_follows_the_fixture_and_chat_says_there_is_no_template() {
+    let Some(path) = common::model("gemma-3-270m") else {
+        return;
+    };
+    let path = path.to_str().unwrap();
+    let out = tandem(&["inspect", "-m", path], "");
+    let s = text(&out.stdout) + &text(&out.stderr);
+    assert!(out.status.success(), "{s}");
+    for want in [
+        "arch:     gemma3",
+        "head_dim 256",
+        "GeGLU",
+        "post-attention and post-FFN RMSNorm",
+        "window:   512 tokens",
+        "global layers [5, 11, 17]",
+    ] {
+        assert!(s.contains(want), "inspect lacks {want:?}: {s}");
+    }
+    if common::gpu().is_none() {
+        return;
+    }
+    let rec = &common::greedy_fixtures("gemma3-270m")[0];
+    assert_eq!(rec.prompt, "The capital of France is");
+    let out = tandem(&["run", "-m", path, "-p", &rec.prompt, "-n", "8"], "");
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("[{} prompt tokens", rec.prompt_ids.len())),
+        "the prompt with its BOS is {} tokens: {err}",
+        rec.prompt_ids.len()
+    );
+    let printed = text(&out.stdout);
+    let printed = printed.trim_end_matches('\n');
+    let want: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(common::fixture("greedy-gemma3-270m.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let want = want["text"].as_str().unwrap();
+    assert!(
+        printed.split_whitespace().count() >= 5 && want.starts_with(printed),
+        "tandem run printed {printed:?}; llama.cpp's continuation is {want:?}"
+    );
+
+    let out = tandem(&["chat", "-m", path], "hello\n");
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("no chat template"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -1,10 +1,12 @@
 //! The GPU forward against the CPU reference forward (prefill, chunked prefill and
-//! step-by-step decode) on SmolLM2-135M and on the qwen3 and llama3 fixture models
-//! (tests/fixtures/tiny-*.gguf).
+//! step-by-step decode) on SmolLM2-135M, on the qwen3 and llama3 fixture models
+//! (tests/fixtures/tiny-*.gguf), and on gemma3: Gemma 3 270M and a tiny written gemma3 whose
+//! sliding window (8) is shorter than the prompts.
 mod common;
 
 use tandem::model::{
-    cpu::CpuModel, loader::ModelFile, session::Session, transformer::ForwardLimits,
+    config::Arch, cpu::CpuModel, gguf::GgufFile, loader::ModelFile, quant::GgmlType,
+    session::Session, transformer::ForwardLimits, writer::TinyModel,
 };
 
 /// GPU logits vs the CPU reference: |Δ| ≤ 2e-2 absolute on logits of magnitude ~10-30
@@ -36,6 +38,163 @@ fn qwen3_gpu_logits_match_cpu_for_prefill_chunked_prefill_and_decode() {
 #[test]
 fn llama3_gpu_logits_match_cpu_for_prefill_chunked_prefill_and_decode() {
     gpu_matches_cpu(&common::fixture("tiny-llama3.gguf"), "tiny-llama3", 16);
+}
+
+/// gemma3 on Gemma 3 270M: head size 256, GeGLU, post norms, √dim embedding scale, the tied
+/// 262,144-row Q8_0 head (split over buffers on lavapipe), 18 layers of which 5, 11 and 17
+/// are global.
+#[test]
+fn gemma3_gpu_logits_match_cpu_for_prefill_chunked_prefill_and_decode() {
+    let Some(path) = common::model("gemma-3-270m") else {
+        return;
+    };
+    gpu_matches_cpu(&path, "gemma3-270m", 3);
+}
+
+/// BOS, then fixture prompt 2's text tokens and continuation repeated, `n` tokens in all.
+fn gemma3_long_prompt(n: usize) -> Vec<u32> {
+    let rec = &common::greedy_fixtures("gemma3-270m")[2];
+    let body: Vec<u32> = rec.prompt_ids[1..]
+        .iter()
+        .chain(&rec.tokens)
+        .copied()
+        .collect();
+    let mut prompt = vec![rec.prompt_ids[0]];
+    prompt.extend(body.iter().cycle().take(n - 1));
+    prompt
+}
+
+/// Gemma 3 270M on a 72-token prompt, more than one 64-token chunk, prefilled in chunks of 64
+/// and of 5, then decode steps, against the CPU forward; with the sliding window cut to 16
+/// (in the config both forwards read), so that the real weights and shapes (head size 256,
+/// one kv head) run through the window in a short test: 15 of the 18 layers cut into the
+/// prefix, the chunk and each decode step.
+#[test]
+fn gemma3_prompt_over_one_chunk_with_a_short_window_matches_cpu() {
+    let Some(path) = common::model("gemma-3-270m") else {
+        return;
+    };
+    let mut model = ModelFile::open(&path).unwrap();
+    assert_eq!(model.config.sliding_window, 512);
+    model.config.sliding_window = 16;
+    long_prompt_matches_cpu(&model, &gemma3_long_prompt(72), &[64, 5], 2, 256);
+}
+
+/// Gemma 3 270M with its own window (512) on a 530-token prompt: the sliding layers drop the
+/// first keys. In the slower set (about five minutes of CPU forward on 2 cores).
+#[test]
+fn gemma3_prompt_past_the_window_matches_cpu() {
+    let Some(path) = common::model("gemma-3-270m") else {
+        return;
+    };
+    if !common::slow("the Gemma 3 270M 530-token prompt test") {
+        return;
+    }
+    let model = ModelFile::open(&path).unwrap();
+    long_prompt_matches_cpu(&model, &gemma3_long_prompt(530), &[64], 4, 1024);
+}
+
+/// A tiny gemma3 (6 layers: 0-4 slide over a window of 8, 5 is global) on prompts of 80
+/// tokens: prefill in one chunk, in chunks of 64 and of 3, then 16 decode steps, against the
+/// CPU forward, so the window cuts into the prefix, into a chunk and into every decode step.
+/// Without the window (the same weights, window 0) the CPU logits differ: the test sees it.
+#[test]
+fn gemma3_tiny_sliding_window_gpu_matches_cpu_in_chunks_and_decode() {
+    for ty in [GgmlType::Q8_0, GgmlType::Q4_K] {
+        let spec = TinyModel::new(Arch::Gemma3, ty, 11);
+        let bytes = spec.build().unwrap();
+        let model = ModelFile::from_gguf(GgufFile::from_bytes(bytes).unwrap()).unwrap();
+        assert_eq!(model.config.sliding_window, 8);
+        assert!((0..5).all(|i| model.config.layer_is_sliding(i)));
+        assert!(!model.config.layer_is_sliding(5));
+        let v = model.config.vocab_size as u32;
+        let prompt: Vec<u32> = (0..80u32).map(|i| (i * 37 + 5) % v).collect();
+        long_prompt_matches_cpu(&model, &prompt, &[80, 64, 3], 16, 256);
+
+        let mut no_window = TinyModel {
+            sliding_window: 0,
+            ..spec
+        };
+        no_window.seed = 11;
+        let plain = ModelFile::from_gguf(GgufFile::from_bytes(no_window.build().unwrap()).unwrap())
+            .unwrap();
+        let (mut a, mut b) = (
+            CpuModel::load(&model).unwrap(),
+            CpuModel::load(&plain).unwrap(),
+        );
+        let (mut la, mut lb) = (vec![], vec![]);
+        for &t in &prompt[..20] {
+            la = a.forward(t);
+            lb = b.forward(t);
+        }
+        assert!(
+            max_abs(&la, &lb) > 1e-2,
+            "{ty:?}: the window of 8 changed nothing at position 19"
+        );
+    }
+}
+
+/// `prompt` prefilled with each step size in `chunks` (`max_t`), GPU logits against the CPU
+/// forward's; after the first prefill, `decode` greedy steps too (KV cache of `max_ctx`).
+fn long_prompt_matches_cpu(
+    model: &ModelFile,
+    prompt: &[u32],
+    chunks: &[usize],
+    decode: usize,
+    max_ctx: usize,
+) {
+    let Some(gpu) = common::gpu() else { return };
+    let mut cpu = CpuModel::load(model).unwrap();
+    let mut cpu_logits = Vec::new();
+    for &t in prompt {
+        cpu_logits = cpu.forward(t);
+    }
+    // The CPU's greedy continuation and its logits after each token.
+    let mut steps: Vec<(u32, Vec<f32>)> = Vec::new();
+    let mut last = cpu_logits.clone();
+    for _ in 0..decode {
+        let next = tandem::model::cpu::argmax(&last);
+        last = cpu.forward(next);
+        steps.push((next, last.clone()));
+    }
+    drop(cpu);
+    for (ci, &max_t) in chunks.iter().enumerate() {
+        let limits = ForwardLimits {
+            max_ctx,
+            max_t,
+            max_logit_rows: max_t.min(8),
+        };
+        let tf = Session::load(&gpu, model, limits).unwrap();
+        tf.prefill(&gpu, prompt, 0).unwrap();
+        let g = tf.read_logits_blocking(&gpu, 1);
+        let err = max_abs(&g, &cpu_logits);
+        assert!(
+            err < LOGIT_TOL,
+            "{} tokens in chunks of {max_t}: prefill logits differ by {err}",
+            prompt.len()
+        );
+        if ci > 0 {
+            continue;
+        }
+        for (i, (next, want)) in steps.iter().enumerate() {
+            let n_past = prompt.len() + i;
+            tf.forward(
+                &gpu,
+                &[*next],
+                &[n_past as u32],
+                &tf.causal_mask(1),
+                n_past,
+                0..1,
+            )
+            .unwrap();
+            let g = tf.read_logits_blocking(&gpu, 1);
+            let err = max_abs(&g, want);
+            assert!(
+                err < LOGIT_TOL,
+                "decode at {n_past}: logits differ by {err}"
+            );
+        }
+    }
 }
 
 /// Every fixture prompt of `fixture` on the model at `path`: prefill, prefill in chunks of 2

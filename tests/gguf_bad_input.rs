@@ -581,6 +581,69 @@ fn bad_qwen3_qk_norms() {
     );
 }
 
+/// gemma3: a missing or misshapen post norm is refused naming the tensor; a window given as a
+/// string is a format error naming the key; final logit soft-capping (which llama.cpp's gemma3
+/// graph applies only without a sliding window) is refused there; a gemma3 without the window
+/// key has no sliding layer; and gemma3 from safetensors is refused (its norm weights lack
+/// the GGUF converter's + 1).
+#[test]
+fn bad_gemma3_metadata_and_tensors() {
+    let spec = TinyModel::new(Arch::Gemma3, GgmlType::F32, 3);
+    let dim = spec.dim as u64;
+    let f = GgufFile::from_bytes(spec.writer().unwrap().to_bytes().unwrap()).unwrap();
+    let bytes = rewrite_without(&f, "blk.3.post_ffw_norm.weight", None);
+    assert_has(
+        &model_err_bytes(bytes).to_string(),
+        &[
+            "tensor 'blk.3.post_ffw_norm.weight'",
+            "required tensor is missing",
+        ],
+    );
+    let bytes = rewrite_without(&f, "blk.0.post_attention_norm.weight", Some(dim - 1));
+    assert_has(
+        &model_err_bytes(bytes).to_string(),
+        &[
+            "tensor 'blk.0.post_attention_norm.weight'",
+            &format!("expected dims [{dim}], found [{}]", dim - 1),
+        ],
+    );
+    let mut w = spec.writer().unwrap();
+    w.meta_str("gemma3.attention.sliding_window", "512");
+    assert_has(
+        &model_err(&w).to_string(),
+        &["gemma3.attention.sliding_window", "expected"],
+    );
+    let no_window = TinyModel {
+        sliding_window: 0,
+        ..spec.clone()
+    };
+    let mut w = no_window.writer().unwrap();
+    w.meta_f32("gemma3.final_logit_softcapping", 30.0);
+    let e = model_err(&w);
+    assert!(matches!(e, Error::Unsupported(_)), "{e}");
+    assert_has(
+        &e.to_string(),
+        &["soft-capping", "without a sliding window"],
+    );
+    let m = ModelFile::from_gguf(
+        GgufFile::from_bytes(no_window.writer().unwrap().to_bytes().unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(m.config.sliding_window, 0);
+    assert!((0..m.config.n_layers).all(|i| !m.config.layer_is_sliding(i)));
+    // With the window the cap is ignored, as llama.cpp does.
+    let mut w = spec.writer().unwrap();
+    w.meta_f32("gemma3.final_logit_softcapping", 30.0);
+    let f = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
+    assert!(ModelFile::from_gguf(f).is_ok());
+    let json = r#"{"model_type": "gemma3", "hidden_size": 640, "num_attention_heads": 4,
+        "num_hidden_layers": 18, "intermediate_size": 2048, "rms_norm_eps": 1e-6,
+        "vocab_size": 262144, "max_position_embeddings": 32768}"#;
+    let e = tandem::model::config::ModelConfig::from_hf_json(json, |_| false).unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)), "{e}");
+    assert_has(&e.to_string(), &["gemma3", "GGUF"]);
+}
+
 /// `f`'s tensors rewritten without `name`, or with `name` shortened to `len` elements.
 fn rewrite_without(f: &GgufFile, name: &str, len: Option<u64>) -> Vec<u8> {
     let mut w = GgufWriter::new();

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use tandem::model::config::{Arch, RopeStyle};
+use tandem::model::config::{Activation, Arch, RopeStyle};
 use tandem::model::gguf::{parse_header, GgufFile, MetaValue};
 use tandem::model::loader::ModelFile;
 use tandem::model::quant::{dequantize, GgmlType};
@@ -134,7 +134,7 @@ fn tiny_vocab_is_byte_level_bpe() {
 #[test]
 fn tiny_models_load_in_every_type() {
     use GgmlType::*;
-    for arch in [Arch::Llama, Arch::Qwen2, Arch::Qwen3] {
+    for arch in [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Gemma3] {
         for ty in [F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
             let bytes = tiny_model(arch, ty, 7).unwrap();
             parse_header(&bytes).unwrap();
@@ -143,18 +143,49 @@ fn tiny_models_load_in_every_type() {
             let spec = TinyModel::new(arch, ty, 7);
             let c = &m.config;
             assert_eq!(c.arch, arch);
-            assert_eq!((c.n_layers, c.dim, c.ffn_dim), (2, spec.dim, spec.ffn_dim));
+            let layers = if arch == Arch::Gemma3 { 6 } else { 2 };
+            assert_eq!(
+                (c.n_layers, c.dim, c.ffn_dim),
+                (layers, spec.dim, spec.ffn_dim)
+            );
             assert_eq!((c.n_heads, c.n_kv_heads, c.head_dim), (4, 2, spec.head_dim));
-            // qwen3's head size is not dim / heads: it comes from `attention.key_length`.
-            let hd = if arch == Arch::Qwen3 {
+            // qwen3's and gemma3's head size is not dim / heads: it comes from
+            // `attention.key_length`.
+            let gemma = arch == Arch::Gemma3;
+            let hd = if arch == Arch::Qwen3 || gemma {
                 spec.dim / 2
             } else {
                 spec.dim / 4
             };
             assert_eq!(c.head_dim, hd);
-            assert_eq!(c.qk_norm, arch == Arch::Qwen3);
+            assert_eq!(c.qk_norm, arch == Arch::Qwen3 || gemma);
             assert!(!c.rope_freq_factors);
-            assert_eq!(c.tied_embeddings, arch == Arch::Llama);
+            assert_eq!(c.tied_embeddings, arch == Arch::Llama || gemma);
+            // gemma3: √dim embeddings, post norms, GeGLU, a window of 8 on layers 0-4.
+            assert_eq!(c.post_norms, gemma);
+            assert_eq!(
+                c.embed_scale,
+                if gemma { (spec.dim as f32).sqrt() } else { 1.0 }
+            );
+            assert_eq!(
+                c.activation,
+                if gemma {
+                    Activation::GeluTanh
+                } else {
+                    Activation::Silu
+                }
+            );
+            assert_eq!(c.sliding_window, if gemma { 8 } else { 0 });
+            let sliding: Vec<bool> = (0..c.n_layers).map(|i| c.layer_is_sliding(i)).collect();
+            if gemma {
+                assert_eq!(sliding, [true, true, true, true, true, false]);
+                assert_eq!(c.layer_rope_theta(0), 10_000.0);
+                assert_eq!(c.layer_rope_theta(5), spec.rope_theta);
+                assert!(m.tensor("blk.5.post_ffw_norm.weight").is_ok());
+            } else {
+                assert!(sliding.iter().all(|s| !s));
+            }
+            assert_eq!(c.attention_scale, 1.0 / (hd as f32).sqrt());
             assert_eq!(c.qkv_bias, arch == Arch::Qwen2);
             assert_eq!(
                 c.rope_style,

@@ -453,6 +453,60 @@ fn embedding_gather_equals_cpu_dequant_for_every_type() {
     }
 }
 
+/// gemma3's scaled gather (`Embedding::bind_scaled`, × √dim): each value is the dequantized
+/// value times the scale, rounded once (the CPU forward's f32 product), on a table split over
+/// buffers as gemma3's 178 MB Q8_0 table is on lavapipe. Bit for bit for Q8_0 (one product,
+/// then the scale); 1e-6 relative for Q4_K (its multiply-add may be fused).
+#[test]
+fn scaled_embedding_gather_multiplies_after_dequant_on_a_split_table() {
+    let scale = (640f32).sqrt();
+    let (n, ids) = (37usize, [5u32, 0, 36, 17, 37, 8]);
+    for (i, ty) in [Q8_0, Q4_K].into_iter().enumerate() {
+        let k = awkward_k(ty);
+        let (bytes, w) = weights(ty, n, k, 70 + i as u64);
+        let want: Vec<f32> = cpu_gather(&w, n, k, &ids)
+            .iter()
+            .map(|v| v * scale)
+            .collect();
+        let row_bytes = ty.bytes_for(k as u64).unwrap();
+        let options = GpuOptions {
+            max_binding_override: Some((row_bytes * 5).next_multiple_of(16)),
+            ..GpuOptions::from_env()
+        };
+        let Some(gpu) = common::gpu_with(&options) else {
+            return;
+        };
+        let m = QuantMatrix::upload(&gpu, "emb", ty, n, k, &bytes).unwrap();
+        assert_eq!(m.parts.len(), 8, "{}", ty.name());
+        let t = ids.len();
+        let step = gpu.uniform("step", &Step::new(t as u32, 0));
+        let ids_buf = gpu.upload("ids", &ids).unwrap();
+        let out = gpu.storage("out", (t * k * 4) as u64).unwrap();
+        let e = Embedding::new(&gpu, ty).unwrap();
+        assert!(e
+            .bind_scaled(&gpu, &step, &m, &ids_buf, &out, f32::NAN)
+            .is_err());
+        let b = e
+            .bind_scaled(&gpu, &step, &m, &ids_buf, &out, scale)
+            .unwrap();
+        let mut enc = gpu.encoder("embed test");
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            e.encode(&mut pass, &b, t as u32).unwrap();
+        }
+        gpu.submit(enc);
+        let got: Vec<f32> = gpu.read_vec_blocking(&out, t * k).unwrap();
+        if ty == Q8_0 {
+            assert_eq!(got, want, "{}", ty.name());
+        } else {
+            let e = common::max_rel_err(&got, &want);
+            assert!(e <= 1e-6, "{}: error {e}", ty.name());
+        }
+        // The unscaled gather of the same ids differs (the scale is applied, not dropped).
+        assert_ne!(got, cpu_gather(&w, n, k, &ids), "{}", ty.name());
+    }
+}
+
 #[test]
 fn vocabulary_sized_q5_0_table_split_over_buffers() {
     // Qwen2.5-0.5B's token_embd: 151,936 × 896 Q5_0 (~93 MB), with the binding limit forced

@@ -9,7 +9,8 @@ use rand::{Rng, SeedableRng};
 use tandem::gpu::Gpu;
 use tandem::kernels::add::Add;
 use tandem::kernels::argmax::Argmax;
-use tandem::kernels::attention::{Attention, AttentionShape};
+use tandem::kernels::attention::{Attention, AttentionOptions, AttentionShape};
+use tandem::kernels::gelu_mul::GeluMul;
 use tandem::kernels::kv_append::KvAppend;
 use tandem::kernels::kv_compact::KvCompact;
 use tandem::kernels::qk_norm::QkNorm;
@@ -251,6 +252,59 @@ fn silu_mul_matches_cpu_and_is_batch_invariant() {
         common::max_rel_err(&got, &want) <= 1e-5,
         "{got:?} vs {want:?}"
     );
+}
+
+/// GeGLU (gemma3): tanh GELU of the gate times the up half, against an f64 reference.
+#[test]
+fn gelu_mul_matches_cpu_and_is_batch_invariant() {
+    let Some(gpu) = common::gpu() else { return };
+    for f in [7u32, 1537, 2048] {
+        let k = GeluMul::new(&gpu, f).unwrap();
+        let go = |gu: &[f32], t: u32| {
+            let gb = gpu.upload("gu", gu).unwrap();
+            let ob = gpu.storage("out", (gu.len() * 2) as u64).unwrap();
+            let s = step(&gpu, t, 0);
+            let bound = k.bind(&gpu, &s, &gb, &ob).unwrap();
+            run(&gpu, |p| k.encode(p, &bound, t).unwrap());
+            read(&gpu, &ob, gu.len() / 2)
+        };
+        let f = f as usize;
+        // A tanh and a few products in f32: a few ulp; 1e-5 stated (relative to max(1, |b|)).
+        // Gates span ±6: the negative tail (gelu → 0), the bend near 0 and the linear part.
+        check_rows(
+            "gelu_mul",
+            2 * f,
+            f,
+            1e-5,
+            17,
+            |s, n| scaled(s, n, 6.0),
+            go,
+            |gu| cpu::gelu_mul(gu, f),
+        );
+    }
+    // Extreme gates: the tanh argument is clamped, so no NaN from an overflowing exp; gelu
+    // is 0 far left and the identity far right. And it is not SiLU: gelu(1) = 0.8412 where
+    // silu(1) = 0.7311.
+    let k = GeluMul::new(&gpu, 4).unwrap();
+    let gu = [-1000.0f32, -20.0, 1.0, 1000.0, 1.0, 2.0, 3.0, 4.0];
+    let gb = gpu.upload("gu", &gu).unwrap();
+    let ob = gpu.storage("out", 16).unwrap();
+    let s = step(&gpu, 1, 0);
+    let bound = k.bind(&gpu, &s, &gb, &ob).unwrap();
+    run(&gpu, |p| k.encode(p, &bound, 1).unwrap());
+    let got = read(&gpu, &ob, 4);
+    let want = cpu::gelu_mul(&gu, 4);
+    assert!(got.iter().all(|v| v.is_finite()), "{got:?}");
+    assert!(
+        common::max_rel_err(&got, &want) <= 1e-5,
+        "{got:?} vs {want:?}"
+    );
+    assert!(
+        (got[2] / 3.0 - 0.841_192).abs() < 1e-5,
+        "gelu(1) = {}",
+        got[2] / 3.0
+    );
+    assert_eq!(got[3], 4000.0);
 }
 
 #[test]
@@ -691,7 +745,27 @@ fn gpu_attention(
     t: u32,
     n_past: u32,
 ) -> Vec<f32> {
-    let att = Attention::with_layout(gpu, shape, layout).unwrap();
+    let none = AttentionOptions::default();
+    gpu_attention_with(
+        gpu, layout, shape, none, qkv, k_cache, v_cache, mask, t, n_past,
+    )
+}
+
+/// [`gpu_attention`] with a window and a score scale.
+#[allow(clippy::too_many_arguments)]
+fn gpu_attention_with(
+    gpu: &Gpu,
+    layout: Layout,
+    shape: &AttentionShape,
+    options: AttentionOptions,
+    qkv: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    mask: &[u32],
+    t: u32,
+    n_past: u32,
+) -> Vec<f32> {
+    let att = Attention::with_options(gpu, shape, layout, options).unwrap();
     let qb = gpu.upload("qkv", qkv).unwrap();
     let kb = gpu.upload("k", k_cache).unwrap();
     let vb = gpu.upload("v", v_cache).unwrap();
@@ -702,6 +776,131 @@ fn gpu_attention(
     let bound = att.bind(gpu, &s, &qb, &kb, &vb, &mb, &ob).unwrap();
     run(gpu, |p| att.encode(p, &bound, t).unwrap());
     read(gpu, &ob, n_out)
+}
+
+/// Sliding-window attention (gemma3's local layers): against the CPU reference, which applies
+/// the window by position (`p - k < window`, positions from the tree's depths), in both
+/// layouts, for windows smaller than the step (the window starts inside the tree), inside the
+/// prefix, across 64-key tiles, and larger than everything (equal to no window); with a score
+/// scale that is not 1/sqrt(HD). And the batch-invariance claim under a window: each node
+/// equals the same token decoded alone after its ancestors.
+#[test]
+fn windowed_attention_matches_cpu_and_a_node_equals_itself_alone() {
+    let Some(gpu) = common::gpu() else { return };
+    let mw = 2u32;
+    let mut case = 0u64;
+    for layout in Layout::ALL {
+        for shape in [attention_shapes(mw)[0], attention_shapes(mw)[2]] {
+            let (hd, ctx, kvh) = (
+                shape.head_dim as usize,
+                shape.max_ctx as usize,
+                shape.n_kv_head as usize,
+            );
+            let w = attn_width(&shape);
+            let hw = (shape.n_head * shape.head_dim) as usize;
+            let cache_len = kvh * ctx * hd;
+            for (t, n_past, window) in [
+                (17u32, 0u32, 3u32),
+                (40, 0, 8),
+                (17, 100, 1),
+                (17, 100, 5),
+                (9, 150, 70),
+                (64, 62, 90),
+                (17, 37, 1000),
+            ] {
+                case += 1;
+                let options = AttentionOptions {
+                    window,
+                    scale: Some(0.0625 + 0.01 * case as f32),
+                };
+                let parents = if case.is_multiple_of(2) {
+                    random_tree(case + 40, t as usize)
+                } else {
+                    (0..t as usize).map(|i| i.checked_sub(1)).collect()
+                };
+                let mask = cpu::ancestor_mask(&parents, mw as usize);
+                let qkv = scaled(case, t as usize * w, 2.0);
+                let kc = scaled(case + 1000, cache_len, 2.0);
+                let vc = common::rand_f32(case + 2000, cache_len);
+                let got = gpu_attention_with(
+                    &gpu, layout, &shape, options, &qkv, &kc, &vc, &mask, t, n_past,
+                );
+                let want = cpu::attention_with(
+                    &qkv,
+                    &kc,
+                    &vc,
+                    &mask,
+                    t as usize,
+                    n_past as usize,
+                    &shape,
+                    &options,
+                );
+                let err = common::max_rel_err(&got, &want);
+                let what = format!(
+                    "{layout:?} H={} T={t} n_past={n_past} W={window}",
+                    shape.n_head
+                );
+                assert!(err <= 1e-4, "windowed attention {what}: err {err}");
+                // The window matters wherever a query has more keys than the window.
+                let unwindowed = cpu::attention_with(
+                    &qkv,
+                    &kc,
+                    &vc,
+                    &mask,
+                    t as usize,
+                    n_past as usize,
+                    &shape,
+                    &AttentionOptions {
+                        window: 0,
+                        ..options
+                    },
+                );
+                let longest = n_past as usize
+                    + (0..t as usize)
+                        .map(|i| depth(&parents, i) + 1)
+                        .max()
+                        .unwrap_or(0);
+                if longest > window as usize {
+                    assert!(
+                        common::max_rel_err(&got, &unwindowed) > 1e-3,
+                        "{what}: the window changed nothing"
+                    );
+                } else {
+                    assert!(common::max_rel_err(&got, &unwindowed) <= 1e-4, "{what}");
+                }
+                for node in 0..t as usize {
+                    let chain = path(&parents, node);
+                    let d = chain.len() - 1;
+                    let (mut k1, mut v1) = (kc.clone(), vc.clone());
+                    for g in 0..kvh {
+                        for (k, &j) in chain.iter().enumerate() {
+                            let src = (g * ctx + n_past as usize + j) * hd;
+                            let dst = (g * ctx + n_past as usize + k) * hd;
+                            k1[dst..dst + hd].copy_from_slice(&kc[src..src + hd]);
+                            v1[dst..dst + hd].copy_from_slice(&vc[src..src + hd]);
+                        }
+                    }
+                    let alone = gpu_attention_with(
+                        &gpu,
+                        layout,
+                        &shape,
+                        options,
+                        &qkv[node * w..(node + 1) * w],
+                        &k1,
+                        &v1,
+                        &[1, 0],
+                        1,
+                        n_past + d as u32,
+                    );
+                    assert_eq!(
+                        bits(&alone),
+                        bits(&got[node * hw..(node + 1) * hw]),
+                        "{what}: node {node} at depth {d} differs from T=1 after n_past+{d}"
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[test]

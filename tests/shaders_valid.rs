@@ -50,6 +50,7 @@ fn every_shader_validates_with_naga() {
         "rope.wgsl",
         "sample.wgsl",
         "silu_mul.wgsl",
+        "gelu_mul.wgsl",
         "softmax.wgsl",
         "verify.wgsl",
     ] {

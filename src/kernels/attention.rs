@@ -2,6 +2,13 @@
 //! sees the prefix rows `0..n_past` and the step rows `n_past + j` whose bit j is set in its
 //! mask row; the reduction runs over that ordered list of visible keys, so a tree node's
 //! output is bit-identical to the same token decoded alone after its ancestors.
+//!
+//! A sliding window ([`AttentionOptions::window`], gemma3's local layers) keeps only the last
+//! `window` entries of that list. The list is the query's positions in order: the prefix
+//! rows hold positions `0..n_past`, and a node's visible step rows are its ancestors and
+//! itself, at positions `n_past + depth` (how every step is laid out: prefill chunks, chains
+//! and trees). So ordinal o is position o, the query sits at the last ordinal p, and keeping
+//! ordinals `p - window < o <= p` is llama.cpp's rule (`p - k < window`) by position.
 //! Layouts and the reasoning: `shaders/attention.wgsl` (gpu layout) and
 //! `shaders/attention_cpu.wgsl` (cpu layout; see [`Layout`]).
 
@@ -58,6 +65,16 @@ impl AttentionShape {
     }
 }
 
+/// What differs between the attention layers of one model (gemma3: local and global).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct AttentionOptions {
+    /// Sliding window: a query sees only its last `window` visible keys, itself included
+    /// (0: no window).
+    pub window: u32,
+    /// Score scale (`None`: 1/sqrt(HD), [`AttentionShape::scale`]).
+    pub scale: Option<f32>,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -66,7 +83,8 @@ struct Params {
     max_ctx: u32,
     mask_words: u32,
     scale: f32,
-    _p: [u32; 3],
+    window: u32,
+    _p: [u32; 2],
 }
 
 pub struct Attention {
@@ -84,7 +102,23 @@ impl Attention {
 
     /// [`Attention::new`] in a layout chosen by the caller (tests run both on one device).
     pub fn with_layout(gpu: &Gpu, shape: &AttentionShape, layout: Layout) -> Result<Self> {
+        Self::with_options(gpu, shape, layout, AttentionOptions::default())
+    }
+
+    /// [`Attention::with_layout`] with a window and a score scale.
+    pub fn with_options(
+        gpu: &Gpu,
+        shape: &AttentionShape,
+        layout: Layout,
+        options: AttentionOptions,
+    ) -> Result<Self> {
         let s = shape;
+        let scale = options.scale.unwrap_or(s.scale());
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(Error::Invalid(format!(
+                "attention: score scale {scale} (must be finite and positive)"
+            )));
+        }
         if s.head_dim == 0 || !s.head_dim.is_multiple_of(4) || s.head_dim > 256 {
             return Err(Error::Unsupported(format!(
                 "attention: head_dim {} (must be a multiple of 4, at most 256)",
@@ -119,8 +153,9 @@ impl Attention {
             n_kv_head: s.n_kv_head,
             max_ctx: s.max_ctx,
             mask_words: s.mask_words,
-            scale: s.scale(),
-            _p: [0; 3],
+            scale,
+            window: options.window,
+            _p: [0; 2],
         };
         Ok(Attention {
             layout,

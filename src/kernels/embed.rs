@@ -1,5 +1,7 @@
 //! Embedding gather `out[t, :] = dequant(W[ids[t], :])` (`shaders/embed.q.wgsl`) for every
 //! weight type the matmul kernels take, over tables split by rows like [`QuantMatrix`].
+//! [`Embedding::bind_scaled`] multiplies each gathered value by a constant (gemma3's √dim,
+//! applied in f32 after the dequantization, as llama.cpp's `ggml_scale` does).
 
 use std::sync::Arc;
 
@@ -19,7 +21,7 @@ struct Params {
     row0: u32,
     row_bytes: u32,
     first_part: u32,
-    _p0: u32,
+    scale: f32,
     _p1: u32,
 }
 
@@ -67,7 +69,25 @@ impl Embedding {
         ids: &wgpu::Buffer,
         out: &wgpu::Buffer,
     ) -> Result<EmbedBinding> {
+        self.bind_scaled(gpu, step, table, ids, out, 1.0)
+    }
+
+    /// [`Embedding::bind`] with every gathered value multiplied by `scale` (finite).
+    pub fn bind_scaled(
+        &self,
+        gpu: &Gpu,
+        step: &wgpu::Buffer,
+        table: &QuantMatrix,
+        ids: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        scale: f32,
+    ) -> Result<EmbedBinding> {
         let label = &table.label;
+        if !scale.is_finite() {
+            return Err(Error::Invalid(format!(
+                "embedding '{label}': scale {scale} is not finite"
+            )));
+        }
         if table.ty != self.ty {
             return Err(Error::Invalid(format!(
                 "table '{label}' is {} but this gather was built for {}",
@@ -95,7 +115,7 @@ impl Embedding {
                     row0: part.row0 as u32,
                     row_bytes: table.row_bytes as u32,
                     first_part: (i == 0) as u32,
-                    _p0: 0,
+                    scale,
                     _p1: 0,
                 },
             );

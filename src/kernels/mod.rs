@@ -75,6 +75,7 @@ pub mod attention;
 pub mod bench;
 pub mod dequant;
 pub mod embed;
+pub mod gelu_mul;
 pub mod kv_append;
 pub mod kv_compact;
 pub mod matmul;

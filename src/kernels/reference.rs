@@ -3,7 +3,7 @@
 //! them, and the CPU reference forward can use them. Sums run in f64 (as ggml's CPU
 //! backend does for norms and softmax), so they measure the GPU's error, not their own.
 
-use super::attention::AttentionShape;
+use super::attention::{AttentionOptions, AttentionShape};
 use super::rope::{inv_freq, RopeShape, RopeStyle};
 
 /// `y[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * w[:]` for `x: [T, D]`, `w: [D]`.
@@ -84,6 +84,21 @@ pub fn silu_mul(gu: &[f32], f: usize) -> Vec<f32> {
         out.extend(g.iter().zip(u).map(|(&g, &u)| {
             let g = g as f64;
             (g / (1.0 + (-g).exp()) * u as f64) as f32
+        }));
+    }
+    out
+}
+
+/// `out[t, i] = gelu(gu[t, i]) * gu[t, f + i]` for `gu: [T, 2f]`, tanh-approximated GELU
+/// `0.5 g (1 + tanh(√(2/π) g (1 + 0.044715 g²)))`, in f64.
+pub fn gelu_mul(gu: &[f32], f: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(gu.len() / 2);
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    for row in gu.chunks(2 * f) {
+        let (g, u) = row.split_at(f);
+        out.extend(g.iter().zip(u).map(|(&g, &u)| {
+            let g = g as f64;
+            (0.5 * g * (1.0 + (c * g * (1.0 + 0.044715 * g * g)).tanh()) * u as f64) as f32
         }));
     }
     out
@@ -194,17 +209,41 @@ pub fn attention(
     n_past: usize,
     shape: &AttentionShape,
 ) -> Vec<f32> {
+    let none = AttentionOptions::default();
+    attention_with(qkv, k_cache, v_cache, mask, t, n_past, shape, &none)
+}
+
+/// [`attention`] with a sliding window and a score scale. The window is applied by
+/// position, as llama.cpp states it: a cached prefix row r is at position r, step row j at
+/// `n_past + depth(j)` (its ancestors in the mask, not counting itself), and the query at
+/// position p sees key position k iff `p - k < window`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_with(
+    qkv: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    mask: &[u32],
+    t: usize,
+    n_past: usize,
+    shape: &AttentionShape,
+    options: &AttentionOptions,
+) -> Vec<f32> {
     let (h_n, kvh_n) = (shape.n_head as usize, shape.n_kv_head as usize);
     let hd = shape.head_dim as usize;
     let (ctx, mw) = (shape.max_ctx as usize, shape.mask_words as usize);
     let width = (h_n + 2 * kvh_n) * hd;
-    let scale = shape.scale() as f64;
+    let scale = options.scale.unwrap_or(shape.scale()) as f64;
+    let sees = |i: usize, j: usize| mask[i * mw + j / 32] >> (j % 32) & 1 == 1;
+    let pos_of_step = |j: usize| n_past + (0..t).filter(|&a| a != j && sees(j, a)).count();
     let mut out = vec![0f32; t * h_n * hd];
     for i in 0..t {
+        let p = pos_of_step(i);
+        let in_window = |k: usize| options.window == 0 || p - k.min(p) < options.window as usize;
         let rows: Vec<usize> = (0..n_past)
+            .filter(|&r| in_window(r))
             .chain(
                 (0..t)
-                    .filter(|&j| mask[i * mw + j / 32] >> (j % 32) & 1 == 1)
+                    .filter(|&j| sees(i, j) && in_window(pos_of_step(j)))
                     .map(|j| n_past + j),
             )
             .collect();

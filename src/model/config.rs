@@ -2,7 +2,9 @@
 //! `config.json`) and the map of tensor names the forward pass reads.
 //!
 //! Architecture differences are fields here (RoPE style, QKV bias, per-head q/k norm, RoPE
-//! frequency factors, tied output), not separate model code. Tensor names are llama.cpp's GGUF names; the safetensors loader renames Hugging
+//! frequency factors, tied output; for gemma3 also the embedding scale, the post-attention and
+//! post-FFN norms, GELU, the sliding window with its own RoPE base and the attention scale),
+//! not separate model code. Tensor names are llama.cpp's GGUF names; the safetensors loader renames Hugging
 //! Face tensors to them, so the rest of the engine sees one naming scheme.
 
 use std::fmt;
@@ -19,17 +21,39 @@ pub const MAX_LAYERS: usize = 1024;
 /// the config picks it per family (and callers outside the crate name it from here).
 pub use crate::kernels::rope::RopeStyle;
 
-/// Architecture family. All are pre-norm decoders with RMSNorm, RoPE, GQA and SwiGLU; qwen3
-/// adds an RMSNorm over each q and k head before RoPE (and drops qwen2's QKV bias).
+/// Architecture family. All are pre-norm decoders with RMSNorm, RoPE and GQA; qwen3 adds an
+/// RMSNorm over each q and k head before RoPE (and drops qwen2's QKV bias); gemma3 also has
+/// those q/k norms, and differs more: GeGLU (tanh GELU) instead of SwiGLU, embeddings scaled
+/// by √dim, an RMSNorm on the attention and FFN outputs before each residual add, and
+/// sliding-window attention on five of every six layers (llama.cpp's `llm_build_gemma3`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Arch {
     Llama,
     Qwen2,
     Qwen3,
+    Gemma3,
 }
 
 /// The families tandem runs, for error messages and docs.
-pub const SUPPORTED_ARCHS: &str = "llama, qwen2, qwen3";
+pub const SUPPORTED_ARCHS: &str = "llama, qwen2, qwen3, gemma3";
+
+/// The gated activation of the feed-forward block: `act(gate) * up`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Activation {
+    /// SwiGLU: `silu(g) = g / (1 + exp(-g))` (llama, qwen).
+    Silu,
+    /// GeGLU with the tanh approximation of GELU (gemma3, llama.cpp's `ggml_gelu`):
+    /// `0.5 g (1 + tanh(√(2/π) g (1 + 0.044715 g²)))`.
+    GeluTanh,
+}
+
+/// gemma3: every `GEMMA3_SWA_PATTERN`-th layer (indices 5, 11, 17, …) attends globally,
+/// the others through the sliding window (llama.cpp's `set_swa_pattern(6)`).
+pub const GEMMA3_SWA_PATTERN: usize = 6;
+
+/// gemma3: the RoPE base of the sliding-window layers (llama.cpp's
+/// `rope_freq_base_train_swa`, fixed for the family; `rope.freq_base` is the global layers').
+pub const GEMMA3_ROPE_THETA_SWA: f32 = 10_000.0;
 
 impl Arch {
     /// From a GGUF `general.architecture` or HF `model_type`.
@@ -38,6 +62,7 @@ impl Arch {
             "llama" => Ok(Arch::Llama),
             "qwen2" => Ok(Arch::Qwen2),
             "qwen3" => Ok(Arch::Qwen3),
+            "gemma3" => Ok(Arch::Gemma3),
             other => Err(Error::Unsupported(format!(
                 "architecture '{other}' (supported: {SUPPORTED_ARCHS})"
             ))),
@@ -49,6 +74,7 @@ impl Arch {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
+            Arch::Gemma3 => "gemma3",
         }
     }
 }
@@ -85,6 +111,26 @@ pub struct ModelConfig {
     /// tensor `rope_freqs.weight` (`[rope_dims / 2]`; llama 3.x-style scaling baked in by the
     /// GGUF converter).
     pub rope_freq_factors: bool,
+    /// The token embeddings are multiplied by this after the lookup (gemma3: √dim, in f32 as
+    /// llama.cpp computes it; 1 elsewhere). Not applied to the tied output head.
+    pub embed_scale: f32,
+    /// RMSNorm (weights `post_attention_norm` / `post_ffw_norm`, `[dim]`) on the attention
+    /// output and on the FFN output, each before its residual add (gemma3).
+    pub post_norms: bool,
+    /// The FFN's gated activation.
+    pub activation: Activation,
+    /// Attention scores are `q·k * attention_scale` (1/√head_dim except gemma3 27B, where
+    /// llama.cpp uses 1/√(dim / heads)).
+    pub attention_scale: f32,
+    /// Sliding-window attention: a query at position p sees the keys at positions k with
+    /// `p - k < sliding_window` (llama.cpp's `LLAMA_SWA_TYPE_STANDARD`) on the layers
+    /// [`ModelConfig::layer_is_sliding`] names; 0 = no window anywhere.
+    pub sliding_window: usize,
+    /// With a window: layer i is global iff `i % swa_pattern == swa_pattern - 1`, the others
+    /// slide (gemma3: 6).
+    pub swa_pattern: usize,
+    /// RoPE base of the sliding-window layers (`rope_theta` is the global layers').
+    pub rope_theta_swa: f32,
     pub bos_id: Option<u32>,
     pub eos_id: Option<u32>,
     /// Further end-of-sequence ids (HF configs may list several).
@@ -190,10 +236,29 @@ impl ModelConfig {
                 },
             },
         };
+        let gemma = arch == Arch::Gemma3;
+        // gemma3: a missing or zero window means no sliding window (as llama.cpp reads it).
+        let sliding_window = if gemma {
+            opt_usize(&k("attention.sliding_window"))?.unwrap_or(0)
+        } else {
+            0
+        };
+        if gemma {
+            if let Some(cap) = f.opt_f32(&k("final_logit_softcapping"))? {
+                // llama.cpp's gemma3 graph soft-caps logits only without a sliding window.
+                if cap != 0.0 && sliding_window == 0 {
+                    return Err(Error::Unsupported(format!(
+                        "final logit soft-capping ({cap}, key '{}') without a sliding window",
+                        k("final_logit_softcapping")
+                    )));
+                }
+            }
+        }
+        let n_layers = usize_of(&k("block_count"))?;
         let cfg = ModelConfig {
             arch,
             name: f.opt_str("general.name")?.map(str::to_owned),
-            n_layers: usize_of(&k("block_count"))?,
+            n_layers,
             dim,
             ffn_dim: usize_of(&k("feed_forward_length"))?,
             n_heads,
@@ -204,15 +269,37 @@ impl ModelConfig {
             rope_style: match arch {
                 Arch::Llama => RopeStyle::Normal,
                 // llama.cpp's LLAMA_ROPE_TYPE_NEOX for both (their Q/K rows are not permuted).
-                Arch::Qwen2 | Arch::Qwen3 => RopeStyle::Neox,
+                Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma3 => RopeStyle::Neox,
             },
             norm_eps: f.get_f32(&k("attention.layer_norm_rms_epsilon"))?,
             vocab_size,
             context_length: usize_of(&k("context_length"))?,
             tied_embeddings: f.tensor("output.weight").is_none(),
             qkv_bias: f.tensor("blk.0.attn_q.bias").is_some(),
-            qk_norm: arch == Arch::Qwen3,
+            qk_norm: matches!(arch, Arch::Qwen3 | Arch::Gemma3),
             rope_freq_factors: f.tensor("rope_freqs.weight").is_some(),
+            // llama.cpp: `ggml_scale(inpL, sqrtf(n_embd))`.
+            embed_scale: if gemma { (dim as f32).sqrt() } else { 1.0 },
+            post_norms: gemma,
+            activation: if gemma {
+                Activation::GeluTanh
+            } else {
+                Activation::Silu
+            },
+            // llama.cpp: 1/sqrt(n_embd / n_head) for the 27B (62 layers), else 1/sqrt(head
+            // size); the two agree for every other size.
+            attention_scale: if gemma && n_layers == 62 && n_heads > 0 {
+                1.0 / ((dim / n_heads) as f32).sqrt()
+            } else {
+                1.0 / (head_dim as f32).sqrt()
+            },
+            sliding_window,
+            swa_pattern: if gemma { GEMMA3_SWA_PATTERN } else { 0 },
+            rope_theta_swa: if gemma {
+                GEMMA3_ROPE_THETA_SWA
+            } else {
+                f.opt_f32(&k("rope.freq_base"))?.unwrap_or(10000.0)
+            },
             bos_id: f.opt_u32("tokenizer.ggml.bos_token_id")?,
             eos_id: f.opt_u32("tokenizer.ggml.eos_token_id")?,
             extra_eos_ids: vec![],
@@ -244,6 +331,13 @@ impl ModelConfig {
             }
         };
         let arch = Arch::from_name(&model_type)?;
+        if arch == Arch::Gemma3 {
+            // Hugging Face stores gemma's norm weights as w for (1 + w) (the GGUF converter
+            // adds the 1) and describes the window differently: not read from config.json.
+            return Err(Error::Unsupported(
+                "gemma3 from safetensors (convert it to GGUF with llama.cpp)".into(),
+            ));
+        }
         let req = |v: Option<usize>, key: &str| {
             v.ok_or_else(|| {
                 Error::format(format!("config.json '{key}'"), "required key is missing")
@@ -311,6 +405,13 @@ impl ModelConfig {
             // Hugging Face describes llama3 scaling in `rope_scaling` (refused above), never
             // as a tensor.
             rope_freq_factors: false,
+            embed_scale: 1.0,
+            post_norms: false,
+            activation: Activation::Silu,
+            attention_scale: 1.0 / (head_dim as f32).sqrt(),
+            sliding_window: 0,
+            swa_pattern: 0,
+            rope_theta_swa: c.rope_theta.unwrap_or(10000.0) as f32,
             bos_id: bos.first().copied(),
             eos_id,
             extra_eos_ids: eos,
@@ -375,6 +476,30 @@ impl ModelConfig {
                 format!("must be positive, found {}", self.rope_theta),
             );
         }
+        for (key, v) in [
+            ("rope_theta_swa", self.rope_theta_swa),
+            ("embed_scale", self.embed_scale),
+            ("attention_scale", self.attention_scale),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(key, format!("must be positive, found {v}"));
+            }
+        }
+        if self.sliding_window > 0 && self.swa_pattern == 0 {
+            return bad(
+                "swa_pattern",
+                format!(
+                    "a sliding window of {} needs a layer pattern, found 0",
+                    self.sliding_window
+                ),
+            );
+        }
+        if self.sliding_window > u32::MAX as usize / 4 {
+            return bad(
+                "sliding_window",
+                format!("{} is implausibly large", self.sliding_window),
+            );
+        }
         if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
             return bad(
                 "norm_eps",
@@ -395,6 +520,31 @@ impl ModelConfig {
             }
         }
         Ok(())
+    }
+
+    /// Whether layer `i` attends through the sliding window (gemma3's local layers).
+    pub fn layer_is_sliding(&self, i: usize) -> bool {
+        self.sliding_window > 0
+            && self.swa_pattern > 0
+            && i % self.swa_pattern < self.swa_pattern - 1
+    }
+
+    /// Layer `i`'s window: [`ModelConfig::sliding_window`] on a sliding layer, 0 (none) else.
+    pub fn layer_window(&self, i: usize) -> usize {
+        if self.layer_is_sliding(i) {
+            self.sliding_window
+        } else {
+            0
+        }
+    }
+
+    /// Layer `i`'s RoPE base.
+    pub fn layer_rope_theta(&self, i: usize) -> f32 {
+        if self.layer_is_sliding(i) {
+            self.rope_theta_swa
+        } else {
+            self.rope_theta
+        }
     }
 
     /// Width of all query heads together.
@@ -453,15 +603,40 @@ impl fmt::Display for ModelConfig {
             },
             if self.qkv_bias { "yes" } else { "no" }
         )?;
-        if self.qk_norm || self.rope_freq_factors {
-            let mut extras = vec![];
-            if self.qk_norm {
-                extras.push("per-head q/k RMSNorm");
-            }
-            if self.rope_freq_factors {
-                extras.push("RoPE frequency factors (rope_freqs.weight)");
-            }
+        let mut extras: Vec<String> = vec![];
+        if self.qk_norm {
+            extras.push("per-head q/k RMSNorm".into());
+        }
+        if self.rope_freq_factors {
+            extras.push("RoPE frequency factors (rope_freqs.weight)".into());
+        }
+        if self.embed_scale != 1.0 {
+            extras.push(format!("embeddings × {}", self.embed_scale));
+        }
+        if self.post_norms {
+            extras.push("post-attention and post-FFN RMSNorm".into());
+        }
+        if self.activation == Activation::GeluTanh {
+            extras.push("GeGLU (tanh GELU)".into());
+        }
+        if (self.attention_scale - 1.0 / (self.head_dim as f32).sqrt()).abs() > f32::EPSILON {
+            extras.push(format!("attention scale {}", self.attention_scale));
+        }
+        if !extras.is_empty() {
             writeln!(f, "extras:   {}", extras.join(", "))?;
+        }
+        if self.sliding_window > 0 {
+            let global: Vec<String> = (0..self.n_layers)
+                .filter(|&i| !self.layer_is_sliding(i))
+                .map(|i| i.to_string())
+                .collect();
+            writeln!(
+                f,
+                "window:   {} tokens on the sliding layers (RoPE theta {}); global layers [{}]",
+                self.sliding_window,
+                self.rope_theta_swa,
+                global.join(", ")
+            )?;
         }
         let id = |v: Option<u32>| v.map_or("none".to_string(), |v| v.to_string());
         write!(
@@ -492,10 +667,13 @@ pub struct LayerWeights {
     pub attn_q_norm: Option<String>,
     pub attn_k_norm: Option<String>,
     pub attn_output: String,
+    /// `Some` when the config has post norms (`[dim]` each, gemma3).
+    pub attn_post_norm: Option<String>,
     pub ffn_norm: String,
     pub ffn_gate: String,
     pub ffn_up: String,
     pub ffn_down: String,
+    pub ffn_post_norm: Option<String>,
 }
 
 /// Every tensor the forward reads, by name, with the dims each must have.
@@ -538,6 +716,7 @@ impl WeightMap {
             let n = |s: &str| format!("blk.{i}.{s}");
             let bias = |s: &str| c.qkv_bias.then(|| n(s));
             let qk_norm = |s: &str| c.qk_norm.then(|| n(s));
+            let post = |s: &str| c.post_norms.then(|| n(s));
             let l = LayerWeights {
                 attn_norm: n("attn_norm.weight"),
                 attn_q: n("attn_q.weight"),
@@ -549,10 +728,12 @@ impl WeightMap {
                 attn_q_norm: qk_norm("attn_q_norm.weight"),
                 attn_k_norm: qk_norm("attn_k_norm.weight"),
                 attn_output: n("attn_output.weight"),
+                attn_post_norm: post("post_attention_norm.weight"),
                 ffn_norm: n("ffn_norm.weight"),
                 ffn_gate: n("ffn_gate.weight"),
                 ffn_up: n("ffn_up.weight"),
                 ffn_down: n("ffn_down.weight"),
+                ffn_post_norm: post("post_ffw_norm.weight"),
             };
             // GGML dims: [row length K, rows N] for a matrix computing N outputs from K inputs.
             expected.extend([
@@ -577,6 +758,9 @@ impl WeightMap {
             }
             for norm in [&l.attn_q_norm, &l.attn_k_norm].into_iter().flatten() {
                 expected.push((norm.clone(), vec![c.head_dim as u64]));
+            }
+            for norm in [&l.attn_post_norm, &l.ffn_post_norm].into_iter().flatten() {
+                expected.push((norm.clone(), vec![dim]));
             }
             layers.push(l);
         }

@@ -2,12 +2,14 @@
 //! oracle the GPU forward is tested against, so it favours being obviously right over being
 //! fast: weights are dequantized to f32 once, every step is a simple loop.
 //!
-//! Per layer: norm → q,k,v (+bias) → per-head q/k RMSNorm (qwen3) → RoPE (each pair's
-//! frequency divided by its `rope_freqs` factor, llama3) → attention over the KV cache → output projection →
-//! residual → norm → gate/up → SiLU·mul → down → residual. The same order as
-//! `src/model/transformer.rs`.
+//! Embedding (× `embed_scale`, gemma3), then per layer: norm → q,k,v (+bias) → per-head q/k
+//! RMSNorm (qwen3, gemma3) → RoPE (each pair's frequency divided by its `rope_freqs` factor,
+//! llama3; the layer's own base, gemma3) → attention over the KV cache (only the last
+//! `sliding_window` positions on gemma3's sliding layers) → output projection → [post-attention
+//! norm, gemma3] → residual → norm → gate/up → SiLU·mul (GELU·mul, gemma3) → down →
+//! [post-FFN norm, gemma3] → residual. The same order as `src/model/transformer.rs`.
 
-use super::config::{ModelConfig, RopeStyle};
+use super::config::{Activation, ModelConfig, RopeStyle};
 use super::loader::ModelFile;
 use crate::quant;
 use crate::Result;
@@ -24,10 +26,13 @@ struct Layer {
     q_norm: Option<Vec<f32>>,
     k_norm: Option<Vec<f32>>,
     wo: Vec<f32>,
+    /// Norms of the attention and FFN outputs before their residual adds (gemma3).
+    attn_post_norm: Option<Vec<f32>>,
     ffn_norm: Vec<f32>,
     w_gate: Vec<f32>,
     w_up: Vec<f32>,
     w_down: Vec<f32>,
+    ffn_post_norm: Option<Vec<f32>>,
     /// `[pos][KVH * HD]`
     k_cache: Vec<f32>,
     v_cache: Vec<f32>,
@@ -71,10 +76,12 @@ impl CpuModel {
                 q_norm: opt(&l.attn_q_norm)?,
                 k_norm: opt(&l.attn_k_norm)?,
                 wo: f32s(model, &l.attn_output)?,
+                attn_post_norm: opt(&l.attn_post_norm)?,
                 ffn_norm: f32s(model, &l.ffn_norm)?,
                 w_gate: f32s(model, &l.ffn_gate)?,
                 w_up: f32s(model, &l.ffn_up)?,
                 w_down: f32s(model, &l.ffn_down)?,
+                ffn_post_norm: opt(&l.ffn_post_norm)?,
                 k_cache: Vec::new(),
                 v_cache: Vec::new(),
             });
@@ -107,13 +114,34 @@ impl CpuModel {
 
     /// Run one token at position `n_past`, append it to the KV cache, return its logits.
     pub fn forward(&mut self, token: u32) -> Vec<f32> {
+        let h = self.layers_forward(token);
+        matvec(
+            self.output.as_ref().unwrap_or(&self.embed),
+            &h,
+            self.config.vocab_size,
+        )
+    }
+
+    /// [`CpuModel::forward`] without the output head: the token only goes into the KV cache
+    /// (a prompt token whose logits nobody reads; the head is most of the work for a large
+    /// vocabulary such as Gemma's 262,144 tokens).
+    pub fn advance(&mut self, token: u32) {
+        self.layers_forward(token);
+    }
+
+    /// Every layer for one token at position `n_past` (appending to the KV cache), then the
+    /// final norm: the output head's input.
+    fn layers_forward(&mut self, token: u32) -> Vec<f32> {
         let c = &self.config;
         let (d, hd, nh, nkv) = (c.dim, c.head_dim, c.n_heads, c.n_kv_heads);
         let pos = self.n_past;
         let tok = (token as usize).min(c.vocab_size - 1);
         let mut x = self.embed[tok * d..(tok + 1) * d].to_vec();
+        if c.embed_scale != 1.0 {
+            x.iter_mut().for_each(|v| *v *= c.embed_scale);
+        }
         let mut h = vec![0.0; d];
-        for l in &mut self.layers {
+        for (i, l) in self.layers.iter_mut().enumerate() {
             rmsnorm(&mut h, &x, &l.attn_norm, c.norm_eps);
             let mut q = matvec(&l.wq, &h, nh * hd);
             let mut k = matvec(&l.wk, &h, nkv * hd);
@@ -128,12 +156,33 @@ impl CpuModel {
                 head_rmsnorm(&mut k, w, c.norm_eps);
             }
             let ff = self.rope_freqs.as_deref();
-            rope(&mut q, hd, pos, c.rope_theta, c.rope_dims, c.rope_style, ff);
-            rope(&mut k, hd, pos, c.rope_theta, c.rope_dims, c.rope_style, ff);
+            let theta = c.layer_rope_theta(i);
+            rope(&mut q, hd, pos, theta, c.rope_dims, c.rope_style, ff);
+            rope(&mut k, hd, pos, theta, c.rope_dims, c.rope_style, ff);
             l.k_cache.extend_from_slice(&k);
             l.v_cache.extend_from_slice(&v);
-            let att = attention(&q, &l.k_cache, &l.v_cache, nh, nkv, hd, pos + 1);
-            let o = matvec(&l.wo, &att, d);
+            // Keys at positions p with pos - p < window (all of them without a window).
+            let window = c.layer_window(i);
+            let first = if window > 0 {
+                (pos + 1).saturating_sub(window)
+            } else {
+                0
+            };
+            let shape = (nh, nkv, hd);
+            let att = attention(
+                &q,
+                &l.k_cache,
+                &l.v_cache,
+                shape,
+                first,
+                pos + 1,
+                c.attention_scale,
+            );
+            let mut o = matvec(&l.wo, &att, d);
+            if let Some(w) = &l.attn_post_norm {
+                let branch = o.clone();
+                rmsnorm(&mut o, &branch, w, c.norm_eps);
+            }
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
             rmsnorm(&mut h, &x, &l.ffn_norm, c.norm_eps);
             let g = matvec(&l.w_gate, &h, c.ffn_dim);
@@ -141,26 +190,33 @@ impl CpuModel {
             let a: Vec<f32> = g
                 .iter()
                 .zip(&u)
-                .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                .map(|(&g, u)| match c.activation {
+                    Activation::Silu => g / (1.0 + (-g).exp()) * u,
+                    Activation::GeluTanh => gelu_tanh(g) * u,
+                })
                 .collect();
-            let down = matvec(&l.w_down, &a, d);
+            let mut down = matvec(&l.w_down, &a, d);
+            if let Some(w) = &l.ffn_post_norm {
+                let branch = down.clone();
+                rmsnorm(&mut down, &branch, w, c.norm_eps);
+            }
             x.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
         }
         self.n_past += 1;
         rmsnorm(&mut h, &x, &self.output_norm, c.norm_eps);
-        matvec(
-            self.output.as_ref().unwrap_or(&self.embed),
-            &h,
-            c.vocab_size,
-        )
+        h
     }
 
     /// Greedy generation of `n` tokens after `prompt` (from an empty cache).
     pub fn generate_greedy(&mut self, prompt: &[u32], n: usize) -> Vec<u32> {
         self.truncate(0);
         let mut logits = Vec::new();
-        for &t in prompt {
-            logits = self.forward(t);
+        for (i, &t) in prompt.iter().enumerate() {
+            if i + 1 < prompt.len() {
+                self.advance(t);
+            } else {
+                logits = self.forward(t);
+            }
         }
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
@@ -181,6 +237,13 @@ pub fn argmax(v: &[f32]) -> u32 {
         }
     }
     best as u32
+}
+
+/// GELU, tanh approximation (llama.cpp's `ggml_gelu`, Gemma's `gelu_pytorch_tanh`).
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const COEF_A: f32 = 0.044_715;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
 }
 
 fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
@@ -252,23 +315,24 @@ fn rope(
     }
 }
 
-/// Causal attention of one query (`[nh * hd]`) over `len` cached positions.
+/// Causal attention of one query (`[nh * hd]`) over the cached positions `first..len`
+/// (`shape` = (heads, kv heads, head size)), scores scaled by `scale`.
 fn attention(
     q: &[f32],
     kc: &[f32],
     vc: &[f32],
-    nh: usize,
-    nkv: usize,
-    hd: usize,
+    shape: (usize, usize, usize),
+    first: usize,
     len: usize,
+    scale: f32,
 ) -> Vec<f32> {
+    let (nh, nkv, hd) = shape;
     let mut out = vec![0.0; nh * hd];
-    let scale = 1.0 / (hd as f32).sqrt();
     let row = nkv * hd;
     for h in 0..nh {
         let kvh = h / (nh / nkv);
         let qh = &q[h * hd..(h + 1) * hd];
-        let scores: Vec<f32> = (0..len)
+        let scores: Vec<f32> = (first..len)
             .map(|p| {
                 let k = &kc[p * row + kvh * hd..p * row + (kvh + 1) * hd];
                 qh.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale
@@ -278,7 +342,7 @@ fn attention(
         let e: Vec<f32> = scores.iter().map(|s| (s - m).exp()).collect();
         let sum: f32 = e.iter().sum();
         let o = &mut out[h * hd..(h + 1) * hd];
-        for (p, w) in e.iter().enumerate() {
+        for (p, w) in (first..len).zip(&e) {
             let v = &vc[p * row + kvh * hd..p * row + (kvh + 1) * hd];
             for j in 0..hd {
                 o[j] += w / sum * v[j];

@@ -26,8 +26,21 @@ struct Proj {
     binding: MatmulBinding,
 }
 
+/// gemma3: the norms of the attention and FFN branches (each written to `xn` by its
+/// projection) into `post`, and the adds of `post` onto the residual `x`.
+struct PostNorms {
+    attn_norm: Bound,
+    attn_add: Bound,
+    ffn_norm: Bound,
+    ffn_add: Bound,
+}
+
 /// One layer's bind groups and KV cache.
 struct LayerBindings {
+    /// gemma3: a sliding-window layer (the model's `*_swa` kernels).
+    sliding: bool,
+    /// gemma3: post-attention / post-FFN norms.
+    post: Option<PostNorms>,
     norm1: Bound,
     qkv: Vec<Proj>,
     /// Per-head q/k RMSNorm (qwen3), between the QKV projection and RoPE.
@@ -37,6 +50,7 @@ struct LayerBindings {
     wo: Proj,
     norm2: Bound,
     gate_up: Vec<Proj>,
+    /// The gated activation's binding: GELU·mul's where the model has it (gemma3).
     silu: Bound,
     down: Proj,
     k_cache: wgpu::Buffer,
@@ -53,6 +67,8 @@ struct Sizes {
     att: u64,
     gate_up: u64,
     act: u64,
+    /// gemma3: a normed branch before its residual add (0 without post norms).
+    post: u64,
     head_x: u64,
     logits: u64,
     argmax: u64,
@@ -79,6 +95,7 @@ impl Sizes {
             att: f4(mt * nh * hd),
             gate_up: f4(mt * 2 * f),
             act: f4(mt * f),
+            post: if c.post_norms { f4(mt * d) } else { 0 },
             head_x: f4(mr * d),
             logits: f4(mr * m.head_rows as u64),
             argmax: f4(mr),
@@ -95,6 +112,7 @@ impl Sizes {
             + self.att
             + self.gate_up
             + self.act
+            + self.post
             + 2 * self.head_x
             + self.logits
             + self.argmax
@@ -166,6 +184,10 @@ impl Session {
         let att = gpu.storage("attn out", sz.att)?;
         let gu = gpu.storage("gate|up", sz.gate_up)?;
         let act = gpu.storage("ffn act", sz.act)?;
+        let post = match sz.post {
+            0 => None,
+            n => Some(gpu.storage("post-normed branch", n)?),
+        };
         let head_x = gpu.storage("head x", sz.head_x)?;
         let head_xn = gpu.storage("head xn", sz.head_x)?;
         let logits = gpu.storage("logits", sz.logits)?;
@@ -186,7 +208,14 @@ impl Session {
             bias: None,
             accumulate: true,
         };
-        let embed_b = k.embed.bind(gpu, &step, &m.embed, &tokens, &x)?;
+        let embed_b =
+            k.embed
+                .bind_scaled(gpu, &step, &m.embed, &tokens, &x, m.config.embed_scale)?;
+        // gemma3: a branch goes to `xn` (normed, then added) instead of onto `x`.
+        let (branch_out, branch_ep) = match &post {
+            Some(_) => (&xn, Epilogue::default()),
+            None => (&x, residual),
+        };
         let mut layers = Vec::with_capacity(m.layers.len());
         for (i, l) in m.layers.iter().enumerate() {
             let qkv_ep = Epilogue {
@@ -197,9 +226,29 @@ impl Session {
                 (Some(kernel), Some((qw, kw))) => Some(kernel.bind(gpu, &step, &qkv, qw, kw)?),
                 _ => None,
             };
+            // gemma3: post-attention / post-FFN norms, a sliding layer's RoPE and attention.
+            let post_b = match (&post, &k.add, &l.post_norms) {
+                (Some(pb), Some(adder), Some((aw, fw))) => Some(PostNorms {
+                    attn_norm: k.rmsnorm.bind(gpu, &step, &xn, aw, pb)?,
+                    attn_add: adder.bind(gpu, &step, &x, pb)?,
+                    ffn_norm: k.rmsnorm.bind(gpu, &step, &xn, fw, pb)?,
+                    ffn_add: adder.bind(gpu, &step, &x, pb)?,
+                }),
+                _ => None,
+            };
+            let (rope, attention) = match (l.sliding, &k.rope_swa, &k.attention_swa) {
+                (true, Some(r), Some(a)) => (r, a),
+                _ => (&k.rope, &k.attention),
+            };
+            let silu = match &k.gelu {
+                Some(g) => g.bind(gpu, &step, &gu, &act)?,
+                None => k.silu.bind(gpu, &step, &gu, &act)?,
+            };
             let k_cache = gpu.storage(&format!("blk.{i}.k_cache"), sz.kv)?;
             let v_cache = gpu.storage(&format!("blk.{i}.v_cache"), sz.kv)?;
             layers.push(LayerBindings {
+                sliding: l.sliding,
+                post: post_b,
                 norm1: k.rmsnorm.bind(gpu, &step, &x, &l.attn_norm, &xn)?,
                 qkv: l
                     .qkv
@@ -207,19 +256,17 @@ impl Session {
                     .map(|w| proj(&step, w, &xn, &qkv, qkv_ep))
                     .collect::<Result<_>>()?,
                 qk_norm,
-                rope: k.rope.bind(gpu, &step, &pos, &qkv, &k_cache, &v_cache)?,
-                attn: k
-                    .attention
-                    .bind(gpu, &step, &qkv, &k_cache, &v_cache, &mask, &att)?,
-                wo: proj(&step, &l.wo, &att, &x, residual)?,
+                rope: rope.bind(gpu, &step, &pos, &qkv, &k_cache, &v_cache)?,
+                attn: attention.bind(gpu, &step, &qkv, &k_cache, &v_cache, &mask, &att)?,
+                wo: proj(&step, &l.wo, &att, branch_out, branch_ep)?,
                 norm2: k.rmsnorm.bind(gpu, &step, &x, &l.ffn_norm, &xn)?,
                 gate_up: l
                     .gate_up
                     .iter()
                     .map(|w| proj(&step, w, &xn, &gu, Epilogue::default()))
                     .collect::<Result<_>>()?,
-                silu: k.silu.bind(gpu, &step, &gu, &act)?,
-                down: proj(&step, &l.down, &act, &x, residual)?,
+                silu,
+                down: proj(&step, &l.down, &act, branch_out, branch_ep)?,
                 k_cache,
                 v_cache,
             });
@@ -252,7 +299,11 @@ impl Session {
             final_norm,
             output,
             argmax_b,
-            _keep: vec![xn, qkv, att, gu, act, head_xn],
+            _keep: {
+                let mut keep = vec![xn, qkv, att, gu, act, head_xn];
+                keep.extend(post);
+                keep
+            },
             memory,
         })
     }
@@ -412,15 +463,34 @@ impl Session {
                 if let (Some(kernel), Some(b)) = (&k.qk_norm, &l.qk_norm) {
                     kernel.encode(p, b, t32)?;
                 }
-                k.rope.encode(p, &l.rope, t32)?;
-                k.attention.encode(p, &l.attn, t32)?;
+                // gemma3: a sliding-window layer's RoPE base and window.
+                let (rope, attention) = match (l.sliding, &k.rope_swa, &k.attention_swa) {
+                    (true, Some(r), Some(a)) => (r, a),
+                    _ => (&k.rope, &k.attention),
+                };
+                rope.encode(p, &l.rope, t32)?;
+                attention.encode(p, &l.attn, t32)?;
                 self.mm(p, &l.wo, t32)?;
+                // gemma3: norm the attention branch (in `xn`), add it to the residual.
+                if let (Some(post), Some(add)) = (&l.post, &k.add) {
+                    k.rmsnorm.encode(p, &post.attn_norm, t32)?;
+                    add.encode(p, &post.attn_add, t32)?;
+                }
                 k.rmsnorm.encode(p, &l.norm2, t32)?;
                 for proj in &l.gate_up {
                     self.mm(p, proj, t32)?;
                 }
-                k.silu.encode(p, &l.silu, t32)?;
+                match &k.gelu {
+                    // gemma3: GeGLU.
+                    Some(gelu) => gelu.encode(p, &l.silu, t32)?,
+                    None => k.silu.encode(p, &l.silu, t32)?,
+                }
                 self.mm(p, &l.down, t32)?;
+                // gemma3: norm the FFN branch, add it to the residual.
+                if let (Some(post), Some(add)) = (&l.post, &k.add) {
+                    k.rmsnorm.encode(p, &post.ffn_norm, t32)?;
+                    add.encode(p, &post.ffn_add, t32)?;
+                }
             }
         }
         if rows > 0 {
@@ -456,6 +526,8 @@ impl Session {
             .map(|l| {
                 per_layer_single
                     + usize::from(l.qk_norm.is_some())
+                    // gemma3: two norms and two adds.
+                    + if l.post.is_some() { 4 } else { 0 }
                     + l.qkv.iter().map(mm).sum::<usize>()
                     + mm(&l.wo)
                     + l.gate_up.iter().map(mm).sum::<usize>()

@@ -8,20 +8,29 @@
 //! are uploaded once in their GGUF block format and every pipeline is built here at load time;
 //! a session makes its bind groups once when it opens, so a step only writes a few small
 //! buffers, records one command buffer and submits it.
+//!
+//! gemma3 (marked `gemma3:` here and in `session.rs`): the embedding gather scales by √dim;
+//! the sliding-window layers use their own attention (window) and RoPE (base) kernels; the
+//! output projection and the down projection write into `xn` instead of accumulating into
+//! `x`, an RMSNorm takes that branch into `post` and an add puts it on the residual;
+//! GELU·mul replaces SiLU·mul.
 
 use std::collections::HashMap;
 
-use super::config::ModelConfig;
+use super::config::{Activation, ModelConfig};
 use super::loader::ModelFile;
 use crate::gpu::{Gpu, Reservation};
+use crate::kernels::add::Add;
 use crate::kernels::argmax::Argmax;
-use crate::kernels::attention::{Attention, AttentionShape};
+use crate::kernels::attention::{Attention, AttentionOptions, AttentionShape};
 use crate::kernels::embed::Embedding;
+use crate::kernels::gelu_mul::GeluMul;
 use crate::kernels::matmul::{Matmul, QuantMatrix};
 use crate::kernels::qk_norm::QkNorm;
 use crate::kernels::rmsnorm::RmsNorm;
 use crate::kernels::rope::{RopeKvAppend, RopeShape};
 use crate::kernels::silu_mul::SiluMul;
+use crate::kernels::Layout;
 use crate::quant::{self, GgmlType};
 use crate::{Error, Result};
 
@@ -58,6 +67,10 @@ pub(super) struct LayerWeights {
     pub wo: QuantMatrix,
     pub gate_up: Vec<QuantMatrix>,
     pub down: QuantMatrix,
+    /// gemma3: post-attention and post-FFN RMSNorm weights.
+    pub post_norms: Option<(wgpu::Buffer, wgpu::Buffer)>,
+    /// gemma3: a sliding-window layer (the `*_swa` kernels).
+    pub sliding: bool,
 }
 
 /// The pipelines of one model's forward (shared by its sessions).
@@ -68,6 +81,12 @@ pub(super) struct Kernels {
     pub rope: RopeKvAppend,
     pub attention: Attention,
     pub silu: SiluMul,
+    /// gemma3: the sliding-window layers' RoPE (base `rope_theta_swa`) and attention (window).
+    pub rope_swa: Option<RopeKvAppend>,
+    pub attention_swa: Option<Attention>,
+    /// gemma3: GELU·mul instead of SiLU·mul, and the add of the post-normed branches.
+    pub gelu: Option<GeluMul>,
+    pub add: Option<Add>,
     pub matmuls: HashMap<GgmlType, Matmul>,
     pub argmax: Argmax,
 }
@@ -232,6 +251,8 @@ impl GpuModel {
                 &l.attn_v_bias,
                 &l.attn_q_norm,
                 &l.attn_k_norm,
+                &l.attn_post_norm,
+                &l.ffn_post_norm,
             ]
             .into_iter()
             .flatten()
@@ -272,17 +293,53 @@ impl GpuModel {
             } else {
                 None
             };
-            let attention = Attention::new(
-                gpu,
-                &AttentionShape {
-                    n_head: nh as u32,
-                    n_kv_head: nkv as u32,
-                    head_dim: hd as u32,
-                    max_ctx: max_ctx as u32,
-                    mask_words: mask_words as u32,
-                },
-            )?;
+            let attn_shape = AttentionShape {
+                n_head: nh as u32,
+                n_kv_head: nkv as u32,
+                head_dim: hd as u32,
+                max_ctx: max_ctx as u32,
+                mask_words: mask_words as u32,
+            };
+            let attn_options = |window: usize| AttentionOptions {
+                window: window.min(u32::MAX as usize) as u32,
+                scale: Some(c.attention_scale),
+            };
+            let layout = Layout::for_gpu(gpu);
+            let attention = Attention::with_options(gpu, &attn_shape, layout, attn_options(0))?;
+            // gemma3: the sliding-window layers' attention and RoPE.
+            let any_sliding = (0..c.n_layers).any(|i| c.layer_is_sliding(i));
+            let (rope_swa, attention_swa) = if any_sliding {
+                let shape = RopeShape {
+                    theta: c.rope_theta_swa,
+                    ..rope_shape
+                };
+                let factors = model.rope_freq_factors()?;
+                (
+                    Some(RopeKvAppend::with_freq_factors(
+                        gpu,
+                        &shape,
+                        factors.as_deref(),
+                    )?),
+                    Some(Attention::with_options(
+                        gpu,
+                        &attn_shape,
+                        layout,
+                        attn_options(c.sliding_window),
+                    )?),
+                )
+            } else {
+                (None, None)
+            };
             let silu = SiluMul::new(gpu, f as u32)?;
+            let gelu = match c.activation {
+                Activation::GeluTanh => Some(GeluMul::new(gpu, f as u32)?),
+                Activation::Silu => None,
+            };
+            let add = if c.post_norms {
+                Some(Add::new(gpu, d as u32)?)
+            } else {
+                None
+            };
             let mut matmuls: HashMap<GgmlType, Matmul> = HashMap::new();
             let mut matrix = |m: QuantMatrix| -> Result<QuantMatrix> {
                 ensure_matmul(&mut matmuls, gpu, m.ty)?;
@@ -366,7 +423,21 @@ impl GpuModel {
                         )))
                     }
                 };
+                // gemma3: post-attention / post-FFN norms.
+                let post_norms = match (c.post_norms, &l.attn_post_norm, &l.ffn_post_norm) {
+                    (true, Some(an), Some(fnn)) => Some((
+                        gpu.upload(an, &f32_tensor(model, an)?)?,
+                        gpu.upload(fnn, &f32_tensor(model, fnn)?)?,
+                    )),
+                    (false, None, None) => None,
+                    _ => return Err(Error::Invalid(format!(
+                        "blk.{i}: the post-norm weights do not match the config (post_norms = {})",
+                        c.post_norms
+                    ))),
+                };
                 layers.push(LayerWeights {
+                    post_norms,
+                    sliding: c.layer_is_sliding(i),
                     attn_norm: gpu.upload(&l.attn_norm, &f32_tensor(model, &l.attn_norm)?)?,
                     ffn_norm: gpu.upload(&l.ffn_norm, &f32_tensor(model, &l.ffn_norm)?)?,
                     qkv,
@@ -409,6 +480,10 @@ impl GpuModel {
                     rope,
                     attention,
                     silu,
+                    rope_swa,
+                    attention_swa,
+                    gelu,
+                    add,
                     matmuls,
                     argmax,
                 },

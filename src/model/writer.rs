@@ -1,4 +1,4 @@
-//! A GGUF v3 writer, and tiny random llama/qwen2 models built with it.
+//! A GGUF v3 writer, and tiny random llama / qwen2 / qwen3 / gemma3 models built with it.
 //!
 //! Tests across the project use [`tiny_model`] so model code runs fast without downloads:
 //! the files look like the real reference models (same metadata keys, tensor names, a real
@@ -356,6 +356,8 @@ pub struct TinyModel {
     pub norm_eps: f32,
     /// Written as `rope_freqs.weight` (`[head_dim / 2]`, llama3-style frequency factors).
     pub rope_freqs: Option<Vec<f32>>,
+    /// gemma3: `attention.sliding_window` (0: the key is not written, no window).
+    pub sliding_window: usize,
 }
 
 impl TinyModel {
@@ -364,25 +366,29 @@ impl TinyModel {
     /// dim / 2 (so `attention.key_length` is not dim / heads). 2 layers, 4 heads / 2 kv heads;
     /// dim 64, ffn 128 (head_dim 16), or for K-quants (256-element blocks along each row)
     /// dim 256, ffn 512 (head_dim 64). No RoPE frequency factors (set `rope_freqs`).
+    /// gemma3: as qwen3 (q/k norms, head size dim / 2) with a tied output, post-attention and
+    /// post-FFN norms, and 6 layers with a sliding window of 8, so that layers 0-4 slide and
+    /// layer 5 is global (the family's fixed pattern) and a short test crosses the window.
     pub fn new(arch: Arch, qtype: GgmlType, seed: u64) -> Self {
         let k_quant = qtype.block_size() == 256;
         let (dim, ffn_dim) = if k_quant { (256, 512) } else { (64, 128) };
+        let gemma = arch == Arch::Gemma3;
         TinyModel {
             arch,
             qtype,
             seed,
-            n_layers: 2,
+            n_layers: if gemma { 6 } else { 2 },
             dim,
             ffn_dim,
             n_heads: 4,
             n_kv_heads: 2,
-            head_dim: if arch == Arch::Qwen3 {
+            head_dim: if matches!(arch, Arch::Qwen3 | Arch::Gemma3) {
                 dim / 2
             } else {
                 dim / 4
             },
             context_length: 256,
-            tied: arch == Arch::Llama,
+            tied: matches!(arch, Arch::Llama | Arch::Gemma3),
             rope_theta: if arch == Arch::Llama {
                 10000.0
             } else {
@@ -390,6 +396,7 @@ impl TinyModel {
             },
             norm_eps: if arch == Arch::Llama { 1e-5 } else { 1e-6 },
             rope_freqs: None,
+            sliding_window: if gemma { 8 } else { 0 },
         }
     }
 
@@ -433,6 +440,12 @@ impl TinyModel {
         }
         if self.arch == Arch::Llama {
             w.meta_u32(format!("{a}.vocab_size"), vocab as u32);
+        }
+        if self.sliding_window > 0 {
+            w.meta_u32(
+                format!("{a}.attention.sliding_window"),
+                self.sliding_window as u32,
+            );
         }
         w.meta_str("tokenizer.ggml.model", "gpt2")
             .meta_str(
@@ -502,22 +515,28 @@ impl TinyModel {
                 vec_f32(&mut w, n("attn_k.bias"), kv, 0.0, 0.1)?;
                 vec_f32(&mut w, n("attn_v.bias"), kv, 0.0, 0.1)?;
             }
-            if self.arch == Arch::Qwen3 {
+            if matches!(self.arch, Arch::Qwen3 | Arch::Gemma3) {
                 let hd = self.head_dim as u64;
                 vec_f32(&mut w, n("attn_q_norm.weight"), hd, 1.0, 0.5)?;
                 vec_f32(&mut w, n("attn_k_norm.weight"), hd, 1.0, 0.5)?;
             }
             mat(&mut w, n("attn_output.weight"), q, dim)?;
+            if self.arch == Arch::Gemma3 {
+                vec_f32(&mut w, n("post_attention_norm.weight"), dim, 1.0, 0.2)?;
+            }
             vec_f32(&mut w, n("ffn_norm.weight"), dim, 1.0, 0.2)?;
             mat(&mut w, n("ffn_gate.weight"), dim, ffn)?;
             mat(&mut w, n("ffn_up.weight"), dim, ffn)?;
             mat(&mut w, n("ffn_down.weight"), ffn, dim)?;
+            if self.arch == Arch::Gemma3 {
+                vec_f32(&mut w, n("post_ffw_norm.weight"), dim, 1.0, 0.2)?;
+            }
         }
         Ok(w)
     }
 }
 
-/// A small random llama-, qwen2- or qwen3-style GGUF with weights in `qtype` (see [`TinyModel::new`]).
+/// A small random llama-, qwen2-, qwen3- or gemma3-style GGUF with weights in `qtype` (see [`TinyModel::new`]).
 pub fn tiny_model(arch: Arch, qtype: GgmlType, seed: u64) -> Result<Vec<u8>> {
     TinyModel::new(arch, qtype, seed).build()
 }

@@ -361,6 +361,18 @@ impl Tokenizer {
         Ok(out)
     }
 
+    /// Token ids of a raw prompt (no chat template): BOS first where the model asks for one
+    /// ([`Tokenizer::add_bos`], e.g. Gemma 3), then `text` with special tokens as plain text,
+    /// as llama.cpp tokenizes a completion prompt.
+    pub fn encode_raw_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids: Vec<u32> = match self.inner.bos {
+            Some(bos) if self.inner.add_bos => vec![bos],
+            _ => vec![],
+        };
+        ids.extend(self.encode(text, false)?);
+        Ok(ids)
+    }
+
     /// The text of `ids`, special tokens included. Bytes that do not form valid UTF-8 (ids cut in
     /// the middle of a character) become U+FFFD.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {

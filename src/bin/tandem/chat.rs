@@ -36,6 +36,9 @@ fn on_ctrl_c() {
 
 pub fn run(gen: &GenArgs, system: Option<&str>) -> Result<()> {
     let mut engine = gen.engine()?;
+    // A base model without a chat template (Gemma 3 270M) is refused here, before the first
+    // question, with the tokenizer's message (Error::NoChatTemplate).
+    engine.tokenizer.chat_template_or_default()?;
     let opts = gen.options()?;
     if let Err(e) = ctrlc::set_handler(on_ctrl_c) {
         eprintln!("warning: Ctrl-C will end the program, not just an answer ({e})");

@@ -480,7 +480,11 @@ fn run_generate(gen: &GenArgs, prompt: &str, chat: bool, json: bool) -> tandem::
     } else {
         prompt.to_string()
     };
-    let ids = engine.tokenizer.encode(&text, chat)?;
+    let ids = if chat {
+        engine.tokenizer.encode(&text, true)?
+    } else {
+        engine.tokenizer.encode_raw_prompt(&text)?
+    };
     let mut stdout = std::io::stdout();
     let opts = gen.options()?;
     let out = engine.generate(&ids, &opts, |ev| {

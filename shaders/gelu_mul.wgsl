@@ -1,0 +1,41 @@
+// GeGLU activation (gemma3): out[t, i] = gelu(gu[t, i]) * gu[t, F + i], with the tanh
+// approximation gelu(g) = 0.5 g (1 + tanh(sqrt(2/pi) g (1 + 0.044715 g^2))) (llama.cpp's
+// ggml_gelu, Gemma's gelu_pytorch_tanh).
+//   gu: [T, 2F] f32 (gate in columns [0, F), up in [F, 2F): one fused gate|up matmul)
+//   out: [T, F] f32
+// One invocation per output element, 2-D dispatch as in add.wgsl; the layout of
+// silu_mul.wgsl, so the two are interchangeable in the forward. Element-wise, so batch
+// invariant.
+
+struct Step { t: u32, n_past: u32, _p0: u32, _p1: u32 }
+struct Params { f: u32, _p0: u32, _p1: u32, _p2: u32 }
+
+@group(0) @binding(0) var<uniform> step: Step;
+@group(0) @binding(1) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> gu: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+const WG: u32 = 256u;
+const SQRT_2_OVER_PI: f32 = 0.7978845608;
+const COEF_A: f32 = 0.044715;
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let f = params.f;
+    let i = (wg.x + wg.y * nwg.x) * WG + lid;
+    if (i >= step.t * f) {
+        return;
+    }
+    let t = i / f;
+    let c = i - t * f;
+    let g = gu[t * 2u * f + c];
+    let u = gu[t * 2u * f + f + c];
+    // tanh may be computed through exp, which overflows for large arguments (WGSL leaves
+    // that undefined): clamp to ±10, where tanh is ±1 to f32 precision anyway.
+    let z = clamp(SQRT_2_OVER_PI * g * (1.0 + COEF_A * g * g), -10.0, 10.0);
+    out[i] = 0.5 * g * (1.0 + tanh(z)) * u;
+}
