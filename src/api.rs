@@ -228,6 +228,32 @@ pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> std::result::Result
     serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("malformed request: {e}")))
 }
 
+/// A request the engine can answer: chat or completion.
+pub trait Request: serde::de::DeserializeOwned {
+    /// The fields both kinds share.
+    fn common(&self) -> &Common;
+    /// Token ids and generation options for the engine.
+    fn resolve(&self, tok: &Tokenizer, limits: &Limits) -> std::result::Result<Resolved, ApiError>;
+}
+
+impl Request for ChatRequest {
+    fn common(&self) -> &Common {
+        &self.common
+    }
+    fn resolve(&self, tok: &Tokenizer, limits: &Limits) -> std::result::Result<Resolved, ApiError> {
+        ChatRequest::resolve(self, tok, limits)
+    }
+}
+
+impl Request for CompletionRequest {
+    fn common(&self) -> &Common {
+        &self.common
+    }
+    fn resolve(&self, tok: &Tokenizer, limits: &Limits) -> std::result::Result<Resolved, ApiError> {
+        CompletionRequest::resolve(self, tok, limits)
+    }
+}
+
 impl ChatRequest {
     /// The conversation rendered with the model's chat template and tokenized.
     pub fn resolve(

@@ -430,10 +430,12 @@ impl GpuModel {
                         gpu.upload(fnn, &f32_tensor(model, fnn)?)?,
                     )),
                     (false, None, None) => None,
-                    _ => return Err(Error::Invalid(format!(
+                    _ => {
+                        return Err(Error::Invalid(format!(
                         "blk.{i}: the post-norm weights do not match the config (post_norms = {})",
                         c.post_norms
-                    ))),
+                    )))
+                    }
                 };
                 layers.push(LayerWeights {
                     post_norms,

@@ -431,23 +431,21 @@ fn check_model(s: &Shared, asked: Option<&str>) -> Result<(), ApiError> {
 }
 
 async fn chat(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
-    let r = (|| {
-        let req: ChatRequest = api::parse(&body)?;
-        check_model(&s, req.common.model.as_deref())?;
-        let ready = s.ready.get().ok_or_else(loading)?;
-        req.resolve(&ready.tokenizer, &ready.limits)
-    })();
+    let r = resolve_body::<ChatRequest>(&s, &body);
     respond(s, r, "chat").await
 }
 
 async fn completions(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
-    let r = (|| {
-        let req: CompletionRequest = api::parse(&body)?;
-        check_model(&s, req.common.model.as_deref())?;
-        let ready = s.ready.get().ok_or_else(loading)?;
-        req.resolve(&ready.tokenizer, &ready.limits)
-    })();
+    let r = resolve_body::<CompletionRequest>(&s, &body);
     respond(s, r, "completions").await
+}
+
+/// Parse a chat or completion body, check its model, resolve it against the loaded model.
+fn resolve_body<R: api::Request>(s: &Shared, body: &[u8]) -> Result<Resolved, ApiError> {
+    let req: R = api::parse(body)?;
+    check_model(s, req.common().model.as_deref())?;
+    let ready = s.ready.get().ok_or_else(loading)?;
+    req.resolve(&ready.tokenizer, &ready.limits)
 }
 
 fn count_error(s: &Shared) {
