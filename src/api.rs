@@ -9,7 +9,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::engine::{GenerateOptions, MethodSpec, Output, SampleParams, Stats, StopReason};
+use crate::engine::{
+    Constraint, GenerateOptions, MethodSpec, Output, SampleParams, Stats, StopReason,
+};
 use crate::tokenizer::{ChatMessage, Tokenizer};
 use crate::{Error, Result};
 
@@ -113,7 +115,34 @@ pub struct Common {
     pub speculative: Option<Speculative>,
     /// Adapt the draft size to measured acceptance and speed (default on).
     pub adaptive: Option<bool>,
+    /// OpenAI's `{"type": "text" | "json_object" | "json_schema", …}`: constrained decoding.
     pub response_format: Option<Value>,
+    /// A Lark grammar the output must match (llguidance's dialect), instead of a format.
+    pub grammar: Option<String>,
+    /// A regular expression the output must match.
+    pub regex: Option<String>,
+    /// With a constraint, draft the tokens the grammar forces (default on).
+    pub forced_drafts: Option<bool>,
+}
+
+impl Common {
+    /// The constraint the request asks for (at most one of response_format, grammar, regex).
+    pub fn constraint(&self) -> std::result::Result<Option<Constraint>, ApiError> {
+        let format = match &self.response_format {
+            Some(f) => Constraint::from_response_format(f)?,
+            None => None,
+        };
+        let grammar = self.grammar.clone().map(Constraint::Lark);
+        let regex = self.regex.clone().map(Constraint::Regex);
+        let mut all = [format, grammar, regex].into_iter().flatten();
+        let first = all.next();
+        if all.next().is_some() {
+            return Err(ApiError::invalid(
+                "response_format (json), grammar and regex exclude each other: give one",
+            ));
+        }
+        Ok(first)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -324,13 +353,7 @@ fn resolve(
     if c.n.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid("n must be 1 (one choice per request)"));
     }
-    if let Some(f) = &c.response_format {
-        if f.get("type").and_then(Value::as_str) != Some("text") {
-            return Err(ApiError::invalid(
-                "response_format other than {\"type\": \"text\"} is not supported",
-            ));
-        }
-    }
+    let constraint = c.constraint()?;
     let n_prompt = prompt.len();
     if n_prompt >= limits.n_ctx {
         return Err(ApiError::context(
@@ -412,6 +435,8 @@ fn resolve(
             method,
             adaptive,
             sampling,
+            constraint,
+            forced_drafts: c.forced_drafts.unwrap_or(true),
         },
         stream: c.stream,
         include_usage: c.stream_options.as_ref().is_some_and(|o| o.include_usage),

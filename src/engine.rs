@@ -16,7 +16,9 @@
 
 use crate::gpu::{seconds, Gpu, Readback};
 use crate::model::loader::ModelFile;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use crate::constrain::{Constrained, Grammars};
 
 use crate::model::session::Session;
 use crate::model::transformer::{ForwardLimits, GpuModel};
@@ -41,6 +43,9 @@ pub use crate::speculative::MAX_STEP_TOKENS;
 /// (`"tree:nodes=16,width=4".parse()`).
 pub use crate::speculative::registry::{MethodSpec, METHODS};
 
+/// What a constrained output must match (JSON schema, regex, Lark grammar).
+pub use crate::constrain::Constraint;
+
 /// What to generate.
 #[derive(Clone, Debug)]
 pub struct GenerateOptions {
@@ -54,6 +59,13 @@ pub struct GenerateOptions {
     /// Sample with temperature / top-k / top-p and a seed (lossless speculative sampling for
     /// every method); `None` = greedy.
     pub sampling: Option<SampleParams>,
+    /// Constrain the output to a JSON schema, regex or grammar: the target's logits are
+    /// masked on the GPU before argmax, sampling and verification, so every method stays
+    /// exact. `None` = free text.
+    pub constraint: Option<Constraint>,
+    /// With a constraint, draft the tokens the grammar forces (the only continuation it
+    /// allows: JSON punctuation, a fixed schema's keys), verified like any draft. On by default.
+    pub forced_drafts: bool,
 }
 
 impl Default for GenerateOptions {
@@ -64,6 +76,8 @@ impl Default for GenerateOptions {
             method: MethodSpec::plain(),
             adaptive: true,
             sampling: None,
+            constraint: None,
+            forced_drafts: true,
         }
     }
 }
@@ -123,6 +137,10 @@ pub struct Stats {
     /// Seconds spent drafting, over all steps (see [`Event::Tokens`]); None where a step
     /// could not be timed.
     pub drafter_seconds: Option<f64>,
+    /// Draft tokens the grammar forced (part of `drafted`), with a constraint.
+    pub forced: usize,
+    /// Host seconds computing the constraint's token masks, over all steps.
+    pub mask_seconds: f64,
 }
 
 impl Stats {
@@ -239,6 +257,8 @@ pub struct Engine {
     pub target: Arc<GpuModel>,
     draft: Option<Arc<GpuModel>>,
     options: EngineOptions,
+    /// The tokenizer's grammar compiler, built at the first constrained generation.
+    grammars: OnceLock<Arc<Grammars>>,
     /// The conversation [`Engine::generate`] continues.
     main: Conversation,
 }
@@ -424,6 +444,7 @@ impl Engine {
             target,
             draft: None,
             options,
+            grammars: OnceLock::new(),
             main,
         })
     }
@@ -522,6 +543,7 @@ impl Engine {
             target: &self.target,
             draft: self.draft.as_ref(),
             options: &self.options,
+            grammars: &self.grammars,
         }
         .generate(&mut self.main, prompt, opts, on_event)
         .await
@@ -547,15 +569,25 @@ impl Engine {
         opts: &GenerateOptions,
         on_event: impl FnMut(&Event) -> bool,
     ) -> Result<Output> {
+        self.models().generate(conv, prompt, opts, on_event).await
+    }
+
+    /// The target tokenizer's grammar compiler (built at the first call or the first
+    /// constrained generation, then shared): a server checks a request's constraint with it
+    /// before it answers (an invalid schema, regex or grammar is `Error::Invalid`).
+    pub fn grammars(&self) -> Result<Arc<Grammars>> {
+        self.models().grammars()
+    }
+
+    fn models(&self) -> Models<'_> {
         Models {
             gpu: &self.gpu,
             tokenizer: &self.tokenizer,
             target: &self.target,
             draft: self.draft.as_ref(),
             options: &self.options,
+            grammars: &self.grammars,
         }
-        .generate(conv, prompt, opts, on_event)
-        .await
     }
 }
 
@@ -566,9 +598,25 @@ struct Models<'e> {
     target: &'e Arc<GpuModel>,
     draft: Option<&'e Arc<GpuModel>>,
     options: &'e EngineOptions,
+    grammars: &'e OnceLock<Arc<Grammars>>,
 }
 
 impl Models<'_> {
+    /// The target tokenizer's grammar compiler (built at the first call, then shared).
+    fn grammars(&self) -> Result<Arc<Grammars>> {
+        if let Some(g) = self.grammars.get() {
+            return Ok(g.clone());
+        }
+        let g = Arc::new(Grammars::new(self.tokenizer)?);
+        // Another thread may have set it meanwhile: either compiler is the same.
+        Ok(self.grammars.get_or_init(|| g).clone())
+    }
+
+    /// `c` compiled for the target's tokenizer.
+    fn constrain(&self, c: &Constraint) -> Result<Constrained> {
+        self.grammars()?.compile(c)
+    }
+
     async fn generate(
         &self,
         conv: &mut Conversation,
@@ -662,6 +710,13 @@ impl Models<'_> {
             target_tokens: target.tokens_buffer(),
             passes: 0,
         })?;
+        // Constrained: the grammar's state follows the emitted tokens; the target's logits
+        // are masked with its token sets from the first step on.
+        let mut constrained = match &opts.constraint {
+            Some(c) => Some(self.constrain(c)?),
+            None => None,
+        };
+        target.set_logit_mask(gpu, constrained.is_some())?;
         let mut emitter = Emitter::new(self.tokenizer, opts);
         // Prefill ends here (once its GPU work is done); decoding (every step, the first one
         // included) starts.
@@ -686,9 +741,19 @@ impl Models<'_> {
                 target_tokens: target.tokens_buffer(),
                 passes: 0,
             };
+            // Tokens the grammar forces are this step's draft (the drafter sits it out).
+            let forced = match (&mut constrained, opts.forced_drafts) {
+                (Some(c), true) => {
+                    let room = (opts.max_tokens - emitter.out.len()).saturating_sub(1);
+                    c.forced(self.options.max_draft.min(room))
+                }
+                _ => Vec::new(),
+            };
             // Draft: host tokens, GPU work in this step's encoder, or reads first.
             let mut enc = gpu.encoder("step");
-            let mut proposal = if want == 0 {
+            let mut proposal = if !forced.is_empty() {
+                Proposal::Tree(DraftTree::chain(&forced))
+            } else if want == 0 {
                 Proposal::Tree(DraftTree::empty())
             } else {
                 verification.mark_start(&mut enc);
@@ -700,6 +765,24 @@ impl Models<'_> {
                 enc = gpu.encoder("draft level");
                 proposal = drafter.resume(&mut ctx, &mut enc, &read)?;
             }
+            if let Some(c) = &mut constrained {
+                // The token sets follow the draft's tokens: a chain drafted on the GPU comes
+                // back first (one more readback per step, only when constrained).
+                if let Proposal::Gpu { len, tokens } = proposal {
+                    let read = readback
+                        .read(gpu, enc, &[(&tokens, 0, 4 * len as u64)])
+                        .await?;
+                    enc = gpu.encoder("constrained step");
+                    let ids: Vec<u32> = bytemuck::pod_collect_to_vec(&read[0]);
+                    proposal = Proposal::Tree(DraftTree::chain(&ids[..len.min(ids.len())]));
+                }
+                if let Proposal::Tree(tree) = &proposal {
+                    let t_mask = seconds();
+                    let masks = c.masks(&tree.tokens, &tree.parents, target.head_rows())?;
+                    target.write_logit_mask(gpu, &masks)?;
+                    stats.mask_seconds += seconds() - t_mask;
+                }
+            }
             let gpu_draft = matches!(proposal, Proposal::Gpu { .. });
             let drafting = seconds() - step_start;
             // Verify: the target's pass over [root, draft…] and acceptance, same submit.
@@ -708,6 +791,9 @@ impl Models<'_> {
             let parts = verification.reads(&pending);
             let got = readback.read(gpu, enc, &parts).await?;
             let step = verification.finish(pending, &got)?;
+            if let Some(c) = &mut constrained {
+                c.accept(&step.emitted)?;
+            }
             drafter.observe(
                 &mut ctx,
                 &Verdict {
@@ -732,7 +818,12 @@ impl Models<'_> {
             stats.target_passes += 1;
             stats.drafted += proposed;
             stats.accepted += accepted;
-            budget.record(proposed, accepted, seconds() - step_start);
+            if forced.is_empty() {
+                budget.record(proposed, accepted, seconds() - step_start);
+            } else {
+                // A forced draft says nothing of the drafter's acceptance.
+                stats.forced += proposed;
+            }
             target.cache.push(root);
             target.cache.extend_from_slice(&step.emitted[..accepted]);
             // Emit.

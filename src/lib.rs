@@ -9,6 +9,7 @@
 pub mod api;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
+pub mod constrain;
 pub mod engine;
 pub mod error;
 pub mod gpu;

@@ -127,6 +127,14 @@ struct GenerateJson {
     top_k: Option<u32>,
     top_p: Option<f64>,
     seed: Option<u64>,
+    /// OpenAI's `response_format` (`{"type": "json_object"}`, `{"type": "json_schema",
+    /// "json_schema": {"schema": …}}`): constrained decoding.
+    response_format: Option<serde_json::Value>,
+    /// A Lark grammar or a regular expression the output must match.
+    grammar: Option<String>,
+    regex: Option<String>,
+    /// With a constraint, draft the tokens the grammar forces (default on).
+    forced_drafts: Option<bool>,
 }
 
 impl GenerateJson {
@@ -157,12 +165,22 @@ impl GenerateJson {
             }
             _ => method,
         };
+        let constraint = crate::api::Common {
+            response_format: o.response_format,
+            grammar: o.grammar,
+            regex: o.regex,
+            ..Default::default()
+        }
+        .constraint()
+        .map_err(|e| Error::Invalid(e.message))?;
         Ok(GenerateOptions {
             max_tokens: o.max_tokens.unwrap_or(256),
             stop: o.stop,
             method,
             adaptive: o.adaptive.unwrap_or(true),
             sampling,
+            constraint,
+            forced_drafts: o.forced_drafts.unwrap_or(true),
         })
     }
 }

@@ -1268,3 +1268,49 @@ fn topk_matches_cpu_with_ties_and_nan() {
         }
     }
 }
+
+#[test]
+fn logit_mask_keeps_exactly_the_allowed_tokens_and_is_batch_invariant() {
+    use tandem::kernels::logit_mask::{mask_words, LogitMask, MASKED};
+    let Some(gpu) = common::gpu() else { return };
+    // A row length that is not a multiple of 32 (the last word is partial).
+    let v = 1000usize;
+    let w = mask_words(v);
+    let kernel = LogitMask::new(&gpu, v as u32).unwrap();
+    let go = |logits: &[f32], mask: &[u32], t: u32| {
+        let lb = gpu.upload("logits", logits).unwrap();
+        let mb = gpu.upload("mask", mask).unwrap();
+        let s = step(&gpu, t, 0);
+        let bound = kernel.bind(&gpu, &s, &mb, &lb).unwrap();
+        run(&gpu, |p| kernel.encode(p, &bound, t).unwrap());
+        read(&gpu, &lb, logits.len())
+    };
+    for t in TS {
+        let t = t as usize;
+        let logits = common::rand_f32(t as u64, t * v);
+        // Row r allows every token whose id is ≡ r (mod 3) or below r, and nothing else.
+        let mut mask = vec![0u32; t * w];
+        for r in 0..t {
+            for tok in (0..v).filter(|&tok| tok % 3 == r % 3 || tok < r) {
+                mask[r * w + tok / 32] |= 1 << (tok % 32);
+            }
+        }
+        let got = go(&logits, &mask, t as u32);
+        for r in 0..t {
+            for tok in 0..v {
+                let allowed = tok % 3 == r % 3 || tok < r;
+                let want = if allowed { logits[r * v + tok] } else { MASKED };
+                assert_eq!(
+                    got[r * v + tok].to_bits(),
+                    want.to_bits(),
+                    "T={t} row {r} token {tok} (allowed: {allowed})"
+                );
+            }
+        }
+        // The middle row masked alone equals the same row inside the batch.
+        let r = t / 2;
+        let alone = go(&logits[r * v..(r + 1) * v], &mask[r * w..(r + 1) * w], 1);
+        assert_eq!(bits(&alone), bits(&got[r * v..(r + 1) * v]), "T={t}");
+    }
+    assert!(LogitMask::new(&gpu, 0).is_err());
+}

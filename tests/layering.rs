@@ -28,6 +28,7 @@ const ENGINE_MAY: &[&str] = &[
     "tokenizer",
     "spec",
     "speculative",
+    "constrain",
 ];
 const FACE_MAY: &[&str] = &[
     "error",
@@ -37,6 +38,7 @@ const FACE_MAY: &[&str] = &[
     "tokenizer",
     "spec",
     "speculative",
+    "constrain",
     "engine",
     "api",
 ];
@@ -48,6 +50,7 @@ const CLI_MAY: &[&str] = &[
     "tokenizer",
     "spec",
     "speculative",
+    "constrain",
     "engine",
     "api",
     "bench",
@@ -81,6 +84,11 @@ const LAYERS: &[(&str, &[&str], &str)] = &[
         "tokenizer",
         &["error", "model::gguf"],
         "the tokenizer reads GGUF metadata and nothing else of the model",
+    ),
+    (
+        "constrain",
+        &["error", "kernels", "tokenizer"],
+        "grammars become token masks: the tokenizer's bytes in, the mask kernel's layout out",
     ),
     (
         "spec",

@@ -141,6 +141,7 @@ fn answer_turn(
         method: spec.method.clone(),
         adaptive: settings.adaptive,
         sampling: settings.sampling,
+        ..Default::default()
     };
     let mut accept_lengths = Vec::new();
     let mut step_seconds = Vec::new();

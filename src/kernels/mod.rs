@@ -78,6 +78,7 @@ pub mod embed;
 pub mod gelu_mul;
 pub mod kv_append;
 pub mod kv_compact;
+pub mod logit_mask;
 pub mod matmul;
 pub mod qk_norm;
 pub mod reference;

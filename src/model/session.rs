@@ -15,6 +15,7 @@ use super::config::ModelConfig;
 use super::transformer::{ForwardLimits, GpuModel};
 use crate::gpu::{Gpu, Reservation};
 use crate::kernels::embed::EmbedBinding;
+use crate::kernels::logit_mask::{mask_words, LogitMask};
 use crate::kernels::matmul::{Epilogue, MatmulBinding, QuantMatrix};
 use crate::kernels::{Bound, Step};
 use crate::quant::GgmlType;
@@ -55,6 +56,18 @@ struct LayerBindings {
     down: Proj,
     k_cache: wgpu::Buffer,
     v_cache: wgpu::Buffer,
+}
+
+/// Constrained decoding's logit mask over this session's logits: the kernel, its
+/// `[max_logit_rows, ceil(head_rows / 32)]` u32 buffer (one token set per logits row, written
+/// on the host each step) and whether the head applies it. Made at the first constrained
+/// generation, kept for the next.
+struct MaskState {
+    kernel: LogitMask,
+    bound: Bound,
+    buffer: wgpu::Buffer,
+    active: bool,
+    _memory: Reservation,
 }
 
 /// The buffers of one session, with their sizes in bytes (one table for the reservation and
@@ -142,6 +155,7 @@ pub struct Session {
     final_norm: Bound,
     output: Proj,
     argmax_b: Bound,
+    logit_mask: Option<MaskState>,
     // Kept alive for the bind groups above.
     _keep: Vec<wgpu::Buffer>,
     memory: Reservation,
@@ -299,6 +313,7 @@ impl Session {
             final_norm,
             output,
             argmax_b,
+            logit_mask: None,
             _keep: {
                 let mut keep = vec![xn, qkv, att, gu, act, head_xn];
                 keep.extend(post);
@@ -360,6 +375,60 @@ impl Session {
     /// Causal (lower-triangular) mask for a chunk of `t` tokens.
     pub fn causal_mask(&self, t: usize) -> Vec<u32> {
         self.model.causal_mask(t)
+    }
+
+    /// Mask the logits from now on (`true`) with the token sets of
+    /// [`Session::write_logit_mask`], or stop (`false`). The kernel and its buffer are made
+    /// at the first `true` (never per step).
+    pub fn set_logit_mask(&mut self, gpu: &Gpu, active: bool) -> Result<()> {
+        if let Some(m) = &mut self.logit_mask {
+            m.active = active;
+            return Ok(());
+        }
+        if !active {
+            return Ok(());
+        }
+        let rows = self.limits().max_logit_rows as u64;
+        let words = mask_words(self.head_rows()) as u64;
+        let memory = gpu.reserve("a constrained session's logit mask", rows * words * 4)?;
+        let buffer = gpu.storage("logit mask", rows * words * 4)?;
+        let kernel = LogitMask::new(gpu, self.head_rows() as u32)?;
+        let bound = kernel.bind(gpu, &self.head_step, &buffer, &self.logits)?;
+        self.logit_mask = Some(MaskState {
+            kernel,
+            bound,
+            buffer,
+            active,
+            _memory: memory,
+        });
+        Ok(())
+    }
+
+    /// Whether the head masks the logits ([`Session::set_logit_mask`]).
+    pub fn logit_mask_active(&self) -> bool {
+        self.logit_mask.as_ref().is_some_and(|m| m.active)
+    }
+
+    /// Write the next step's token sets: `masks` is `[rows, ceil(head_rows / 32)]` u32, one
+    /// row per logits row (bit `v % 32` of word `v / 32` set = token `v` allowed). Takes
+    /// effect at the next submit.
+    pub fn write_logit_mask(&self, gpu: &Gpu, masks: &[u32]) -> Result<()> {
+        let Some(m) = &self.logit_mask else {
+            return Err(Error::Invalid(
+                "write_logit_mask before set_logit_mask(true)".into(),
+            ));
+        };
+        let words = mask_words(self.head_rows());
+        if masks.len() % words != 0 || masks.len() / words > self.limits().max_logit_rows {
+            return Err(Error::Invalid(format!(
+                "a logit mask of {} words is not whole rows of {words} words (at most {} rows)",
+                masks.len(),
+                self.limits().max_logit_rows
+            )));
+        }
+        gpu.queue
+            .write_buffer(&m.buffer, 0, bytemuck::cast_slice(masks));
+        Ok(())
     }
 
     fn mm(&self, pass: &mut wgpu::ComputePass, p: &Proj, t: u32) -> Result<()> {
@@ -506,6 +575,9 @@ impl Session {
             let r = rows as u32;
             k.rmsnorm.encode(&mut pass, &self.final_norm, r)?;
             self.mm(&mut pass, &self.output, r)?;
+            if let Some(m) = self.logit_mask.as_ref().filter(|m| m.active) {
+                m.kernel.encode(&mut pass, &m.bound, r)?;
+            }
             k.argmax.encode(&mut pass, &self.argmax_b, r)?;
         }
         Ok(())
@@ -534,9 +606,9 @@ impl Session {
                     + mm(&l.down)
             })
             .sum();
-        // Final norm, output head, argmax.
+        // Final norm, output head, argmax (and the logit mask while constrained).
         let head = if logit_rows > 0 {
-            2 + mm(&self.output)
+            2 + mm(&self.output) + usize::from(self.logit_mask_active())
         } else {
             0
         };

@@ -433,6 +433,13 @@ impl Tokenizer {
         }
     }
 
+    /// The bytes token `id` decodes to, where the vocabulary maps tokens to bytes (GGUF
+    /// vocabularies and byte-level `tokenizer.json`); `None` for other `tokenizer.json`
+    /// decoders and ids outside the vocabulary. Control tokens give their written form.
+    pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
+        self.inner.pieces.as_ref().and_then(|p| p.get(id))
+    }
+
     fn piece(&self, id: u32) -> Result<&[u8]> {
         self.inner
             .pieces

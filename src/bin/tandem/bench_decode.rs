@@ -160,6 +160,7 @@ fn bench_one(gpu: Gpu, path: &Path, args: &BenchDecodeArgs) -> Result<Row> {
         sampling: None,
         method: MethodSpec::plain(),
         adaptive: false,
+        ..Default::default()
     };
     // A first, short run takes the one-time costs (shader compilation in the driver on the
     // first dispatch of each pipeline) out of the measurement.

@@ -2,7 +2,8 @@
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tandem::engine::{
-    DrafterOptions, Engine, EngineOptions, Event, GenerateOptions, MethodSpec, SampleParams,
+    Constraint, DrafterOptions, Engine, EngineOptions, Event, GenerateOptions, MethodSpec,
+    SampleParams,
 };
 use tandem::gpu::{self, GpuOptions};
 use tandem::model::loader::ModelFile;
@@ -319,6 +320,8 @@ pub(crate) struct GenArgs {
     draft_vocab: Option<usize>,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    constraint: ConstraintArgs,
     /// Most new tokens
     #[arg(short = 'n', long, default_value_t = 128)]
     max_tokens: usize,
@@ -391,6 +394,45 @@ impl GenArgs {
             method: self.method()?,
             adaptive: !self.no_adaptive,
             sampling: self.sampling.params(),
+            constraint: self.constraint.constraint()?,
+            forced_drafts: !self.constraint.no_forced_drafts,
+        })
+    }
+}
+
+/// Constrained decoding: the output must match a JSON schema, a regex or a Lark grammar.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ConstraintArgs {
+    /// The output is JSON valid under the JSON schema in FILE
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["json_object", "grammar", "regex"])]
+    json_schema: Option<std::path::PathBuf>,
+    /// The output is one JSON object (any keys)
+    #[arg(long, conflicts_with_all = ["grammar", "regex"])]
+    json_object: bool,
+    /// The output matches the Lark grammar in FILE (llguidance's dialect: `start: ...`)
+    #[arg(long, value_name = "FILE", conflicts_with = "regex")]
+    grammar: Option<std::path::PathBuf>,
+    /// The output matches the regular expression R
+    #[arg(long, value_name = "R")]
+    regex: Option<String>,
+    /// With a constraint: do not draft the tokens the grammar forces
+    #[arg(long)]
+    no_forced_drafts: bool,
+}
+
+impl ConstraintArgs {
+    pub(crate) fn constraint(&self) -> tandem::Result<Option<Constraint>> {
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p).map_err(|e| tandem::Error::io(p.display().to_string(), e))
+        };
+        Ok(if let Some(p) = &self.json_schema {
+            Some(Constraint::json_schema_text(&read(p)?)?)
+        } else if self.json_object {
+            Some(Constraint::json_object())
+        } else if let Some(p) = &self.grammar {
+            Some(Constraint::Lark(read(p)?))
+        } else {
+            self.regex.clone().map(Constraint::Regex)
         })
     }
 }

@@ -122,6 +122,9 @@ struct Ready {
     /// What /v1/models says beyond the id: the adapter, the drafter, the method registry.
     adapter: Value,
     drafter: Option<String>,
+    /// The tokenizer's grammar compiler: a request's constraint is compiled here first, so
+    /// an invalid schema is a 400 before any streaming starts (or why there is none).
+    grammars: Result<Arc<tandem::constrain::Grammars>, String>,
 }
 
 /// Counters for /metrics.
@@ -445,7 +448,12 @@ fn resolve_body<R: api::Request>(s: &Shared, body: &[u8]) -> Result<Resolved, Ap
     let req: R = api::parse(body)?;
     check_model(s, req.common().model.as_deref())?;
     let ready = s.ready.get().ok_or_else(loading)?;
-    req.resolve(&ready.tokenizer, &ready.limits)
+    let resolved = req.resolve(&ready.tokenizer, &ready.limits)?;
+    if let Some(c) = &resolved.options.constraint {
+        let grammars = ready.grammars.as_ref().map_err(ApiError::invalid)?;
+        grammars.compile(c)?;
+    }
+    Ok(resolved)
 }
 
 fn count_error(s: &Shared) {
@@ -843,6 +851,7 @@ fn engine_thread(
         limits,
         adapter: serde_json::to_value(engine.gpu.summary()).unwrap_or(Value::Null),
         drafter: args.draft.clone(),
+        grammars: engine.grammars().map_err(|e| e.to_string()),
     });
     let mut slots: Vec<Conversation> = Vec::new();
     while let Some(job) = rx.blocking_recv() {
