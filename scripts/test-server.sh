@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV="${TANDEM_VENV:-$HOME/.cache/tandem/venv}"
-PACKAGES=(pytest==9.2.0 openai==3.57.0)
-if ! "$VENV/bin/python" -c "import pytest, openai" 2>/dev/null; then
+PACKAGES=(pytest==9.2.0 openai==3.57.0 jsonschema==4.23.0)
+if ! "$VENV/bin/python" -c "import pytest, openai, jsonschema" 2>/dev/null; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q "${PACKAGES[@]}"
 fi

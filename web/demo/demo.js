@@ -7,8 +7,9 @@
 // refuses it (not a model, unsupported family, drafter with another tokenizer, too large).
 //
 // Query parameters preset the controls (the browser tests use them): pair, method,
-// max_tokens, chat=0|1, adaptive=0|1, prompt, ctx (KV cache tokens), models (base URL of the
-// model files), model_url / draft_url (pair "custom").
+// max_tokens, chat=0|1, adaptive=0|1, json=0|1 (JSON answer: response_format json_object),
+// prompt, ctx (KV cache tokens), models (base URL of the model files), model_url / draft_url
+// (pair "custom").
 //
 // Server mode: served by `tandem serve` (its page carries <meta name="tandem-server">), or
 // given `?server=URL` (and `&key=API_KEY`), the page talks to that server's OpenAI API
@@ -43,6 +44,8 @@ const ui = {
   maxTokens: $('max-tokens'),
   chatTemplate: $('chat-template'),
   adaptive: $('adaptive'),
+  jsonMode: $('json-mode'),
+  jsonExample: $('json-example'),
   load: $('load'),
   progress: $('progress'),
   chat: $('chat'),
@@ -334,6 +337,16 @@ function showSpeedup(method, tps) {
   else ui.speedup.textContent = tps ? `${(tps / base).toFixed(2)}×` : '…';
 }
 
+/** Whether a JSON-mode answer parses (one cut at max tokens does not). */
+function validJson(text) {
+  try {
+    JSON.parse(text);
+    return 'valid JSON';
+  } catch {
+    return 'not complete JSON (cut at max tokens?)';
+  }
+}
+
 async function send(text) {
   const eng = await ensureEngine();
   const method = ui.method.value;
@@ -345,6 +358,9 @@ async function send(text) {
     method,
     adaptive: ui.adaptive.checked,
   };
+  const json = ui.jsonMode.checked;
+  // JSON mode: the output is one JSON object (constrained decoding, exact with every method).
+  if (json) request.response_format = { type: 'json_object' };
   message('user', text);
   const out = message('assistant', '');
   out.parentElement.dataset.method = method;
@@ -388,7 +404,8 @@ async function send(text) {
         note.textContent =
           `${method}: ${s.generated_tokens} tokens in ${s.target_passes} passes (τ ${fmt(s.mean_accepted_tokens)}), ` +
           `${fmt(s.decode_tokens_per_s)} tok/s; prompt ${s.prompt_tokens} tokens (${prefilled} prefilled in ` +
-          `${fmt(s.prefill_seconds, 1)} s)${choice.finish_reason === 'abort' ? '; stopped' : ''}`;
+          `${fmt(s.prefill_seconds, 1)} s)${choice.finish_reason === 'abort' ? '; stopped' : ''}` +
+          (json ? `; JSON mode: ${s.forced} tokens forced by the grammar, ${validJson(answer)}` : '');
         out.parentElement.append(note);
       }
       out.parentElement.scrollIntoView({ block: 'end' });
@@ -467,7 +484,14 @@ if (params.has('method')) ui.method.value = params.get('method');
 if (params.has('max_tokens')) ui.maxTokens.value = params.get('max_tokens');
 if (params.has('chat')) ui.chatTemplate.checked = params.get('chat') !== '0';
 if (params.has('adaptive')) ui.adaptive.checked = params.get('adaptive') !== '0';
+if (params.has('json')) ui.jsonMode.checked = params.get('json') !== '0';
 if (params.has('prompt')) ui.prompt.value = params.get('prompt');
+ui.jsonExample.addEventListener('click', () => {
+  ui.jsonMode.checked = true;
+  ui.chatTemplate.checked = true;
+  ui.prompt.value = 'Describe a fictional person as JSON with the keys "name", "age" and "city".';
+  ui.prompt.focus();
+});
 
 // Which model files the server has (the demo server lists them; elsewhere this is skipped).
 fetch(`${MODELS}index.json`)

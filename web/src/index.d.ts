@@ -80,7 +80,22 @@ interface RequestBase {
   draft_len?: number;
   /** tandem: pick the draft size from measured acceptance and speed (default true). */
   adaptive?: boolean;
+  /** Constrained decoding (OpenAI's shapes): any JSON object, or JSON valid under a schema.
+   * The mask is applied before verification, so every method stays exact; the tokens the
+   * schema forces (punctuation, keys) are drafted for free. JSON comes on one line. */
+  response_format?: ResponseFormat | null;
+  /** tandem: the output matches this Lark grammar (llguidance's dialect, `start: ...`). */
+  grammar?: string | null;
+  /** tandem: the output matches this regular expression. */
+  regex?: string | null;
+  /** tandem: with a constraint, draft the tokens the grammar forces (default true). */
+  forced_drafts?: boolean;
 }
+
+export type ResponseFormat =
+  | { type: 'text' }
+  | { type: 'json_object'; schema?: Record<string, unknown> }
+  | { type: 'json_schema'; json_schema: { name?: string; schema: Record<string, unknown> | boolean; strict?: boolean } };
 
 export interface ChatCompletionRequest extends RequestBase {
   messages: ChatMessage[];
@@ -112,6 +127,12 @@ export interface Stats {
   /** τ: generated tokens per target pass. */
   mean_accepted_tokens: number;
   acceptance_rate: number;
+  /** Seconds spent drafting over all steps (null where a step could not be timed). */
+  drafter_seconds: number | null;
+  /** With a constraint: draft tokens the grammar forced (part of `drafted`). */
+  forced: number;
+  /** With a constraint: host seconds computing the token masks. */
+  mask_seconds: number;
 }
 
 /** tandem's extra field on each streamed chunk but the last. */

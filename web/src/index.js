@@ -229,6 +229,11 @@ export class TandemEngine {
       top_k: request.top_k ?? undefined,
       top_p: request.top_p ?? undefined,
       seed: request.seed ?? undefined,
+      // Constrained decoding: the output matches a JSON schema, a Lark grammar or a regex.
+      response_format: request.response_format ?? undefined,
+      grammar: request.grammar ?? undefined,
+      regex: request.regex ?? undefined,
+      forced_drafts: request.forced_drafts ?? undefined,
     };
     if (request.n != null && request.n !== 1) throw new TandemError('n > 1 is not supported', 'unsupported');
     return opts;

@@ -225,6 +225,20 @@ test('the chat page served by tandem serve streams from the server, drafted toke
     assert.deepEqual(tokens.map((t) => t.id), native.slice(0, N_LOOKUP), 'the server gave other tokens');
     assert.ok(tokens.some((t) => t.drafted), 'no drafted token was highlighted');
     assert.match(await page.textContent('#stat-adapter'), /on the server/);
+    // The JSON example: JSON mode (response_format json_object) answers with one object.
+    await page.click('#json-example');
+    await page.fill('#max-tokens', '64');
+    const before = await page.locator('#chat .msg.assistant').count();
+    await page.click('#send');
+    await page.waitForFunction((n) => document.querySelectorAll('#chat .msg.assistant').length > n, before);
+    await page.waitForSelector('#chat .msg.assistant:last-child[data-done]', { timeout: LONG });
+    const answer = await page.evaluate(() =>
+      [...document.querySelectorAll('#chat .msg.assistant:last-child .tok')].map((s) => s.textContent).join(''),
+    );
+    const jsonNote = await page.textContent('#chat .msg.assistant:last-child .note');
+    log(`served page, JSON example: ${answer} (${jsonNote})`);
+    assert.match(jsonNote, /valid JSON/);
+    assert.equal(typeof JSON.parse(answer), 'object');
     await page.close();
   } finally {
     proc.kill();
@@ -314,6 +328,21 @@ window.result = (async () => {
   const s1 = await sample();
   const s2 = await sample();
   const sampling = { a: s1.tandem.output_token_ids, b: s2.tandem.output_token_ids };
+  // Constrained decoding: a JSON schema (an enum: a few tokens on SwiftShader), and a bad one.
+  const colour = await engine.chat.completions.create({
+    messages: [{ role: 'user', content: 'Pick a colour.' }], max_tokens: 8,
+    response_format: { type: 'json_schema', json_schema: { name: 'colour', schema: { enum: ['red', 'green'] } } },
+  });
+  let badSchema = null;
+  try {
+    await engine.chat.completions.create({
+      messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2,
+      response_format: { type: 'json_schema', json_schema: { schema: { type: 17 } } },
+    });
+  } catch (e) {
+    badSchema = String(e?.message ?? e);
+  }
+  const constrained = { text: colour.choices[0].message.content, finish: colour.choices[0].finish_reason, badSchema };
   const cached = await hasModelInCache(url);
   await engine.unload();
   // A drafter-model pair, short (SwiftShader is slow): SmolLM2 drafts for itself, so every
@@ -324,7 +353,7 @@ window.result = (async () => {
   const plain = await pairEngine.chat.completions.create({ ...pairRequest, method: 'plain' });
   await pairEngine.unload();
   const pair = { chain: chain.tandem, plain: plain.tandem };
-  return { chunks, whole, last: progress.at(-1), sampling, cached, pair };
+  return { chunks, whole, last: progress.at(-1), sampling, cached, pair, constrained };
 })().catch((e) => ({ error: String(e?.message ?? e) }));
 </script>`,
   );
@@ -362,6 +391,9 @@ window.result = (async () => {
     assert.equal(r.cached, true, 'the model was not stored in the Cache API');
     assert.equal(r.sampling.a.length, 2, 'sampling produced no tokens');
     assert.deepEqual(r.sampling.a, r.sampling.b, 'the same seed gave different samples');
+    assert.ok(['red', 'green'].includes(JSON.parse(r.constrained.text)), `not the schema's JSON: ${r.constrained.text}`);
+    assert.equal(r.constrained.finish, 'stop');
+    assert.match(r.constrained.badSchema ?? '', /invalid json_schema/);
     assert.equal(r.pair.chain.output_token_ids.length, 4);
     assert.deepEqual(r.pair.chain.output_token_ids, r.pair.plain.output_token_ids, 'the drafter pair changed the greedy output');
     assert.deepEqual(r.pair.chain.output_token_ids.slice(0, 1), r.whole.tandem.output_token_ids, 'the pair engine differs from the first one');
