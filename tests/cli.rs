@@ -314,3 +314,89 @@ fn gemma3_inspect_run_follows_the_fixture_and_chat_says_there_is_no_template() {
     assert!(err.contains("no chat template"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `run --json-schema examples/person.json` prints JSON of the schema, the same with every
+/// method; `--regex` and `--grammar` constrain the same way; bad constraints are clear errors.
+#[test]
+fn run_with_a_json_schema_prints_valid_json_with_every_method() {
+    let model = TempFile::new("constrained.gguf", &tiny_bytes());
+    let schema = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/person.json");
+    let schema = schema.to_str().unwrap();
+    let last_json = |o: &Output| -> serde_json::Value {
+        let out = text(&o.stdout);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        serde_json::from_str(out.trim().lines().last().unwrap_or("")).unwrap()
+    };
+    let mut tokens = None;
+    for method in ["plain", "lookup", "suffix", "hybrid"] {
+        let o = tandem(
+            &[
+                "run",
+                "-m",
+                model.arg(),
+                "-p",
+                "the world",
+                "-n",
+                "200",
+                "--method",
+                method,
+                "--json-schema",
+                schema,
+                "--json",
+            ],
+            "",
+        );
+        let v = last_json(&o);
+        assert_eq!(v["stop_reason"], "eos", "{method}: {v}");
+        let person: serde_json::Value = serde_json::from_str(v["text"].as_str().unwrap())
+            .unwrap_or_else(|e| panic!("{method}: {e}: {v}"));
+        assert!(
+            person["name"].is_string() && person["city"].is_string(),
+            "{person}"
+        );
+        assert!(person["age"].as_u64().is_some_and(|a| a <= 130), "{person}");
+        assert!(
+            v["stats"]["forced"].as_u64().unwrap() > 0,
+            "{method}: no forced draft: {v}"
+        );
+        match &tokens {
+            None => tokens = Some(v["tokens"].clone()),
+            Some(t) => assert_eq!(&v["tokens"], t, "{method} differs from plain"),
+        }
+    }
+    let grammar = TempFile::new("yes-no.lark", b"start: (\"yes\" | \"no\") \"!\"\n");
+    for args in [["--regex", "(yes|no)!"], ["--grammar", grammar.arg()]] {
+        let mut a = vec![
+            "run",
+            "-m",
+            model.arg(),
+            "-p",
+            "the world",
+            "-n",
+            "8",
+            "--json",
+        ];
+        a.extend(args);
+        let v = last_json(&tandem(&a, ""));
+        assert!(
+            ["yes!", "no!"].contains(&v["text"].as_str().unwrap()),
+            "{v}"
+        );
+    }
+    for (args, want) in [
+        (vec!["--regex", "(unclosed"], "invalid regex"),
+        (
+            vec!["--json-schema", "/nonexistent/schema.json"],
+            "/nonexistent/schema.json",
+        ),
+        (vec!["--json-schema", grammar.arg()], "not JSON"),
+        (vec!["--regex", "a", "--json-object"], "cannot be used with"),
+    ] {
+        let mut a = vec!["run", "-m", model.arg(), "-p", "hi", "-n", "4"];
+        a.extend(args.iter().copied());
+        let o = tandem(&a, "");
+        let err = text(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

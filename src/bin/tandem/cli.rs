@@ -365,7 +365,11 @@ impl GenArgs {
     /// stderr, so that the first prompt's prefill rate is prefill alone.
     pub(crate) fn engine(&self) -> tandem::Result<Engine> {
         // The method first: an unknown one is an error before any model is fetched or loaded.
-        let max_draft = self.method()?.max_budget();
+        let mut max_draft = self.method()?.max_budget();
+        // Forced drafts need room in the step whatever the method drafts.
+        if self.constraint.constraint()?.is_some() && !self.constraint.no_forced_drafts {
+            max_draft = max_draft.max(FORCED_DRAFT_ROOM);
+        }
         let path = crate::fetch::resolve(&self.model)?;
         let t0 = std::time::Instant::now();
         let mut engine = load_engine(
@@ -399,6 +403,10 @@ impl GenArgs {
         })
     }
 }
+
+/// Most grammar-forced draft tokens per step `run` and `chat` make room for (the engine's
+/// `max_draft` when the method drafts fewer).
+const FORCED_DRAFT_ROOM: usize = 16;
 
 /// Constrained decoding: the output must match a JSON schema, a regex or a Lark grammar.
 #[derive(Args, Debug, Clone)]
