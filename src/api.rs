@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::engine::{
-    Constraint, GenerateOptions, MethodSpec, Output, SampleParams, Stats, StopReason,
+    Constraint, ContrastiveParams, GenerateOptions, MethodSpec, Output, SampleParams, Stats,
+    StopReason,
 };
 use crate::tokenizer::{ChatMessage, Tokenizer};
 use crate::{Error, Result};
@@ -123,6 +124,35 @@ pub struct Common {
     pub regex: Option<String>,
     /// With a constraint, draft the tokens the grammar forces (default on).
     pub forced_drafts: Option<bool>,
+    /// Contrastive decoding with the drafter model as the amateur.
+    pub contrastive: Option<Contrastive>,
+}
+
+/// `"contrastive": {"alpha": 0.1, "beta": 0.5}` (both optional, these are the defaults,
+/// O'Brien & Lewis's): the target's scores minus β times the drafter's, over the tokens
+/// within α of the target's top probability.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contrastive {
+    pub alpha: Option<f32>,
+    pub beta: Option<f32>,
+}
+
+impl Contrastive {
+    pub const DEFAULT: ContrastiveParams = ContrastiveParams {
+        alpha: 0.1,
+        beta: 0.5,
+    };
+
+    /// The parameters, checked (α in (0, 1], β ≥ 0).
+    pub fn params(&self) -> Result<ContrastiveParams> {
+        let p = ContrastiveParams {
+            alpha: self.alpha.unwrap_or(Self::DEFAULT.alpha),
+            beta: self.beta.unwrap_or(Self::DEFAULT.beta),
+        };
+        p.check()?;
+        Ok(p)
+    }
 }
 
 impl Common {
@@ -437,6 +467,7 @@ fn resolve(
             sampling,
             constraint,
             forced_drafts: c.forced_drafts.unwrap_or(true),
+            contrastive: c.contrastive.map(|x| x.params()).transpose()?,
         },
         stream: c.stream,
         include_usage: c.stream_options.as_ref().is_some_and(|o| o.include_usage),

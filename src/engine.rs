@@ -46,6 +46,9 @@ pub use crate::speculative::registry::{MethodSpec, METHODS};
 /// What a constrained output must match (JSON schema, regex, Lark grammar).
 pub use crate::constrain::Constraint;
 
+/// Contrastive decoding's α (plausibility cut) and β (the amateur's weight).
+pub use crate::kernels::contrastive::ContrastiveParams;
+
 /// What to generate.
 #[derive(Clone, Debug)]
 pub struct GenerateOptions {
@@ -66,6 +69,12 @@ pub struct GenerateOptions {
     /// With a constraint, draft the tokens the grammar forces (the only continuation it
     /// allows: JSON punctuation, a fixed schema's keys), verified like any draft. On by default.
     pub forced_drafts: bool,
+    /// Contrastive decoding with the drafter model as the amateur: the target's scores
+    /// become `log p_target − β·log p_drafter` over the tokens within α of the target's top
+    /// probability, computed on the GPU for every verified row before verification, so
+    /// every method gives the same output as plain contrastive decoding. Needs a drafter
+    /// model. `None` = the target's own distribution.
+    pub contrastive: Option<ContrastiveParams>,
 }
 
 impl Default for GenerateOptions {
@@ -78,6 +87,7 @@ impl Default for GenerateOptions {
             sampling: None,
             constraint: None,
             forced_drafts: true,
+            contrastive: None,
         }
     }
 }
@@ -200,6 +210,9 @@ pub struct Conversation {
     verification: Verification,
     /// The staging buffer every step's readback goes through.
     readback: Readback,
+    /// Contrastive decoding's amateur: a session over the drafter model whose KV cache
+    /// follows the target's row for row (made at the first contrastive generation).
+    amateur: Option<Session>,
 }
 
 impl Conversation {
@@ -212,6 +225,7 @@ impl Conversation {
             drafters: Vec::new(),
             verification,
             readback: Readback::new(gpu, "step readback", Verification::readback_bytes()),
+            amateur: None,
         })
     }
 
@@ -245,6 +259,9 @@ impl Conversation {
         self.session.cache.clear();
         if let Some(d) = &mut self.draft_model {
             d.model.cache.clear();
+        }
+        if let Some(a) = &mut self.amateur {
+            a.cache.clear();
         }
     }
 }
@@ -474,7 +491,13 @@ impl Engine {
         // The old drafter's memory goes first.
         self.main.draft_model = None;
         self.draft = None;
-        let model = DraftModel::load_model(&self.gpu, file, self.target.limits.max_ctx, options)?;
+        let model = DraftModel::load_model(
+            &self.gpu,
+            file,
+            self.target.limits.max_ctx,
+            self.target.limits.max_logit_rows,
+            options,
+        )?;
         self.main.draft_model = Some(DraftModel::new(&self.gpu, model.clone())?);
         self.draft = Some(model);
         Ok(())
@@ -650,13 +673,36 @@ impl Models<'_> {
             }
             (None, _) => conv.draft_model = None,
         }
+        // Contrastive: the amateur's session over the drafter model.
+        if opts.contrastive.is_some() {
+            let Some(d) = self.draft else {
+                return Err(Error::Invalid(
+                    "contrastive decoding needs a drafter model as the amateur (load_drafter, \
+                     --drafter)"
+                        .into(),
+                ));
+            };
+            if !conv
+                .amateur
+                .as_ref()
+                .is_some_and(|a| Arc::ptr_eq(a.model(), d))
+            {
+                conv.amateur = None;
+                conv.amateur = Some(Session::new(self.gpu, (*d).clone())?);
+            }
+        }
         let Conversation {
             session: target,
             draft_model,
             drafters,
             verification,
             readback,
+            amateur,
         } = conv;
+        let mut amateur = match opts.contrastive {
+            Some(_) => amateur.as_mut(),
+            None => None,
+        };
         let gpu = self.gpu;
         // Each method's drafter stays across generations (most recently used last).
         match drafters.iter().position(|(m, _)| *m == opts.method) {
@@ -699,6 +745,25 @@ impl Models<'_> {
         }
         target.cache.truncate(reuse);
         target.cache.extend_from_slice(head);
+        // The amateur's cache holds what the target's does (its own reuse, the rest prefilled),
+        // and verification compacts it like the target's.
+        match (amateur.as_deref_mut(), opts.contrastive) {
+            (Some(a), Some(p)) => {
+                let reuse = common_prefix(&a.cache, &target.cache);
+                let head = &target.cache[reuse..];
+                if !head.is_empty() {
+                    a.prefill(gpu, head, reuse)?;
+                }
+                a.cache.truncate(reuse);
+                a.cache.extend_from_slice(head);
+                target.set_contrastive(gpu, Some((a, p)))?;
+                verification.set_follower(gpu, Some(a))?;
+            }
+            _ => {
+                target.set_contrastive(gpu, None)?;
+                verification.set_follower(gpu, None)?;
+            }
+        }
         let mut history: Vec<u32> = prompt.to_vec();
         // The drafter begins here (a drafter model prefills the prompt: DESIGN.md's loop), so
         // its cost counts as prefill rather than landing on the first step of the decode phase.
@@ -765,17 +830,35 @@ impl Models<'_> {
                 enc = gpu.encoder("draft level");
                 proposal = drafter.resume(&mut ctx, &mut enc, &read)?;
             }
-            if let Some(c) = &mut constrained {
-                // The token sets follow the draft's tokens: a chain drafted on the GPU comes
-                // back first (one more readback per step, only when constrained).
+            // The token sets and the amateur's batch follow the draft's tokens: a chain
+            // drafted on the GPU comes back first (one more readback per step, only when
+            // constrained or contrastive).
+            if constrained.is_some() || opts.contrastive.is_some() {
                 if let Proposal::Gpu { len, tokens } = proposal {
                     let read = readback
                         .read(gpu, enc, &[(&tokens, 0, 4 * len as u64)])
                         .await?;
-                    enc = gpu.encoder("constrained step");
+                    enc = gpu.encoder("host-drafted step");
                     let ids: Vec<u32> = bytemuck::pod_collect_to_vec(&read[0]);
                     proposal = Proposal::Tree(DraftTree::chain(&ids[..len.min(ids.len())]));
                 }
+            }
+            // Contrastive: the amateur's forward over the same batch, first in the step.
+            if let (Some(a), Proposal::Tree(tree)) = (amateur.as_deref(), &proposal) {
+                tree.validate()?;
+                let tokens = tree.batch_tokens(root);
+                let n_past = target.cache.len();
+                a.write_inputs(
+                    gpu,
+                    &tokens,
+                    &tree.batch_positions(n_past as u32),
+                    &tree.batch_mask(a.mask_words()),
+                    n_past,
+                    tokens.len(),
+                );
+                a.encode(&mut enc, tokens.len(), 0..tokens.len())?;
+            }
+            if let Some(c) = &mut constrained {
                 if let Proposal::Tree(tree) = &proposal {
                     let t_mask = seconds();
                     let masks = c.masks(&tree.tokens, &tree.parents, target.head_rows())?;
@@ -826,6 +909,10 @@ impl Models<'_> {
             }
             target.cache.push(root);
             target.cache.extend_from_slice(&step.emitted[..accepted]);
+            if let Some(a) = amateur.as_deref_mut() {
+                a.cache.push(root);
+                a.cache.extend_from_slice(&step.emitted[..accepted]);
+            }
             // Emit.
             let ev = emitter.emit(&step.emitted, proposed, drafter_seconds, &mut history)?;
             if !on_event(&ev) && emitter.stop_reason.is_none() {

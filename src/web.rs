@@ -135,6 +135,8 @@ struct GenerateJson {
     regex: Option<String>,
     /// With a constraint, draft the tokens the grammar forces (default on).
     forced_drafts: Option<bool>,
+    /// Contrastive decoding with the drafter model as the amateur: `{alpha, beta}`.
+    contrastive: Option<crate::api::Contrastive>,
 }
 
 impl GenerateJson {
@@ -181,6 +183,7 @@ impl GenerateJson {
             sampling,
             constraint,
             forced_drafts: o.forced_drafts.unwrap_or(true),
+            contrastive: o.contrastive.map(|c| c.params()).transpose()?,
         })
     }
 }

@@ -356,3 +356,87 @@ fn smollm2_json_schema_output_validates_and_is_the_same_with_every_method() {
         assert_eq!(got.tokens, plain.tokens, "{m}");
     }
 }
+
+/// The slower set: the 20 schemas of `tests/fixtures/json-schemas.jsonl` on Qwen2.5-Coder
+/// 1.5B with the 0.5B as drafter. Each answer parses, has its schema's required keys and no
+/// others where the schema forbids them, and is the same with plain decoding (no forced
+/// drafts), the drafter's chain and the hybrid (with forced drafts).
+#[test]
+fn qwen_pair_twenty_schemas_are_the_same_with_every_method() {
+    if !common::slow("the Qwen pair's 20 constrained answers") {
+        return;
+    }
+    let (Some(target), Some(draft)) = (common::model("qwen-1.5b"), common::model("qwen-0.5b"))
+    else {
+        return;
+    };
+    let Some(gpu) = common::gpu() else { return };
+    let mut engine = Engine::new(
+        gpu,
+        &ModelFile::open(&target).unwrap(),
+        EngineOptions {
+            max_ctx: 1024,
+            max_draft: 12,
+        },
+    )
+    .unwrap();
+    engine
+        .load_drafter(&ModelFile::open(&draft).unwrap())
+        .unwrap();
+    let cases = std::fs::read_to_string(common::fixture("json-schemas.jsonl")).unwrap();
+    let mut taus = Vec::new();
+    for line in cases.lines().filter(|l| !l.is_empty()) {
+        let case: Value = serde_json::from_str(line).unwrap();
+        let name = case["name"].as_str().unwrap();
+        let text = engine
+            .tokenizer
+            .apply_chat_template(
+                &[tandem::tokenizer::ChatMessage::user(
+                    case["prompt"].as_str().unwrap(),
+                )],
+                true,
+            )
+            .unwrap();
+        let prompt = engine.tokenizer.encode(&text, true).unwrap();
+        let c = Constraint::JsonSchema(case["schema"].clone());
+        let mut first: Option<Output> = None;
+        for (m, forced) in [("plain", false), ("sps:len=4", true), ("hybrid", true)] {
+            engine.reset();
+            let o = GenerateOptions {
+                forced_drafts: forced,
+                ..constrained(&c, m, 128)
+            };
+            let out = engine.generate(&prompt, &o, |_| true).unwrap();
+            match &first {
+                None => {
+                    assert_eq!(
+                        out.stop_reason,
+                        Some(StopReason::Eos),
+                        "{name}: {}",
+                        out.text
+                    );
+                    let v: Value = serde_json::from_str(&out.text)
+                        .unwrap_or_else(|e| panic!("{name}: {e}: {}", out.text));
+                    let obj = v.as_object().unwrap();
+                    let schema = &case["schema"];
+                    for k in schema["required"].as_array().unwrap() {
+                        assert!(obj.contains_key(k.as_str().unwrap()), "{name}: {v}");
+                    }
+                    if schema["additionalProperties"] == json!(false) {
+                        let props = schema["properties"].as_object().unwrap();
+                        assert!(obj.keys().all(|k| props.contains_key(k)), "{name}: {v}");
+                    }
+                    eprintln!("{name}: {}", out.text);
+                    first = Some(out);
+                }
+                Some(f) => {
+                    assert_eq!(out.tokens, f.tokens, "{name}: {m} differs from plain");
+                    taus.push(out.stats.mean_accepted_tokens);
+                }
+            }
+        }
+    }
+    let mean = taus.iter().sum::<f64>() / taus.len() as f64;
+    eprintln!("mean τ with forced drafts (sps, hybrid): {mean:.2}");
+    assert!(mean > 2.0, "{taus:?}");
+}

@@ -1314,3 +1314,79 @@ fn logit_mask_keeps_exactly_the_allowed_tokens_and_is_batch_invariant() {
     }
     assert!(LogitMask::new(&gpu, 0).is_err());
 }
+
+#[test]
+fn contrastive_scores_match_the_f64_reference_and_are_batch_invariant() {
+    use tandem::kernels::contrastive::{reference_row, Contrastive, ContrastiveParams};
+    let Some(gpu) = common::gpu() else { return };
+    let v = 1003usize;
+    for p in [
+        ContrastiveParams {
+            alpha: 0.1,
+            beta: 0.5,
+        },
+        ContrastiveParams {
+            alpha: 1e-3,
+            beta: 1.0,
+        },
+        ContrastiveParams {
+            alpha: 1.0,
+            beta: 0.0,
+        },
+    ] {
+        let kernel = Contrastive::new(&gpu, v as u32, p).unwrap();
+        let go = |e: &[f32], a: &[f32], t: u32| {
+            let eb = gpu.upload("expert", e).unwrap();
+            let ab = gpu.upload("amateur", a).unwrap();
+            let s = step(&gpu, t, 0);
+            let bound = kernel.bind(&gpu, &s, &eb, &ab).unwrap();
+            run(&gpu, |pass| kernel.encode(pass, &bound, t).unwrap());
+            read(&gpu, &eb, e.len())
+        };
+        for t in TS {
+            let t = t as usize;
+            // Logits of a realistic spread (±8).
+            let e = scaled(t as u64, t * v, 8.0);
+            let a = scaled(100 + t as u64, t * v, 8.0);
+            let got = go(&e, &a, t as u32);
+            for r in 0..t {
+                let want = reference_row(&e[r * v..(r + 1) * v], &a[r * v..(r + 1) * v], p);
+                for i in 0..v {
+                    let (g, w) = (got[r * v + i], want[i]);
+                    if w == f32::MIN || g == f32::MIN {
+                        // The plausible set agrees, but for a logit on its very edge.
+                        let edge = (e[r * v + i]
+                            - e[r * v..(r + 1) * v]
+                                .iter()
+                                .cloned()
+                                .fold(f32::MIN, f32::max)
+                            - p.alpha.ln())
+                        .abs();
+                        assert!(
+                            g == w || edge < 1e-5,
+                            "{p:?} T={t} row {r} token {i}: {g} vs {w}"
+                        );
+                    } else {
+                        assert!(
+                            (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                            "{p:?} T={t} row {r} token {i}: {g} vs {w}"
+                        );
+                    }
+                }
+            }
+            let r = t / 2;
+            let alone = go(&e[r * v..(r + 1) * v], &a[r * v..(r + 1) * v], 1);
+            assert_eq!(bits(&alone), bits(&got[r * v..(r + 1) * v]), "{p:?} T={t}");
+        }
+    }
+    let bad = ContrastiveParams {
+        alpha: 0.0,
+        beta: 0.5,
+    };
+    assert!(Contrastive::new(&gpu, 10, bad).is_err());
+    let bad = ContrastiveParams {
+        alpha: 0.5,
+        beta: f32::NAN,
+    };
+    assert!(Contrastive::new(&gpu, 10, bad).is_err());
+}

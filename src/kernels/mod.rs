@@ -73,6 +73,7 @@ pub mod argmax;
 pub mod attention;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
+pub mod contrastive;
 pub mod dequant;
 pub mod embed;
 pub mod gelu_mul;

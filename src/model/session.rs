@@ -14,6 +14,7 @@ use std::sync::Arc;
 use super::config::ModelConfig;
 use super::transformer::{ForwardLimits, GpuModel};
 use crate::gpu::{Gpu, Reservation};
+use crate::kernels::contrastive::{Contrastive, ContrastiveParams};
 use crate::kernels::embed::EmbedBinding;
 use crate::kernels::logit_mask::{mask_words, LogitMask};
 use crate::kernels::matmul::{Epilogue, MatmulBinding, QuantMatrix};
@@ -68,6 +69,15 @@ struct MaskState {
     buffer: wgpu::Buffer,
     active: bool,
     _memory: Reservation,
+}
+
+/// Contrastive decoding over this session's logits (this session's model is the expert):
+/// the kernel bound to an amateur session's logits of the same rows, applied by the head
+/// (before the logit mask and argmax) while `active`.
+struct ContrastState {
+    kernel: Contrastive,
+    bound: Bound,
+    active: bool,
 }
 
 /// The buffers of one session, with their sizes in bytes (one table for the reservation and
@@ -156,6 +166,7 @@ pub struct Session {
     output: Proj,
     argmax_b: Bound,
     logit_mask: Option<MaskState>,
+    contrast: Option<ContrastState>,
     // Kept alive for the bind groups above.
     _keep: Vec<wgpu::Buffer>,
     memory: Reservation,
@@ -314,6 +325,7 @@ impl Session {
             output,
             argmax_b,
             logit_mask: None,
+            contrast: None,
             _keep: {
                 let mut keep = vec![xn, qkv, att, gu, act, head_xn];
                 keep.extend(post);
@@ -402,6 +414,58 @@ impl Session {
             _memory: memory,
         });
         Ok(())
+    }
+
+    /// Turn this session's logits into contrastive scores against `amateur`'s logits of the
+    /// same rows (`Some`: its forward over the same batch must be recorded before this
+    /// session's in each step), or stop (`None`). The amateur must score the same tokens and
+    /// hold as many logits rows. Binds once per call (a generation's start), never per step.
+    pub fn set_contrastive(
+        &mut self,
+        gpu: &Gpu,
+        amateur: Option<(&Session, ContrastiveParams)>,
+    ) -> Result<()> {
+        let Some((a, params)) = amateur else {
+            if let Some(c) = &mut self.contrast {
+                c.active = false;
+            }
+            return Ok(());
+        };
+        if a.head_rows() != self.head_rows() {
+            return Err(Error::Mismatch(format!(
+                "contrastive decoding compares the drafter's scores with the target's token for \
+                 token: the drafter scores {} tokens, the target {} (load the drafter without \
+                 a draft vocabulary)",
+                a.head_rows(),
+                self.head_rows()
+            )));
+        }
+        if a.limits().max_logit_rows < self.limits().max_logit_rows {
+            return Err(Error::Invalid(format!(
+                "the amateur session holds {} logits rows, the target's steps {}",
+                a.limits().max_logit_rows,
+                self.limits().max_logit_rows
+            )));
+        }
+        let kernel = match self.contrast.take() {
+            Some(c) => {
+                c.kernel.set_params(gpu, params)?;
+                c.kernel
+            }
+            None => Contrastive::new(gpu, self.head_rows() as u32, params)?,
+        };
+        let bound = kernel.bind(gpu, &self.head_step, &self.logits, &a.logits)?;
+        self.contrast = Some(ContrastState {
+            kernel,
+            bound,
+            active: true,
+        });
+        Ok(())
+    }
+
+    /// Whether the head computes contrastive scores ([`Session::set_contrastive`]).
+    pub fn contrastive_active(&self) -> bool {
+        self.contrast.as_ref().is_some_and(|c| c.active)
     }
 
     /// Whether the head masks the logits ([`Session::set_logit_mask`]).
@@ -575,6 +639,9 @@ impl Session {
             let r = rows as u32;
             k.rmsnorm.encode(&mut pass, &self.final_norm, r)?;
             self.mm(&mut pass, &self.output, r)?;
+            if let Some(c) = self.contrast.as_ref().filter(|c| c.active) {
+                c.kernel.encode(&mut pass, &c.bound, r)?;
+            }
             if let Some(m) = self.logit_mask.as_ref().filter(|m| m.active) {
                 m.kernel.encode(&mut pass, &m.bound, r)?;
             }
@@ -606,9 +673,12 @@ impl Session {
                     + mm(&l.down)
             })
             .sum();
-        // Final norm, output head, argmax (and the logit mask while constrained).
+        // Final norm, output head, argmax (and the contrastive scores and the logit mask
+        // while they are on).
         let head = if logit_rows > 0 {
-            2 + mm(&self.output) + usize::from(self.logit_mask_active())
+            2 + mm(&self.output)
+                + usize::from(self.logit_mask_active())
+                + usize::from(self.contrastive_active())
         } else {
             0
         };

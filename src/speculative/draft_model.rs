@@ -53,12 +53,14 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 
 impl DraftModel {
     /// Load `file` (whose vocabulary the engine has checked against the target's) as a
-    /// drafter model whose sessions have a KV cache of `max_ctx` tokens; shared by every
-    /// conversation's [`DraftModel`].
+    /// drafter model whose sessions have a KV cache of `max_ctx` tokens and at least
+    /// `logit_rows` logits rows (a verification batch's, for contrastive decoding's amateur;
+    /// tree drafting needs [`TREE_WIDTH`]); shared by every conversation's [`DraftModel`].
     pub fn load_model(
         gpu: &Gpu,
         file: &ModelFile,
         max_ctx: usize,
+        logit_rows: usize,
         options: DrafterOptions,
     ) -> Result<Arc<GpuModel>> {
         if options.vocab == Some(0) {
@@ -69,7 +71,7 @@ impl DraftModel {
         let limits = ForwardLimits {
             max_ctx,
             max_t: MAX_STEP_TOKENS,
-            max_logit_rows: TREE_WIDTH,
+            max_logit_rows: TREE_WIDTH.max(logit_rows),
         };
         Ok(Arc::new(GpuModel::load_with_head(
             gpu,
@@ -86,7 +88,7 @@ impl DraftModel {
         max_ctx: usize,
         options: DrafterOptions,
     ) -> Result<DraftModel> {
-        DraftModel::new(gpu, Self::load_model(gpu, file, max_ctx, options)?)
+        DraftModel::new(gpu, Self::load_model(gpu, file, max_ctx, 0, options)?)
     }
 
     /// Open a session over the drafter `model` with the buffers its drafting needs.

@@ -101,6 +101,13 @@ pub struct Verification {
     result: wgpu::Buffer,
     timer: Option<DraftTimer>,
     top_k: Option<TargetTopK>,
+    /// `[MAX_STEP_TOKENS]` the batch rows the accepted path keeps, and their count: written
+    /// by verification, read by the KV compactions.
+    keep: wgpu::Buffer,
+    n_keep: wgpu::Buffer,
+    /// A second session whose KV cache follows the target's row for row (contrastive
+    /// decoding's amateur): its compaction, bound to its caches.
+    follower: Option<(KvCompact, Vec<Bound>)>,
     _memory: Reservation,
 }
 
@@ -179,10 +186,13 @@ impl Verification {
             sampler,
             sample_bound,
             sampling: false,
-            _buffers: vec![keep, n_keep, target_probs, sample_ids],
+            _buffers: vec![target_probs, sample_ids],
             result,
             timer: DraftTimer::new(gpu),
             top_k: None,
+            keep,
+            n_keep,
+            follower: None,
             _memory: memory,
         })
     }
@@ -218,6 +228,29 @@ impl Verification {
             ids,
             _probs: probs,
         });
+        Ok(())
+    }
+
+    /// Compact `follower`'s KV cache like the target's from now on (`None`: stop): a session
+    /// that ran the same batch at the same rows (contrastive decoding's amateur). Bound here,
+    /// at a generation's start.
+    pub fn set_follower(&mut self, gpu: &Gpu, follower: Option<&Session>) -> Result<()> {
+        let Some(f) = follower else {
+            self.follower = None;
+            return Ok(());
+        };
+        let c = f.config();
+        let compact = KvCompact::new(
+            gpu,
+            c.n_kv_heads as u32,
+            c.head_dim as u32,
+            f.limits().max_ctx as u32,
+        )?;
+        let bound = f
+            .kv_caches()
+            .map(|(k, v)| compact.bind(gpu, f.step_buffer(), &self.keep, &self.n_keep, k, v))
+            .collect::<Result<Vec<_>>>()?;
+        self.follower = Some((compact, bound));
         Ok(())
     }
 
@@ -304,6 +337,11 @@ impl Verification {
             }
             for b in &self.compact_bound {
                 self.compact.encode(&mut pass, b);
+            }
+            if let Some((compact, bound)) = &self.follower {
+                for b in bound {
+                    compact.encode(&mut pass, b);
+                }
             }
         }
         if gpu_len > 0 {

@@ -8,6 +8,7 @@
 //
 // Query parameters preset the controls (the browser tests use them): pair, method,
 // max_tokens, chat=0|1, adaptive=0|1, json=0|1 (JSON answer: response_format json_object),
+// contrastive=0|1 (contrastive decoding with the drafter as the amateur),
 // prompt, ctx (KV cache tokens), models (base URL of the model files), model_url / draft_url
 // (pair "custom").
 //
@@ -46,6 +47,7 @@ const ui = {
   adaptive: $('adaptive'),
   jsonMode: $('json-mode'),
   jsonExample: $('json-example'),
+  contrastive: $('contrastive'),
   load: $('load'),
   progress: $('progress'),
   chat: $('chat'),
@@ -219,6 +221,9 @@ function updateMethods() {
     o.textContent = `${o.dataset.label} (${note})`;
   }
   if (ui.method.selectedOptions[0]?.disabled) ui.method.value = 'plain';
+  // Contrastive decoding needs the drafter as its amateur.
+  ui.contrastive.disabled = !hasDraft;
+  if (!hasDraft) ui.contrastive.checked = false;
 }
 
 function progressRow(file) {
@@ -361,6 +366,9 @@ async function send(text) {
   const json = ui.jsonMode.checked;
   // JSON mode: the output is one JSON object (constrained decoding, exact with every method).
   if (json) request.response_format = { type: 'json_object' };
+  // Contrastive decoding with the drafter as the amateur (α 0.1, β 0.5).
+  const contrastive = ui.contrastive.checked && !ui.contrastive.disabled;
+  if (contrastive) request.contrastive = { alpha: 0.1, beta: 0.5 };
   message('user', text);
   const out = message('assistant', '');
   out.parentElement.dataset.method = method;
@@ -405,7 +413,8 @@ async function send(text) {
           `${method}: ${s.generated_tokens} tokens in ${s.target_passes} passes (τ ${fmt(s.mean_accepted_tokens)}), ` +
           `${fmt(s.decode_tokens_per_s)} tok/s; prompt ${s.prompt_tokens} tokens (${prefilled} prefilled in ` +
           `${fmt(s.prefill_seconds, 1)} s)${choice.finish_reason === 'abort' ? '; stopped' : ''}` +
-          (json ? `; JSON mode: ${s.forced} tokens forced by the grammar, ${validJson(answer)}` : '');
+          (json ? `; JSON mode: ${s.forced} tokens forced by the grammar, ${validJson(answer)}` : '') +
+          (contrastive ? '; contrastive (α 0.1, β 0.5)' : '');
         out.parentElement.append(note);
       }
       out.parentElement.scrollIntoView({ block: 'end' });
@@ -485,6 +494,7 @@ if (params.has('max_tokens')) ui.maxTokens.value = params.get('max_tokens');
 if (params.has('chat')) ui.chatTemplate.checked = params.get('chat') !== '0';
 if (params.has('adaptive')) ui.adaptive.checked = params.get('adaptive') !== '0';
 if (params.has('json')) ui.jsonMode.checked = params.get('json') !== '0';
+if (params.has('contrastive')) ui.contrastive.checked = params.get('contrastive') !== '0';
 if (params.has('prompt')) ui.prompt.value = params.get('prompt');
 ui.jsonExample.addEventListener('click', () => {
   ui.jsonMode.checked = true;

@@ -90,6 +90,10 @@ interface RequestBase {
   regex?: string | null;
   /** tandem: with a constraint, draft the tokens the grammar forces (default true). */
   forced_drafts?: boolean;
+  /** tandem: contrastive decoding with the drafter model as the amateur (needs `draft`): the
+   * target's log-probabilities minus `beta` (default 0.5) times the drafter's, over the tokens
+   * within `alpha` (default 0.1) of the target's top probability. Exact with every method. */
+  contrastive?: { alpha?: number; beta?: number } | null;
 }
 
 export type ResponseFormat =

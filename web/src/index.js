@@ -234,6 +234,8 @@ export class TandemEngine {
       grammar: request.grammar ?? undefined,
       regex: request.regex ?? undefined,
       forced_drafts: request.forced_drafts ?? undefined,
+      // Contrastive decoding with the drafter model as the amateur: { alpha, beta }.
+      contrastive: request.contrastive ?? undefined,
     };
     if (request.n != null && request.n !== 1) throw new TandemError('n > 1 is not supported', 'unsupported');
     return opts;

@@ -2,8 +2,8 @@
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tandem::engine::{
-    Constraint, DrafterOptions, Engine, EngineOptions, Event, GenerateOptions, MethodSpec,
-    SampleParams,
+    Constraint, ContrastiveParams, DrafterOptions, Engine, EngineOptions, Event, GenerateOptions,
+    MethodSpec, SampleParams,
 };
 use tandem::gpu::{self, GpuOptions};
 use tandem::model::loader::ModelFile;
@@ -322,6 +322,11 @@ pub(crate) struct GenArgs {
     sampling: SamplingArgs,
     #[command(flatten)]
     constraint: ConstraintArgs,
+    /// Contrastive decoding with the drafter model (--drafter) as the amateur: the target's
+    /// log-probabilities minus BETA times the drafter's, over the tokens within ALPHA of the
+    /// target's top probability (e.g. 0.1,0.5)
+    #[arg(long, value_name = "ALPHA,BETA", value_parser = parse_contrastive)]
+    contrastive: Option<ContrastiveParams>,
     /// Most new tokens
     #[arg(short = 'n', long, default_value_t = 128)]
     max_tokens: usize,
@@ -400,8 +405,27 @@ impl GenArgs {
             sampling: self.sampling.params(),
             constraint: self.constraint.constraint()?,
             forced_drafts: !self.constraint.no_forced_drafts,
+            contrastive: self.contrastive,
         })
     }
+}
+
+/// `ALPHA,BETA` for `--contrastive`.
+fn parse_contrastive(s: &str) -> Result<ContrastiveParams, String> {
+    let (a, b) = s
+        .split_once(',')
+        .ok_or_else(|| format!("{s:?}: expected ALPHA,BETA (e.g. 0.1,0.5)"))?;
+    let num = |x: &str| {
+        x.trim()
+            .parse::<f32>()
+            .map_err(|e| format!("{x:?} in {s:?}: {e}"))
+    };
+    let p = ContrastiveParams {
+        alpha: num(a)?,
+        beta: num(b)?,
+    };
+    p.check().map_err(|e| e.to_string())?;
+    Ok(p)
 }
 
 /// Most grammar-forced draft tokens per step `run` and `chat` make room for (the engine's
@@ -504,6 +528,14 @@ impl SamplingArgs {
 }
 
 pub(crate) fn print_stats(engine: &Engine, s: &tandem::engine::Stats) {
+    if s.mask_seconds > 0.0 {
+        eprintln!(
+            "[constrained: {} of {} drafted tokens forced by the grammar; token masks {:.0} µs per step]",
+            s.forced,
+            s.drafted,
+            1e6 * s.mask_seconds / s.target_passes.max(1) as f64
+        );
+    }
     eprintln!(
         "[{} prompt tokens ({} reused), {} generated; prefill {:.1} tok/s, decode {:.2} tok/s; {} target passes, τ = {:.2}, acceptance {:.0}%; method {}; adapter {} ({})]",
         s.prompt_tokens,
