@@ -400,3 +400,42 @@ fn run_with_a_json_schema_prints_valid_json_with_every_method() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// `run --contrastive ALPHA,BETA -d DRAFTER`: the same tokens with every method, other
+/// tokens than without it; bad values and a missing drafter are clear errors.
+#[test]
+fn run_with_contrastive_decoding() {
+    let target = TempFile::new("cd-target.gguf", &tiny_bytes());
+    let drafter = TempFile::new(
+        "cd-drafter.gguf",
+        &tiny_model(Arch::Llama, GgmlType::Q8_0, 12).unwrap(),
+    );
+    let tokens = |extra: &[&str]| -> serde_json::Value {
+        let mut a = vec!["run", "-m", target.arg(), "-p", "the world", "-n", "16", "--json"];
+        a.extend_from_slice(extra);
+        let o = tandem(&a, "");
+        assert!(o.status.success(), "{extra:?}: {}", text(&o.stderr));
+        let out = text(&o.stdout);
+        let v: serde_json::Value =
+            serde_json::from_str(out.trim().lines().last().unwrap_or("")).unwrap();
+        v["tokens"].clone()
+    };
+    let cd = ["-d", drafter.arg(), "--contrastive", "0.1,0.5"];
+    let plain = tokens(&[&cd[..], &["--method", "plain"]].concat());
+    for m in ["sps", "lookup", "tree:nodes=6"] {
+        assert_eq!(tokens(&[&cd[..], &["--method", m]].concat()), plain, "{m}");
+    }
+    assert_ne!(tokens(&["--method", "plain"]), plain, "--contrastive changed nothing");
+    for (args, want) in [
+        (vec!["--contrastive", "0.1,0.5"], "drafter model"),
+        (vec!["-d", drafter.arg(), "--contrastive", "2,0.5"], "alpha"),
+        (vec!["-d", drafter.arg(), "--contrastive", "0.5"], "ALPHA,BETA"),
+    ] {
+        let mut a = vec!["run", "-m", target.arg(), "-p", "hi", "-n", "2"];
+        a.extend(args.iter().copied());
+        let o = tandem(&a, "");
+        let err = text(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

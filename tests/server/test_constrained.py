@@ -90,3 +90,28 @@ def test_a_bad_schema_is_a_400(server, stream):
         assert r["error"]["type"] == "invalid_request_error", r
     # The server still answers.
     assert ask(server, [{"role": "user", "content": "Hi"}], max_tokens=2).choices[0].message.content is not None
+
+
+def test_contrastive_decoding(server, guarded):
+    q = [{"role": "user", "content": "Name three colours of the rainbow."}]
+    # Without a drafter there is no amateur: a 400 before anything streams.
+    for stream in (False, True):
+        status, r, _ = server.post(
+            "/v1/chat/completions",
+            {"messages": q, "max_tokens": 4, "stream": stream, "contrastive": {"alpha": 0.1, "beta": 0.5}},
+        )
+        assert status == 400 and "drafter" in r["error"]["message"], r
+    # SmolLM2 as its own amateur: (1 - β)·log p keeps the argmax, so the greedy text is plain
+    # greedy decoding's, with every method; out-of-range parameters are a 400.
+    c = openai.OpenAI(base_url=guarded.url + "/v1", api_key="sesame", max_retries=0)
+    mid = c.models.list().data[0].id
+    plain = c.chat.completions.create(model=mid, messages=q, max_tokens=16, extra_body={"method": "plain"})
+    for method in ("plain", "sps", "lookup"):
+        r = c.chat.completions.create(
+            model=mid, messages=q, max_tokens=16,
+            extra_body={"method": method, "contrastive": {"alpha": 0.1, "beta": 0.5}},
+        )
+        assert r.choices[0].message.content == plain.choices[0].message.content, method
+    for bad in ({"alpha": 0}, {"beta": -1}, {"gamma": 1}):
+        with pytest.raises(openai.BadRequestError):
+            c.chat.completions.create(model=mid, messages=q, max_tokens=2, extra_body={"contrastive": bad})

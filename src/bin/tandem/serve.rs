@@ -449,6 +449,12 @@ fn resolve_body<R: api::Request>(s: &Shared, body: &[u8]) -> Result<Resolved, Ap
     check_model(s, req.common().model.as_deref())?;
     let ready = s.ready.get().ok_or_else(loading)?;
     let resolved = req.resolve(&ready.tokenizer, &ready.limits)?;
+    if resolved.options.contrastive.is_some() && ready.drafter.is_none() {
+        return Err(ApiError::invalid(
+            "contrastive decoding needs a drafter model as the amateur: start the server with \
+             --drafter",
+        ));
+    }
     if let Some(c) = &resolved.options.constraint {
         let grammars = ready.grammars.as_ref().map_err(ApiError::invalid)?;
         grammars.compile(c)?;
