@@ -411,7 +411,16 @@ fn run_with_contrastive_decoding() {
         &tiny_model(Arch::Llama, GgmlType::Q8_0, 12).unwrap(),
     );
     let tokens = |extra: &[&str]| -> serde_json::Value {
-        let mut a = vec!["run", "-m", target.arg(), "-p", "the world", "-n", "16", "--json"];
+        let mut a = vec![
+            "run",
+            "-m",
+            target.arg(),
+            "-p",
+            "the world",
+            "-n",
+            "16",
+            "--json",
+        ];
         a.extend_from_slice(extra);
         let o = tandem(&a, "");
         assert!(o.status.success(), "{extra:?}: {}", text(&o.stderr));
@@ -425,11 +434,18 @@ fn run_with_contrastive_decoding() {
     for m in ["sps", "lookup", "tree:nodes=6"] {
         assert_eq!(tokens(&[&cd[..], &["--method", m]].concat()), plain, "{m}");
     }
-    assert_ne!(tokens(&["--method", "plain"]), plain, "--contrastive changed nothing");
+    assert_ne!(
+        tokens(&["--method", "plain"]),
+        plain,
+        "--contrastive changed nothing"
+    );
     for (args, want) in [
         (vec!["--contrastive", "0.1,0.5"], "drafter model"),
         (vec!["-d", drafter.arg(), "--contrastive", "2,0.5"], "alpha"),
-        (vec!["-d", drafter.arg(), "--contrastive", "0.5"], "ALPHA,BETA"),
+        (
+            vec!["-d", drafter.arg(), "--contrastive", "0.5"],
+            "ALPHA,BETA",
+        ),
     ] {
         let mut a = vec!["run", "-m", target.arg(), "-p", "hi", "-n", "2"];
         a.extend(args.iter().copied());

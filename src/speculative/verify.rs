@@ -111,6 +111,28 @@ pub struct Verification {
     _memory: Reservation,
 }
 
+/// The KV compaction of `session`'s caches to the rows `keep[..n_keep]` (after its step's
+/// `n_past`, from its step uniform).
+fn compaction(
+    gpu: &Gpu,
+    session: &Session,
+    keep: &wgpu::Buffer,
+    n_keep: &wgpu::Buffer,
+) -> Result<(KvCompact, Vec<Bound>)> {
+    let c = session.config();
+    let compact = KvCompact::new(
+        gpu,
+        c.n_kv_heads as u32,
+        c.head_dim as u32,
+        session.limits().max_ctx as u32,
+    )?;
+    let bound = session
+        .kv_caches()
+        .map(|(k, v)| compact.bind(gpu, session.step_buffer(), keep, n_keep, k, v))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((compact, bound))
+}
+
 /// The emitted tokens of a verification result `[n, bonus, tokens of keep[1..n]…, bonus]`.
 fn emitted_of(result: &[u32]) -> Result<Vec<u32>> {
     let n = result.first().copied().unwrap_or(0) as usize;
@@ -131,12 +153,6 @@ impl Verification {
     /// Set up verification of at most `max_draft + 1` rows of `target`.
     pub fn new(gpu: &Gpu, target: &Session, max_draft: usize) -> Result<Self> {
         let c = target.config();
-        let compact = KvCompact::new(
-            gpu,
-            c.n_kv_heads as u32,
-            c.head_dim as u32,
-            target.limits().max_ctx as u32,
-        )?;
         let rows = (max_draft + 1) as u64;
         let v = c.vocab_size as u64;
         let slots = 4 * MAX_STEP_TOKENS as u64;
@@ -172,10 +188,7 @@ impl Verification {
         // top-K trees), so speculative sampling verifies them with point-mass q (lossless).
         let verify_sampling =
             verifier.bind_sampling(gpu, &bufs, &target_probs, Draft::OneHot, None)?;
-        let compact_bound = target
-            .kv_caches()
-            .map(|(k, v)| compact.bind(gpu, target.step_buffer(), &keep, &n_keep, k, v))
-            .collect::<Result<Vec<_>>>()?;
+        let (compact, compact_bound) = compaction(gpu, target, &keep, &n_keep)?;
         Ok(Verification {
             compact,
             compact_bound,
@@ -235,22 +248,10 @@ impl Verification {
     /// that ran the same batch at the same rows (contrastive decoding's amateur). Bound here,
     /// at a generation's start.
     pub fn set_follower(&mut self, gpu: &Gpu, follower: Option<&Session>) -> Result<()> {
-        let Some(f) = follower else {
-            self.follower = None;
-            return Ok(());
+        self.follower = match follower {
+            Some(f) => Some(compaction(gpu, f, &self.keep, &self.n_keep)?),
+            None => None,
         };
-        let c = f.config();
-        let compact = KvCompact::new(
-            gpu,
-            c.n_kv_heads as u32,
-            c.head_dim as u32,
-            f.limits().max_ctx as u32,
-        )?;
-        let bound = f
-            .kv_caches()
-            .map(|(k, v)| compact.bind(gpu, f.step_buffer(), &self.keep, &self.n_keep, k, v))
-            .collect::<Result<Vec<_>>>()?;
-        self.follower = Some((compact, bound));
         Ok(())
     }
 
