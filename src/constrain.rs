@@ -4,6 +4,7 @@
 //! ```text
 //! Constraint ──Grammars::compile──▶ Constrained (an llguidance Matcher after the emitted tokens)
 //! each step:  forced()              the tokens the grammar allows as the only continuation
+//!             forced_after(path)    … after a draft's path (a drafter's draft gets them appended)
 //!             masks(batch, parents) [rows, ceil(V / 32)] u32: the token set after each row's
 //!                                   path (root, then every draft node), uploaded for the GPU
 //!                                   mask before argmax, sampling and verification
@@ -257,6 +258,30 @@ impl Constrained {
         let mut f = self.matcher.compute_ff_tokens();
         f.truncate(max);
         f
+    }
+
+    /// The tokens the grammar forces after the path `path` (draft tokens after the emitted
+    /// ones), at most `max`; none when the grammar does not allow the whole path. The
+    /// matcher is back at the emitted tokens afterwards.
+    pub fn forced_after(&mut self, path: &[u32], max: usize) -> Result<Vec<u32>> {
+        if max == 0 || path.iter().any(|t| self.eos.contains(t)) {
+            return Ok(Vec::new());
+        }
+        let taken = self
+            .matcher
+            .try_consume_tokens(path)
+            .map_err(|e| grammar_error("following a draft path", e))?;
+        let forced = if taken == path.len() {
+            self.forced(max)
+        } else {
+            Vec::new()
+        };
+        if taken > 0 {
+            self.matcher
+                .rollback(taken)
+                .map_err(|e| grammar_error("rolling back a draft path", e))?;
+        }
+        Ok(forced)
     }
 
     /// Whether the grammar is complete: nothing but end-of-sequence may follow.

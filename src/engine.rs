@@ -843,6 +843,34 @@ impl Models<'_> {
                     proposal = Proposal::Tree(DraftTree::chain(&ids[..len.min(ids.len())]));
                 }
             }
+            // A drafter's draft continues with what the grammar forces after its deepest path
+            // (a JSON value drafted, then the punctuation and the next key).
+            let mut extended = 0;
+            if let (Some(c), true, true, Proposal::Tree(tree)) = (
+                &mut constrained,
+                opts.forced_drafts,
+                forced.is_empty(),
+                &mut proposal,
+            ) {
+                let room = self
+                    .options
+                    .max_draft
+                    .min((opts.max_tokens - emitter.out.len()).saturating_sub(1))
+                    .saturating_sub(tree.len());
+                let depths = tree.depths();
+                if let Some(leaf) = (0..tree.len()).max_by_key(|&i| (depths[i], usize::MAX - i)) {
+                    let mut path = vec![leaf];
+                    while let Some(p) = tree.parents[path[path.len() - 1]] {
+                        path.push(p);
+                    }
+                    let tokens: Vec<u32> = path.iter().rev().map(|&i| tree.tokens[i]).collect();
+                    let mut parent = leaf;
+                    for t in c.forced_after(&tokens, room)? {
+                        parent = tree.push(t, Some(parent), 1.0)?;
+                        extended += 1;
+                    }
+                }
+            }
             // Contrastive: the amateur's forward over the same batch, first in the step.
             if let (Some(a), Proposal::Tree(tree)) = (amateur.as_deref(), &proposal) {
                 tree.validate()?;
@@ -901,8 +929,11 @@ impl Models<'_> {
             stats.target_passes += 1;
             stats.drafted += proposed;
             stats.accepted += accepted;
+            stats.forced += extended;
             if forced.is_empty() {
-                budget.record(proposed, accepted, seconds() - step_start);
+                // The drafter's own part of the draft (the grammar's continuation aside).
+                let own = proposed - extended;
+                budget.record(own, accepted.min(own), seconds() - step_start);
             } else {
                 // A forced draft says nothing of the drafter's acceptance.
                 stats.forced += proposed;
