@@ -483,7 +483,8 @@ impl Session {
             ));
         };
         let words = mask_words(self.head_rows());
-        if !masks.len().is_multiple_of(words) || masks.len() / words > self.limits().max_logit_rows {
+        if !masks.len().is_multiple_of(words) || masks.len() / words > self.limits().max_logit_rows
+        {
             return Err(Error::Invalid(format!(
                 "a logit mask of {} words is not whole rows of {words} words (at most {} rows)",
                 masks.len(),
