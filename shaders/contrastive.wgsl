@@ -17,7 +17,9 @@ struct Params { v: u32, beta: f32, log_alpha: f32, _p0: u32 }
 @group(0) @binding(3) var<storage, read_write> expert: array<f32>;
 
 const WG: u32 = 256u;
-const LOWEST: f32 = -3.40282347e38;
+// The lowest finite f32, written so that every WGSL compiler accepts it as an f32 (Tint
+// refuses the 9-digit form, which rounds past it); both round it to -3.4028234664e38.
+const LOWEST: f32 = -3.4028234e38;
 
 var<workgroup> red: array<f32, 256>;
 
