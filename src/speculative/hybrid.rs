@@ -1,8 +1,8 @@
 //! The hybrid drafter (`hybrid`; SAM-Decoding's rule, Hu et al. 2024): SuffixDecoding's draft
 //! when its match is long enough (at least `min_match` tokens of the history's suffix occur
-//! earlier, in this request or in an earlier output), else Token Recycling's tree, and,
-//! optionally, the drafter model's chain as the last resort (when recycling's table knows
-//! nothing after the root yet).
+//! earlier, in this request or in an earlier output), else Token Recycling's tree (after a
+//! shorter match's few nodes, when there is one), and, optionally, the drafter model's chain
+//! as the last resort (when neither knows anything after the root yet).
 //!
 //! A combinator, not a copy: it owns one [`Suffix`], one [`Recycle`] and optionally one
 //! [`DraftChain`], asks them in that order, and lets every one of them observe every verdict
@@ -23,6 +23,8 @@ pub enum Source {
     Suffix,
     Recycle,
     Model,
+    /// A short suffix match's nodes with the recycling tree grafted after them.
+    Both,
 }
 
 /// The hybrid drafter and how often each part drafted.
@@ -32,8 +34,8 @@ pub struct Hybrid {
     suffix: Suffix,
     recycle: Recycle,
     model: Option<DraftChain>,
-    /// Steps each source drafted: `[none, suffix, recycle, model]`.
-    steps: [usize; 4],
+    /// Steps each source drafted: `[none, suffix, recycle, model, both]`.
+    steps: [usize; 5],
 }
 
 impl Hybrid {
@@ -50,7 +52,7 @@ impl Hybrid {
             suffix,
             recycle,
             model,
-            steps: [0; 4],
+            steps: [0; 5],
         }
     }
 
@@ -71,10 +73,20 @@ impl Hybrid {
         let r = self
             .recycle
             .fill(root, budget.min(self.recycle.max_budget()));
-        if r.is_empty() {
-            (r, Source::None)
-        } else {
-            (r, Source::Recycle)
+        // A short match still drafts its few nodes (SuffixDecoding sizes a draft by its
+        // match), with recycling's tree grafted after them: on structured output the value
+        // to copy from the prompt follows punctuation the prompt does not hold, so the match
+        // is short exactly where the recycling table, filled only from verified rows, knows
+        // least.
+        match (s.tree.is_empty(), r.is_empty()) {
+            (true, true) => (r, Source::None),
+            (true, false) => (r, Source::Recycle),
+            (false, true) => (s.tree, Source::Suffix),
+            (false, false) => {
+                let mut t = s.tree;
+                t.graft(&r, budget.max(t.len()));
+                (t, Source::Both)
+            }
         }
     }
 }
@@ -137,7 +149,7 @@ impl Drafter for Hybrid {
         if let Some(m) = &mut self.model {
             m.reset();
         }
-        self.steps = [0; 4];
+        self.steps = [0; 5];
     }
 }
 
@@ -172,10 +184,16 @@ mod tests {
         let hist = [7, 8, 6, 9, 3, 0, 7, 8, 6, 9];
         let (t, s) = h.draft_after(&hist, 8);
         assert_eq!((s, t.tokens[0]), (Source::Suffix, 3));
-        // ...but not when the rule asks for 5.
+        // ...but when the rule asks for 5, the match's 4 nodes (3 0 7 8) come first and the
+        // table's successors of 9 are grafted after them.
         let mut h5 = hybrid(5);
         h5.recycle.set_row(9, &[4, 5]).unwrap();
         let (t, s) = h5.draft_after(&hist, 8);
-        assert_eq!((s, t.tokens[0]), (Source::Recycle, 4));
+        assert_eq!(s, Source::Both);
+        assert_eq!(t.tokens, [3, 0, 7, 8, 4, 5]);
+        assert_eq!(t.parents, [None, Some(0), Some(1), Some(2), None, None]);
+        // The budget bounds the graft.
+        let (t, _) = h5.draft_after(&hist, 5);
+        assert_eq!(t.tokens, [3, 0, 7, 8, 4]);
     }
 }

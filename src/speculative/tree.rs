@@ -60,6 +60,37 @@ impl DraftTree {
         Ok(self.tokens.len() - 1)
     }
 
+    /// Add `other`'s nodes under the same root, in its order, until the tree holds `budget`
+    /// nodes: a node whose token equals a sibling's already here is merged into that sibling
+    /// (the verifier needs distinct siblings), a node whose parent was left out is left out.
+    /// Returns how many nodes were added.
+    pub fn graft(&mut self, other: &DraftTree, budget: usize) -> usize {
+        let before = self.len();
+        // Node of `self` that each node of `other` became (None: left out).
+        let mut placed: Vec<Option<usize>> = Vec::with_capacity(other.len());
+        for i in 0..other.len() {
+            let parent = match other.parents[i] {
+                None => Some(None),
+                Some(p) => placed.get(p).copied().flatten().map(Some),
+            };
+            let at = parent.and_then(|parent| {
+                let tok = other.tokens[i];
+                let same =
+                    (0..self.len()).find(|&j| self.parents[j] == parent && self.tokens[j] == tok);
+                same.or_else(|| {
+                    (self.len() < budget).then(|| {
+                        self.tokens.push(tok);
+                        self.parents.push(parent);
+                        self.probs.push(other.probs[i]);
+                        self.len() - 1
+                    })
+                })
+            });
+            placed.push(at);
+        }
+        self.len() - before
+    }
+
     /// Depth of each node (children of the root have depth 1).
     pub fn depths(&self) -> Vec<u32> {
         let mut d = vec![0u32; self.len()];
@@ -199,5 +230,24 @@ mod tests {
         let m = t.batch_mask(2);
         assert_eq!(m[40 * 2], u32::MAX); // row 40 sees rows 0..=31 …
         assert_eq!(m[40 * 2 + 1], (1 << 9) - 1); // … and rows 32..=40
+    }
+
+    #[test]
+    fn a_grafted_tree_merges_equal_siblings_and_stops_at_the_budget() {
+        // self: root → 1 → 2; other: root → 1 → 3, root → 4 → 5.
+        let mut t = DraftTree::chain(&[1, 2]);
+        let mut o = DraftTree::empty();
+        let a = o.push(1, None, 0.5).unwrap();
+        o.push(3, Some(a), 0.5).unwrap();
+        let b = o.push(4, None, 0.5).unwrap();
+        o.push(5, Some(b), 0.5).unwrap();
+        let mut full = t.clone();
+        assert_eq!(full.graft(&o, 16), 3);
+        full.validate().unwrap();
+        assert_eq!(full.tokens, [1, 2, 3, 4, 5]);
+        assert_eq!(full.parents, [None, Some(0), Some(0), None, Some(3)]);
+        // A budget of 4: no room is left for "5".
+        assert_eq!(t.graft(&o, 4), 2);
+        assert_eq!(t.tokens, [1, 2, 3, 4]);
     }
 }
