@@ -9,7 +9,8 @@ parser, ModelConfig and the weight map. Around those: truncated and byte-mutated
 hand-made hostile headers. The tokenizer seeds are `text NUL file` (the text is one of the
 llama.cpp fixture texts); tokenizer.json seeds are written from the same cut vocabularies;
 the chat-template seeds are `flags template NUL messages.json` with each model's own
-template. Why a script and not checked-in copies of model files: the reference GGUFs are
+template; the server_request seeds are raw HTTP requests to each endpoint (they need no model
+file: `make-corpus.py server_request` writes only them). Why a script and not checked-in copies of model files: the reference GGUFs are
 hundreds of MB, the seeds must stay a few hundred KB per target.
 
     python3 fuzz/make-corpus.py        # reads $TANDEM_MODELS or ~/.cache/tandem/models
@@ -355,6 +356,57 @@ def hostile_ggufs():
     yield "kv-2e60", head(0, 1 << 60)
 
 
+def server_request_seeds():
+    """Raw HTTP/1.1 requests as clients send them to `tandem serve` (the `server_request`
+    target): each endpoint, streaming, constraints, ids, sampling, auth present, wrong and
+    missing, and the malformed bodies the server's fault tests send."""
+    def http(path, body, auth=b"Bearer sk-fuzz", method=b"POST"):
+        body = body if isinstance(body, bytes) else json.dumps(body).encode()
+        head = method + b" " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+        head += b"Content-Type: application/json\r\n"
+        if auth is not None:
+            head += b"Authorization: " + auth + b"\r\n"
+        return head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+
+    chat = {"model": "tiny", "messages": [{"role": "system", "content": "Be brief."},
+                                          {"role": "user", "content": "Hello there"}],
+            "max_tokens": 16}
+    seeds = {
+        "chat": http("/v1/chat/completions", chat),
+        "chat-stream": http("/v1/chat/completions", {**chat, "stream": True,
+                            "stream_options": {"include_usage": True}, "method": "hybrid:min_match=2"}),
+        "chat-parts": http("/chat/completions", {"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]}),
+        "chat-json-schema": http("/v1/chat/completions", {**chat, "response_format": {
+            "type": "json_schema", "json_schema": {"name": "p", "schema": {"type": "object",
+            "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+            "required": ["name", "age"]}}}}),
+        "chat-json-object": http("/v1/chat/completions", {**chat, "response_format": {"type": "json_object"}}),
+        "chat-regex": http("/v1/chat/completions", {**chat, "regex": "[0-9]{3}-[a-z]+"}),
+        "chat-grammar": http("/v1/chat/completions", {**chat, "grammar": 'start: "yes" | "no"'}),
+        "chat-contrastive": http("/v1/chat/completions", {**chat, "contrastive": {"alpha": 0.1, "beta": 0.5}}),
+        "chat-sampling": http("/v1/chat/completions", {**chat, "temperature": 0.7, "top_p": 0.9,
+                              "top_k": 40, "seed": 7, "stop": ["\n", "END"], "n": 1}),
+        "completion": http("/v1/completions", {"prompt": "Once upon a time", "max_tokens": 8,
+                           "speculative": {"n_max": 4, "n_min": 1}, "method": "lookup"}),
+        "completion-ids": http("/completions", {"prompt": [1, 2, 3, 4], "n_predict": 5}),
+        "completion-list": http("/v1/completions", {"prompt": ["a", "b"]}),
+        "tokenize": http("/tokenize", {"content": "Hello, world!", "add_special": True, "with_pieces": True}),
+        "detokenize": http("/detokenize", {"tokens": [1, 2, 3]}),
+        "no-auth": http("/v1/chat/completions", chat, auth=None),
+        "wrong-auth": http("/v1/chat/completions", chat, auth=b"Bearer nope"),
+        "health": http("/health", b"", auth=None, method=b"GET"),
+        "malformed": http("/v1/chat/completions", b'{"messages": [{"role": "user", "content": '),
+        "wrong-types": http("/v1/chat/completions", {"messages": "hi", "max_tokens": "many"}),
+        "negative-temperature": http("/v1/chat/completions", {**chat, "temperature": -1}),
+        "unknown-method": http("/v1/chat/completions", {**chat, "method": "magic:x=1"}),
+        "past-context": http("/v1/completions", {"prompt": "word " * 400}),
+        "other-model": http("/v1/chat/completions", {**chat, "model": "gpt-4"}),
+    }
+    for name, data in seeds.items():
+        put("server_request", name, data)
+
+
 def main():
     rng = random.Random(17)
     models = [p for p in [MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -454,10 +506,16 @@ def main():
     put("safetensors", "tiny-mutated", cj + b"\0" + mutate(rng, shard, 6))
     put("safetensors", "huge-header-len", cj + b"\0" + struct.pack("<Q", 1 << 62) + b"{}")
 
+    server_request_seeds()
+
     for d in sorted(OUT.iterdir()):
         files = list(d.iterdir())
         print(f"{d.name}: {len(files)} seeds, {sum(f.stat().st_size for f in files) // 1024} KiB")
 
 
 if __name__ == "__main__":
-    main()
+    # `make-corpus.py server_request`: only that target's seeds (they need no model files).
+    if sys.argv[1:] == ["server_request"]:
+        server_request_seeds()
+    else:
+        main()

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::constrain::Grammars;
 use crate::engine::{
     Constraint, ContrastiveParams, GenerateOptions, MethodSpec, Output, SampleParams, Stats,
     StopReason,
@@ -285,6 +286,116 @@ impl From<Error> for ApiError {
 /// Parse a JSON body into `T`, with the reason in a 400.
 pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> std::result::Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("malformed request: {e}")))
+}
+
+/// Parse a chat or completion body and check the model it names (none, empty or the
+/// served one): the part of a request that needs no loaded model.
+pub fn parse_request<R: Request>(body: &[u8], model_id: &str) -> std::result::Result<R, ApiError> {
+    let req: R = parse(body)?;
+    match req.common().model.as_deref() {
+        Some(m) if !m.is_empty() && m != model_id => Err(ApiError::new(
+            404,
+            "not_found_error",
+            format!("model '{m}' is not served here (GET /v1/models: '{model_id}')"),
+        )),
+        _ => Ok(req),
+    }
+}
+
+/// `Authorization: Bearer KEY` against the server's key (none set: every request passes).
+pub fn check_auth(
+    key: Option<&str>,
+    authorization: Option<&[u8]>,
+) -> std::result::Result<(), ApiError> {
+    let Some(key) = key else { return Ok(()) };
+    let given = authorization
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given == Some(key) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            401,
+            "authentication_error",
+            "invalid or missing API key (Authorization: Bearer KEY)",
+        ))
+    }
+}
+
+/// The loaded model a server checks requests against: everything between a request's bytes
+/// and the engine that does not touch the GPU (what the `server_request` fuzz target runs).
+pub struct Served<'a> {
+    pub tokenizer: &'a Tokenizer,
+    pub limits: &'a Limits,
+    /// The tokenizer's grammar compiler, or why there is none.
+    pub grammars: std::result::Result<&'a Grammars, &'a str>,
+    /// Whether a drafter model is loaded (contrastive decoding's amateur).
+    pub has_drafter: bool,
+}
+
+impl Served<'_> {
+    /// A parsed request resolved against the model; its constraint compiled, so that an
+    /// invalid schema is a 400 before anything streams.
+    pub fn resolve<R: Request>(&self, req: &R) -> std::result::Result<Resolved, ApiError> {
+        let resolved = req.resolve(self.tokenizer, self.limits)?;
+        if resolved.options.contrastive.is_some() && !self.has_drafter {
+            return Err(ApiError::invalid(
+                "contrastive decoding needs a drafter model as the amateur: start the server \
+                 with --drafter",
+            ));
+        }
+        if let Some(c) = &resolved.options.constraint {
+            let grammars = self.grammars.map_err(ApiError::invalid)?;
+            grammars.compile(c)?;
+        }
+        Ok(resolved)
+    }
+
+    /// llama-server's `/tokenize`: `{"content", "add_special"?, "with_pieces"?}` →
+    /// `{"tokens"}` (ids, or `{"id", "piece"}` objects).
+    pub fn tokenize(&self, body: &[u8]) -> std::result::Result<Value, ApiError> {
+        #[derive(Deserialize)]
+        struct Req {
+            content: String,
+            #[serde(default)]
+            add_special: bool,
+            #[serde(default)]
+            with_pieces: bool,
+        }
+        let req: Req = parse(body)?;
+        let tok = self.tokenizer;
+        let mut ids = tok.encode(&req.content, true)?;
+        if req.add_special && tok.add_bos() {
+            if let Some(bos) = tok.bos_id().filter(|b| ids.first() != Some(b)) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(if req.with_pieces {
+            let pieces: Vec<Value> = ids
+                .iter()
+                .map(|&id| json!({"id": id, "piece": tok.decode(&[id]).unwrap_or_default()}))
+                .collect();
+            json!({ "tokens": pieces })
+        } else {
+            json!({ "tokens": ids })
+        })
+    }
+
+    /// llama-server's `/detokenize`: `{"tokens"}` → `{"content"}`.
+    pub fn detokenize(&self, body: &[u8]) -> std::result::Result<Value, ApiError> {
+        #[derive(Deserialize)]
+        struct Req {
+            tokens: Vec<u32>,
+        }
+        let req: Req = parse(body)?;
+        let v = self.tokenizer.vocab_size() as u32;
+        if let Some(bad) = req.tokens.iter().find(|&&t| t >= v) {
+            return Err(ApiError::invalid(format!(
+                "token id {bad} is outside the vocabulary of {v} tokens"
+            )));
+        }
+        Ok(json!({ "content": self.tokenizer.decode(&req.tokens)? }))
+    }
 }
 
 /// A request the engine can answer: chat or completion.

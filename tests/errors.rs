@@ -124,9 +124,15 @@ fn a_lost_device_is_an_error_from_generate() {
     engine.generate(&p, &opts(2), |_| true).unwrap();
     // `destroy` loses the device the way a driver reset does; wgpu then reports every
     // call as an error, and the step's readback returns it.
-    engine.gpu.device.destroy();
+    assert_eq!(engine.gpu.lost(), None);
+    engine.gpu.lose_device();
     let e = engine.generate(&p, &opts(2), |_| true).unwrap_err();
     eprintln!("{e}");
     assert!(matches!(e, Error::Gpu(_)), "{e}");
     assert!(e.to_string().starts_with("GPU error: device lost"), "{e}");
+    // What a server checks to decide to reload.
+    assert!(engine
+        .gpu
+        .lost()
+        .is_some_and(|w| w.starts_with("device lost")));
 }

@@ -5,7 +5,7 @@
 mod pipelines;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytemuck::Pod;
 use wgpu::util::DeviceExt;
@@ -185,6 +185,8 @@ pub struct Gpu {
     pipelines: PipelineCache,
     /// Errors wgpu reported outside an error scope (validation, out of memory, device lost).
     errors: Arc<Mutex<Vec<String>>>,
+    /// Why the device was lost, once it was (the device-lost callback sets it).
+    lost: Arc<OnceLock<String>>,
     /// Device memory held by models and sessions, against the budget.
     ledger: Arc<Ledger>,
 }
@@ -283,14 +285,17 @@ impl Gpu {
                 v.push(e.to_string());
             }
         }));
-        let lost = errors.clone();
+        let (sink, lost) = (errors.clone(), Arc::new(OnceLock::new()));
+        let lost_sink = lost.clone();
         device.set_device_lost_callback(move |reason, msg| {
-            if let Ok(mut v) = lost.lock() {
-                v.push(if msg.is_empty() {
-                    format!("device lost ({reason:?})")
-                } else {
-                    format!("device lost ({reason:?}): {msg}")
-                });
+            let why = if msg.is_empty() {
+                format!("device lost ({reason:?})")
+            } else {
+                format!("device lost ({reason:?}): {msg}")
+            };
+            let _ = lost_sink.set(why.clone());
+            if let Ok(mut v) = sink.lock() {
+                v.push(why);
             }
         });
         let max_binding = options
@@ -309,6 +314,7 @@ impl Gpu {
             max_binding,
             pipelines: PipelineCache::default(),
             errors,
+            lost,
             ledger: Arc::new(Ledger {
                 used: AtomicU64::new(0),
                 budget: options.memory_budget,
@@ -431,6 +437,19 @@ impl Gpu {
             all.extend(rest);
             Err(Error::Gpu(all.join("; ")))
         }
+    }
+
+    /// Why the device was lost (driver reset, GPU removed, [`Gpu::lose_device`]), once it
+    /// was: everything made on it is dead, and a new `Gpu` is the only way on.
+    pub fn lost(&self) -> Option<&str> {
+        self.lost.get().map(String::as_str)
+    }
+
+    /// Destroy the device, as a driver reset would: fault injection for the server's
+    /// recovery (`tandem serve --fault-device-lost-after-steps`) and its tests. Work in
+    /// flight fails, the device-lost callback runs, [`Gpu::lost`] says so.
+    pub fn lose_device(&self) {
+        self.device.destroy();
     }
 
     /// Storage buffers are bound whole, so each must fit one storage binding as well as one

@@ -1,11 +1,16 @@
 """`tandem serve` under bad clients (issue: hostile input, part 3), on loopback and bounded in
 count and time: oversized and truncated bodies, garbage instead of HTTP, a client that sends
 its headers a byte at a time (the header timeout frees it), 256 idle connections, a client
-that vanishes mid-stream (test_openai.py), a flood past the queue (test_openai.py). After
+that vanishes mid-stream (test_openai.py), a flood past the queue (test_openai.py), a GPU
+device lost in the middle of a stream. After
 each, the server answers a normal request, and its memory is back near where it started."""
 
+import json
 import socket
 import time
+import urllib.request
+
+from conftest import Server
 
 KEY = {"Authorization": "Bearer sesame"}
 
@@ -97,3 +102,70 @@ def test_256_idle_connections_leave_the_server_answering(guarded):
     still_answers(guarded)
     grew = (rss_kib(guarded.proc.pid) - before) / 1024
     assert grew < 32, f"memory grew by {grew:.1f} MiB"
+
+
+def sse_data(s, path, body):
+    """POST a streaming request; the `data:` payloads of its events, parsed (`[DONE]` kept)."""
+    req = urllib.request.Request(s.url + path, data=json.dumps(body).encode(), method="POST")
+    req.add_header("Content-Type", "application/json")
+    out = []
+    with urllib.request.urlopen(req, timeout=120) as r:
+        for line in r:
+            line = line.decode().strip()
+            if line.startswith("data: "):
+                d = line[len("data: "):]
+                out.append(d if d == "[DONE]" else json.loads(d))
+    return out
+
+
+def test_a_gpu_device_lost_mid_stream_ends_the_stream_with_an_error_and_the_server_reloads():
+    """`--fault-device-lost-after-steps 6` destroys the GPU device during the first request
+    (as a driver reset would): that stream ends with an error event and [DONE], /health says
+    the model is reloading (503) until it is back, then the same request is answered in full,
+    token for token what a server that never lost its device answers."""
+    body = {"messages": [{"role": "user", "content": "Count from one to twenty in words."}],
+            "max_tokens": 24, "stream": True}
+    s = Server("device-lost", "--fault-device-lost-after-steps", "6")
+    try:
+        rss0 = rss_kib(s.proc.pid)
+        events = sse_data(s, "/v1/chat/completions", body)
+        assert events[-1] == "[DONE]", events
+        errors = [e for e in events[:-1] if "error" in e]
+        assert len(errors) == 1, events
+        assert "device lost" in errors[0]["error"]["message"], errors
+        text = [e["choices"][0]["delta"].get("content", "") for e in events[:-1] if "choices" in e]
+        assert 0 < len(text) < 24, "the stream should have ended early, after some tokens"
+        # /health: 503 "reloading" (or already "ok" again); then ok within the load time.
+        seen = set()
+        deadline = time.time() + 180
+        while True:
+            status, raw_body = s.get("/health")
+            seen.add(json.loads(raw_body).get("status"))
+            if status == 200:
+                break
+            assert json.loads(raw_body)["status"] == "reloading", raw_body
+            assert time.time() < deadline, "the server did not come back"
+            time.sleep(0.2)
+        assert "ok" in seen
+        # Answered in full now, equal to an answer that never saw a fault.
+        again = sse_data(s, "/v1/chat/completions", body)
+        assert not [e for e in again[:-1] if "error" in e], again
+        got = "".join(e["choices"][0]["delta"].get("content") or "" for e in again[:-1]
+                      if "choices" in e)
+        rss1 = rss_kib(s.proc.pid)
+        ref = Server("device-kept")
+        try:
+            ref0 = rss_kib(ref.proc.pid)
+            want = "".join(e["choices"][0]["delta"].get("content") or "" for e in
+                           sse_data(ref, "/v1/chat/completions", body)[:-1] if "choices" in e)
+            ref1 = rss_kib(ref.proc.pid)
+        finally:
+            ref.stop()
+        assert got == want and got, (got, want)
+        # Memory: the dead device's is given back; what stays is what any server holds
+        # after its first answer (lavapipe's compiled pipelines, allocator pools).
+        print(f"device lost and reloaded: RSS {rss0 // 1024} -> {rss1 // 1024} MiB; "
+              f"a server without the fault: {ref0 // 1024} -> {ref1 // 1024} MiB")
+        assert (rss1 - rss0) - (ref1 - ref0) < 64 * 1024, (rss0, rss1, ref0, ref1)
+    finally:
+        s.stop()

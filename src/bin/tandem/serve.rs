@@ -97,6 +97,10 @@ pub(crate) struct ServeArgs {
     /// Open connections at most; more are closed at once
     #[arg(long, default_value_t = 512)]
     max_connections: usize,
+    /// Fault injection for the recovery tests: destroy the GPU device once, after this many
+    /// decoding steps in all (as a driver reset would); the server then reloads the model
+    #[arg(long, hide = true, value_name = "STEPS")]
+    fault_device_lost_after_steps: Option<usize>,
     #[command(flatten)]
     gpu: GpuArgs,
 }
@@ -127,6 +131,46 @@ struct Ready {
     grammars: Result<Arc<tandem::constrain::Grammars>, String>,
 }
 
+impl Ready {
+    fn served(&self) -> api::Served<'_> {
+        api::Served {
+            tokenizer: &self.tokenizer,
+            limits: &self.limits,
+            grammars: match &self.grammars {
+                Ok(g) => Ok(g.as_ref()),
+                Err(e) => Err(e.as_str()),
+            },
+            has_drafter: self.drafter.is_some(),
+        }
+    }
+}
+
+/// A lost GPU device, as /health reports it.
+#[derive(Clone)]
+struct Fault {
+    /// `reloading` while the model loads again, `error` when that failed.
+    status: &'static str,
+    message: String,
+}
+
+impl Shared {
+    fn fault(&self) -> Option<Fault> {
+        self.fault.lock().ok().and_then(|f| f.clone())
+    }
+
+    fn set_fault(&self, f: Option<Fault>) {
+        if let Ok(mut g) = self.fault.lock() {
+            *g = f;
+        }
+    }
+}
+
+impl Fault {
+    fn error(&self) -> ApiError {
+        ApiError::new(503, "unavailable_error", self.message.clone())
+    }
+}
+
 /// Counters for /metrics.
 #[derive(Default)]
 struct Counters {
@@ -145,6 +189,9 @@ struct Shared {
     model_id: String,
     api_key: Option<String>,
     ready: OnceLock<Ready>,
+    /// Why the server cannot answer now although the model was loaded once: the GPU device
+    /// was lost and the model is being reloaded, or could not be (`/health` says it).
+    fault: Mutex<Option<Fault>>,
     jobs: mpsc::Sender<Job>,
     queued: AtomicUsize,
     busy: AtomicBool,
@@ -204,6 +251,7 @@ pub(crate) fn run(args: &ServeArgs) -> tandem::Result<()> {
         model_id,
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         ready: OnceLock::new(),
+        fault: Mutex::new(None),
         jobs,
         queued: AtomicUsize::new(0),
         busy: AtomicBool::new(false),
@@ -372,21 +420,14 @@ async fn page_file(axum::extract::Path(file): axum::extract::Path<String>) -> Re
 
 /// Every endpoint but /health needs the key when one is set.
 async fn auth(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    if let Some(key) = &s.api_key {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(key.as_str()) {
-            return error_response(&ApiError::new(
-                401,
-                "authentication_error",
-                "invalid or missing API key (Authorization: Bearer KEY)",
-            ));
-        }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    match api::check_auth(s.api_key.as_deref(), given) {
+        Ok(()) => next.run(req).await,
+        Err(e) => error_response(&e),
     }
-    next.run(req).await
 }
 
 fn loading() -> ApiError {
@@ -394,13 +435,15 @@ fn loading() -> ApiError {
 }
 
 async fn health(State(s): State<Arc<Shared>>) -> Response {
-    match s.ready.get() {
-        Some(_) => axum::Json(json!({"status": "ok"})).into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "loading", "error": {"code": 503, "message": "the model is loading", "type": "unavailable_error"}})),
-        )
-            .into_response(),
+    let down = |status: &str, e: ApiError| {
+        let mut body = e.body();
+        body["status"] = json!(status);
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    };
+    match (s.ready.get(), s.fault()) {
+        (_, Some(f)) => down(f.status, f.error()),
+        (Some(_), None) => axum::Json(json!({"status": "ok"})).into_response(),
+        (None, None) => down("loading", loading()),
     }
 }
 
@@ -419,20 +462,6 @@ async fn models(State(s): State<Arc<Shared>>) -> Response {
     .into_response()
 }
 
-fn check_model(s: &Shared, asked: Option<&str>) -> Result<(), ApiError> {
-    match asked {
-        Some(m) if !m.is_empty() && m != s.model_id => Err(ApiError::new(
-            404,
-            "not_found_error",
-            format!(
-                "model '{m}' is not served here (GET /v1/models: '{}')",
-                s.model_id
-            ),
-        )),
-        _ => Ok(()),
-    }
-}
-
 async fn chat(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     let r = resolve_body::<ChatRequest>(&s, &body);
     respond(s, r, "chat").await
@@ -445,21 +474,12 @@ async fn completions(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
 
 /// Parse a chat or completion body, check its model, resolve it against the loaded model.
 fn resolve_body<R: api::Request>(s: &Shared, body: &[u8]) -> Result<Resolved, ApiError> {
-    let req: R = api::parse(body)?;
-    check_model(s, req.common().model.as_deref())?;
+    let req: R = api::parse_request(body, &s.model_id)?;
     let ready = s.ready.get().ok_or_else(loading)?;
-    let resolved = req.resolve(&ready.tokenizer, &ready.limits)?;
-    if resolved.options.contrastive.is_some() && ready.drafter.is_none() {
-        return Err(ApiError::invalid(
-            "contrastive decoding needs a drafter model as the amateur: start the server with \
-             --drafter",
-        ));
+    if let Some(f) = s.fault() {
+        return Err(f.error());
     }
-    if let Some(c) = &resolved.options.constraint {
-        let grammars = ready.grammars.as_ref().map_err(ApiError::invalid)?;
-        grammars.compile(c)?;
-    }
-    Ok(resolved)
+    ready.served().resolve(&req)
 }
 
 fn count_error(s: &Shared) {
@@ -612,59 +632,26 @@ fn sse_events(
     })
 }
 
-/// llama-server's `/tokenize`: `{"content", "add_special"?, "with_pieces"?}` → `{"tokens"}`.
+/// llama-server's `/tokenize` (`api::Served::tokenize`).
 async fn tokenize(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
-    #[derive(serde::Deserialize)]
-    struct Req {
-        content: String,
-        #[serde(default)]
-        add_special: bool,
-        #[serde(default)]
-        with_pieces: bool,
-    }
-    let r = (|| {
-        let req: Req = api::parse(&body)?;
-        let ready = s.ready.get().ok_or_else(loading)?;
-        let tok = &ready.tokenizer;
-        let mut ids = tok.encode(&req.content, true)?;
-        if req.add_special && tok.add_bos() {
-            if let Some(bos) = tok.bos_id().filter(|b| ids.first() != Some(b)) {
-                ids.insert(0, bos);
-            }
-        }
-        Ok::<Value, ApiError>(if req.with_pieces {
-            let pieces: Vec<Value> = ids
-                .iter()
-                .map(|&id| json!({"id": id, "piece": tok.decode(&[id]).unwrap_or_default()}))
-                .collect();
-            json!({ "tokens": pieces })
-        } else {
-            json!({ "tokens": ids })
-        })
-    })();
+    let r = s
+        .ready
+        .get()
+        .ok_or_else(loading)
+        .and_then(|ready| ready.served().tokenize(&body));
     match r {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => error_response(&e),
     }
 }
 
-/// llama-server's `/detokenize`: `{"tokens"}` → `{"content"}`.
+/// llama-server's `/detokenize` (`api::Served::detokenize`).
 async fn detokenize(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
-    #[derive(serde::Deserialize)]
-    struct Req {
-        tokens: Vec<u32>,
-    }
-    let r = (|| {
-        let req: Req = api::parse(&body)?;
-        let ready = s.ready.get().ok_or_else(loading)?;
-        let v = ready.tokenizer.vocab_size() as u32;
-        if let Some(bad) = req.tokens.iter().find(|&&t| t >= v) {
-            return Err(ApiError::invalid(format!(
-                "token id {bad} is outside the vocabulary of {v} tokens"
-            )));
-        }
-        Ok(json!({ "content": ready.tokenizer.decode(&req.tokens)? }))
-    })();
+    let r = s
+        .ready
+        .get()
+        .ok_or_else(loading)
+        .and_then(|ready| ready.served().detokenize(&body));
     match r {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => error_response(&e),
@@ -813,14 +800,8 @@ fn pick(
     Ok(slots.remove(0))
 }
 
-fn engine_thread(
-    args: &ServeArgs,
-    path: &std::path::Path,
-    method: MethodSpec,
-    shared: &Shared,
-    mut rx: mpsc::Receiver<Job>,
-) -> tandem::Result<()> {
-    let t0 = Instant::now();
+/// The model loaded and warmed up (at start, and again after a lost device).
+fn load(args: &ServeArgs, path: &std::path::Path, method: &MethodSpec) -> tandem::Result<Engine> {
     let mut engine = crate::cli::load_engine(
         path,
         args.draft.as_deref(),
@@ -834,11 +815,23 @@ fn engine_thread(
         ..Default::default()
     };
     crate::warmup::warm_up(&mut engine, &warm)?;
+    Ok(engine)
+}
+
+fn engine_thread(
+    args: &ServeArgs,
+    path: &std::path::Path,
+    method: MethodSpec,
+    shared: &Shared,
+    mut rx: mpsc::Receiver<Job>,
+) -> tandem::Result<()> {
+    let t0 = Instant::now();
+    let engine = load(args, path, &method)?;
     let limits = Limits {
         n_ctx: engine.target.limits.max_ctx,
         max_tokens: args.max_tokens,
         max_draft: args.max_draft.min(tandem::engine::MAX_STEP_TOKENS - 1),
-        method,
+        method: method.clone(),
     };
     eprintln!(
         "[serve] {} ready in {:.1} s on {} ({}): ctx {}, method {}, {} conversations kept, queue {}{}",
@@ -859,28 +852,64 @@ fn engine_thread(
         drafter: args.draft.clone(),
         grammars: engine.grammars().map_err(|e| e.to_string()),
     });
+    // None while the model could not be reloaded after a lost device.
+    let mut engine = Some(engine);
+    // Decoding steps left before the injected fault (`--fault-device-lost-after-steps`).
+    let mut fault_in = args.fault_device_lost_after_steps;
     let mut slots: Vec<Conversation> = Vec::new();
     while let Some(job) = rx.blocking_recv() {
         shared.queued.fetch_sub(1, Ordering::AcqRel);
         if job.tx.is_closed() {
             continue; // the client left while it waited
         }
+        if engine.is_none() {
+            engine = reload(args, path, &method, shared);
+        }
+        let Some(eng) = engine.as_ref() else {
+            let f = shared.fault().map(|f| f.error());
+            let _ = job.tx.send(Msg::Failed(f.unwrap_or_else(loading)));
+            continue;
+        };
         shared.busy.store(true, Ordering::Release);
         let t = Instant::now();
-        let result =
-            pick(&engine, &mut slots, args.parallel, &job.req.prompt).and_then(|mut conv| {
-                let tx = &job.tx;
-                let r = engine.generate_in(&mut conv, &job.req.prompt, &job.req.options, |ev| {
-                    let step = api::Step::from_event(ev, t.elapsed().as_secs_f64());
-                    let sent = tx.send(Msg::Step(step)).is_ok();
-                    sent && Instant::now() < job.deadline
-                });
-                if r.is_ok() {
-                    slots.push(conv);
+        let result = pick(eng, &mut slots, args.parallel, &job.req.prompt).and_then(|mut conv| {
+            let tx = &job.tx;
+            let r = eng.generate_in(&mut conv, &job.req.prompt, &job.req.options, |ev| {
+                if let Some(n) = fault_in.as_mut() {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        eprintln!("[serve] fault injection: destroying the GPU device");
+                        eng.gpu.lose_device();
+                        fault_in = None;
+                    }
                 }
-                r
+                let step = api::Step::from_event(ev, t.elapsed().as_secs_f64());
+                let sent = tx.send(Msg::Step(step)).is_ok();
+                sent && Instant::now() < job.deadline
             });
+            if r.is_ok() {
+                slots.push(conv);
+            }
+            r
+        });
         shared.busy.store(false, Ordering::Release);
+        // A lost device: every buffer on it is dead. The request fails with a 503 (an error
+        // event mid-stream), /health reports it, and the model is loaded on a new device.
+        if let Some(why) = eng.gpu.lost().map(str::to_string) {
+            eprintln!("[serve] GPU {why}: reloading the model");
+            shared.set_fault(Some(Fault {
+                status: "reloading",
+                message: format!("GPU {why}: the server is reloading the model"),
+            }));
+            let _ = job.tx.send(Msg::Failed(
+                shared.fault().map(|f| f.error()).unwrap_or_else(loading),
+            ));
+            // The dead device's buffers go before a new device's are made.
+            slots.clear();
+            drop(engine.take());
+            engine = reload(args, path, &method, shared);
+            continue;
+        }
         let p = job.req.prompt.len();
         match result {
             Ok(out) => {
@@ -917,4 +946,36 @@ fn engine_thread(
         }
     }
     Ok(())
+}
+
+/// Load the model again after a lost device: on success the fault is cleared, else /health
+/// says why (and the next request tries again).
+fn reload(
+    args: &ServeArgs,
+    path: &std::path::Path,
+    method: &MethodSpec,
+    shared: &Shared,
+) -> Option<Engine> {
+    let t0 = Instant::now();
+    match load(args, path, method) {
+        Ok(e) => {
+            eprintln!(
+                "[serve] reloaded in {:.1} s on {}",
+                t0.elapsed().as_secs_f64(),
+                e.gpu.info.name
+            );
+            shared.set_fault(None);
+            Some(e)
+        }
+        Err(err) => {
+            eprintln!("[serve] reloading the model failed: {err}");
+            shared.set_fault(Some(Fault {
+                status: "error",
+                message: format!(
+                    "the GPU device was lost and the model could not be reloaded: {err}"
+                ),
+            }));
+            None
+        }
+    }
 }
