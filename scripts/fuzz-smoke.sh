@@ -17,7 +17,7 @@ if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
 fi
 
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(gguf safetensors hf_config tokenizer_gguf tokenizer_json chat_template)
+[ ${#targets[@]} -gt 0 ] || targets=(gguf safetensors hf_config tokenizer_gguf tokenizer_json chat_template server_request)
 
 start=$(date +%s)
 # Stable toolchain: with --sanitizer none cargo-fuzz passes only stable rustc flags.
@@ -29,6 +29,7 @@ echo "fuzz-smoke: built the targets in $((built - start)) s"
 declare -A smoke_runs=(
   [gguf]=20000 [safetensors]=20000 [hf_config]=20000
   [tokenizer_gguf]=3000 [tokenizer_json]=3000 [chat_template]=10000 [grammar]=2000
+  [server_request]=10000
 )
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -30,6 +30,15 @@ def free_port():
         return s.getsockname()[1]
 
 
+def rss_kib(pid):
+    """Resident memory of process `pid`, in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 class Server:
     def __init__(self, name, *args):
         self.name = name

@@ -2,25 +2,17 @@
 count and time: oversized and truncated bodies, garbage instead of HTTP, a client that sends
 its headers a byte at a time (the header timeout frees it), 256 idle connections, a client
 that vanishes mid-stream (test_openai.py), a flood past the queue (test_openai.py), a GPU
-device lost in the middle of a stream. After
-each, the server answers a normal request, and its memory is back near where it started."""
+device lost in the middle of a stream. After each, the server answers a normal request, and
+its memory is back near where it started."""
 
 import json
 import socket
 import time
 import urllib.request
 
-from conftest import Server
+from conftest import Server, rss_kib
 
 KEY = {"Authorization": "Bearer sesame"}
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def still_answers(s):

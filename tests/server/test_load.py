@@ -9,18 +9,12 @@ import time
 
 import openai
 
+from conftest import rss_kib
+
 METHODS = ["plain", "lookup", "suffix", "hybrid"]
 CLIENTS = 16
 ROUNDS = 3
 MAX_TOKENS = 8
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def prompt(i):
