@@ -268,9 +268,10 @@ fn greedy_suffix_and_hybrid_equal_plain_and_multi_turn_drafts_from_earlier_outpu
     }
 }
 
-/// With a match length it can never reach, `hybrid` is Token Recycling: the same drafts,
-/// so the same accepted counts and passes, step for step; with a short one its drafts
-/// differ from `recycle`'s after a repetitive prompt (the suffix branch takes over on matches).
+/// With a match length it can never reach and short matches off, `hybrid` is Token
+/// Recycling: the same drafts, so the same accepted counts and passes, step for step; with
+/// short matches on (the default) its drafts differ from `recycle`'s after a repetitive
+/// prompt, with the same tokens.
 #[test]
 fn hybrid_without_long_matches_drafts_exactly_as_recycle() {
     let file = tiny(Arch::Llama, GgmlType::Q8_0, 7);
@@ -300,13 +301,15 @@ fn hybrid_without_long_matches_drafts_exactly_as_recycle() {
         (out, steps)
     };
     let (r, r_steps) = run(&mut engine, "recycle:nodes=8");
-    let (h, h_steps) = run(&mut engine, "hybrid:nodes=8,min_match=63");
+    let (h, h_steps) = run(&mut engine, "hybrid:nodes=8,min_match=63,short=0");
     assert_eq!(h.tokens, r.tokens);
     assert_eq!(
         h_steps, r_steps,
         "hybrid (no long match) vs recycle, per step"
     );
     assert!(r.stats.drafted > 0);
+    let (d, _) = run(&mut engine, "hybrid:nodes=8,min_match=63");
+    assert_eq!(d.tokens, r.tokens, "short matches on");
     let (s, _) = run(&mut engine, "hybrid:nodes=8,min_match=2");
     assert_eq!(s.tokens, r.tokens);
     eprintln!(

@@ -29,8 +29,11 @@ pub enum Source {
 
 /// The hybrid drafter and how often each part drafted.
 pub struct Hybrid {
-    /// Shortest suffix match whose draft is taken.
+    /// Shortest suffix match whose draft is taken alone.
     pub min_match: usize,
+    /// A shorter match's nodes are drafted too, before the recycling tree (`short=0`: the
+    /// recycling tree alone, SAM-Decoding's rule as published).
+    pub short_matches: bool,
     suffix: Suffix,
     recycle: Recycle,
     model: Option<DraftChain>,
@@ -49,11 +52,18 @@ impl Hybrid {
     ) -> Self {
         Hybrid {
             min_match: min_match.max(1),
+            short_matches: true,
             suffix,
             recycle,
             model,
             steps: [0; 5],
         }
+    }
+
+    /// Whether a shorter match's nodes are drafted before the recycling tree (default on).
+    pub fn short_matches(mut self, on: bool) -> Self {
+        self.short_matches = on;
+        self
     }
 
     /// Steps drafted by `source` since the drafter was made (or reset).
@@ -78,12 +88,17 @@ impl Hybrid {
         // to copy from the prompt follows punctuation the prompt does not hold, so the match
         // is short exactly where the recycling table, filled only from verified rows, knows
         // least.
-        match (s.tree.is_empty(), r.is_empty()) {
+        let short = if self.short_matches {
+            s.tree
+        } else {
+            DraftTree::empty()
+        };
+        match (short.is_empty(), r.is_empty()) {
             (true, true) => (r, Source::None),
             (true, false) => (r, Source::Recycle),
-            (false, true) => (s.tree, Source::Suffix),
+            (false, true) => (short, Source::Suffix),
             (false, false) => {
-                let mut t = s.tree;
+                let mut t = short;
                 t.graft(&r, budget.max(t.len()));
                 (t, Source::Both)
             }

@@ -151,7 +151,8 @@ pub const METHODS: &[MethodDef] = &[
         about: "SAM-Decoding's rule: the suffix draft on a long match, else Token Recycling's tree (model=on: else the drafter model's chain)",
         needs_drafter_model: false,
         params: &[
-            Param { key: "min_match", default: 5, min: 1, max: 63, about: "shortest suffix match whose draft is taken" },
+            Param { key: "min_match", default: 5, min: 1, max: 63, about: "shortest suffix match whose draft is taken alone" },
+            Param { key: "short", default: 1, min: 0, max: 1, about: "on: a shorter match's nodes are drafted before the recycling tree" },
             Param { key: "nodes", default: 16, min: 1, max: MAX_DRAFT, about: "most draft nodes per step (suffix and recycling)" },
             Param { key: "k", default: 8, min: 1, max: crate::kernels::topk::MAX_K as usize, about: "recycling: successors kept per token" },
             Param { key: "depth", default: 24, min: 2, max: 64, about: "suffix trie depth: match length + draft depth" },
@@ -378,16 +379,19 @@ impl MethodSpec {
                 max_requests: self.get("cache_requests"),
                 max_nodes: self.get("cache_nodes"),
             })),
-            "hybrid" => Box::new(Hybrid::new(
-                self.get("min_match"),
-                Suffix::new(SuffixOptions {
-                    len: self.get("nodes"),
-                    depth: self.get("depth"),
-                    ..SuffixOptions::default()
-                }),
-                Recycle::new(self.get("k"), self.get("nodes")),
-                (self.get("model") == 1).then(|| DraftChain::new(self.get("len"))),
-            )),
+            "hybrid" => Box::new(
+                Hybrid::new(
+                    self.get("min_match"),
+                    Suffix::new(SuffixOptions {
+                        len: self.get("nodes"),
+                        depth: self.get("depth"),
+                        ..SuffixOptions::default()
+                    }),
+                    Recycle::new(self.get("k"), self.get("nodes")),
+                    (self.get("model") == 1).then(|| DraftChain::new(self.get("len"))),
+                )
+                .short_matches(self.get("short") == 1),
+            ),
             _ => Box::new(Plain),
         }
     }
