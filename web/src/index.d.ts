@@ -5,7 +5,8 @@ export type ModelSource = string | URL | Blob;
 
 /** The methods of tandem's registry (`tandem methods`): plain decoding, prompt lookup, the
  * drafter model's greedy chain (sps) or dynamic tree, Token Recycling (recycle), SuffixDecoding
- * (suffix), and their hybrid (hybrid: the suffix draft on a long match, else recycling;
+ * (suffix), and their hybrid (hybrid: the suffix draft on a long match, else a short match's
+ * nodes and recycling;
  * `hybrid:model=on` falls back to the drafter model). */
 export type MethodName = 'plain' | 'lookup' | 'sps' | 'tree' | 'recycle' | 'suffix' | 'hybrid';
 
