@@ -33,7 +33,7 @@ pub struct Hybrid {
     pub min_match: usize,
     /// A shorter match's nodes are drafted too, before the recycling tree (`short=0`: the
     /// recycling tree alone, SAM-Decoding's rule as published).
-    pub short_matches: bool,
+    short_matches: bool,
     suffix: Suffix,
     recycle: Recycle,
     model: Option<DraftChain>,
@@ -99,7 +99,7 @@ impl Hybrid {
             (false, true) => (short, Source::Suffix),
             (false, false) => {
                 let mut t = short;
-                t.graft(&r, budget.max(t.len()));
+                t.graft(&r, budget);
                 (t, Source::Both)
             }
         }

@@ -233,21 +233,22 @@ mod tests {
     }
 
     #[test]
-    fn a_grafted_tree_merges_equal_siblings_and_stops_at_the_budget() {
+    fn a_grafted_tree_merges_equal_siblings_and_stops_at_the_budget() -> Result<()> {
         // self: root → 1 → 2; other: root → 1 → 3, root → 4 → 5.
         let mut t = DraftTree::chain(&[1, 2]);
         let mut o = DraftTree::empty();
-        let a = o.push(1, None, 0.5).unwrap();
-        o.push(3, Some(a), 0.5).unwrap();
-        let b = o.push(4, None, 0.5).unwrap();
-        o.push(5, Some(b), 0.5).unwrap();
+        let a = o.push(1, None, 0.5)?;
+        o.push(3, Some(a), 0.5)?;
+        let b = o.push(4, None, 0.5)?;
+        o.push(5, Some(b), 0.5)?;
         let mut full = t.clone();
         assert_eq!(full.graft(&o, 16), 3);
-        full.validate().unwrap();
+        full.validate()?;
         assert_eq!(full.tokens, [1, 2, 3, 4, 5]);
         assert_eq!(full.parents, [None, Some(0), Some(0), None, Some(3)]);
         // A budget of 4: no room is left for "5".
         assert_eq!(t.graft(&o, 4), 2);
         assert_eq!(t.tokens, [1, 2, 3, 4]);
+        Ok(())
     }
 }
