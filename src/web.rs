@@ -245,6 +245,15 @@ impl WebEngine {
         self.engine.try_borrow().is_ok_and(|e| e.has_drafter())
     }
 
+    /// Whether the target's tokenizer can format a chat: a template in the file, or a ChatML
+    /// vocabulary (a base model such as Gemma 3 270M has neither: continue raw text).
+    #[wasm_bindgen(js_name = hasChatTemplate)]
+    pub fn has_chat_template(&self) -> bool {
+        self.engine
+            .try_borrow()
+            .is_ok_and(|e| e.tokenizer.chat_template_or_default().is_ok())
+    }
+
     /// The adapter (name, features, limits) as JSON.
     #[wasm_bindgen(js_name = adapterJson)]
     pub fn adapter_json(&self) -> Result<String, JsValue> {

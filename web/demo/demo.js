@@ -21,12 +21,15 @@ const FILES = {
   smollm2: 'SmolLM2-135M-Instruct.Q4_1.gguf',
   'qwen-0.5b': 'qwen2.5-coder-0.5b-instruct-q4_k_m.gguf',
   'qwen-1.5b': 'qwen2.5-coder-1.5b-instruct-q4_k_m.gguf',
+  'gemma-3-270m': 'gemma-3-270m-q4_k_m.gguf',
 };
 const PAIRS = {
   smollm2: { target: 'smollm2' },
   'qwen-0.5b': { target: 'qwen-0.5b' },
   'qwen-1.5b': { target: 'qwen-1.5b' },
   'qwen-1.5b+0.5b': { target: 'qwen-1.5b', draft: 'qwen-0.5b' },
+  // A base model without a chat template: the prompt is continued as raw text.
+  'gemma-3-270m': { target: 'gemma-3-270m', base: true },
   custom: { custom: true },
 };
 /** wasm32 addresses at most 4 GiB, and the whole model file lives in wasm memory. */
@@ -221,9 +224,20 @@ function updateMethods() {
     o.textContent = `${o.dataset.label} (${note})`;
   }
   if (ui.method.selectedOptions[0]?.disabled) ui.method.value = 'plain';
+  const loaded = engine && (pair.server || engineKey === sourceKey(ui.pair.value));
+  chatSupport(pair.base || (loaded && engine.hasChatTemplate === false) ? false : true);
   // Contrastive decoding needs the drafter as its amateur.
   ui.contrastive.disabled = !hasDraft;
   if (!hasDraft) ui.contrastive.checked = false;
+}
+
+/** A base model (no chat template in its file) continues raw text: the chat template
+ * checkbox is off and disabled while it is chosen, and back on when a chat model is. */
+function chatSupport(ok) {
+  if (ok === !ui.chatTemplate.disabled) return;
+  ui.chatTemplate.disabled = !ok;
+  ui.chatTemplate.checked = ok;
+  ui.chatTemplate.parentElement.title = ok ? '' : 'This model has no chat template (a base model): the prompt is continued as raw text';
 }
 
 function progressRow(file) {
@@ -305,6 +319,7 @@ async function ensureEngine() {
     throw e;
   }
   engineKey = key;
+  updateMethods();
   const a = engine.adapter;
   ui.adapter.textContent = `${a.name || adapterName} (${a.shader_f16 ? 'f16' : 'f32'} kernels${a.subgroups ? ', subgroups' : ''})`;
   setState('ready');
@@ -498,7 +513,7 @@ if (params.has('contrastive')) ui.contrastive.checked = params.get('contrastive'
 if (params.has('prompt')) ui.prompt.value = params.get('prompt');
 ui.jsonExample.addEventListener('click', () => {
   ui.jsonMode.checked = true;
-  ui.chatTemplate.checked = true;
+  ui.chatTemplate.checked = !ui.chatTemplate.disabled;
   ui.prompt.value = 'Describe a fictional person as JSON with the keys "name", "age" and "city".';
   ui.prompt.focus();
 });

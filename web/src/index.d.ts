@@ -263,6 +263,10 @@ export declare class TandemEngine {
   model: string;
   /** The drafter model's file name, when one is loaded. */
   drafter: string | null;
+  /** Whether the target can format a chat: a template in its file or a ChatML vocabulary
+   * (false for a base model such as Gemma 3 270M: `chat.completions` fails with kind
+   * `no_chat_template`, `completions` continues raw text). */
+  hasChatTemplate: boolean;
   /** The method used when a request names none. */
   defaultMethod: Method;
   /** The engine's method registry (what `method` may name). */
@@ -336,6 +340,8 @@ export declare class ServerEngine {
   adapter: AdapterSummary | null;
   /** Whether the server has a drafter model (for the methods that need one). */
   hasDrafter: boolean;
+  /** Whether the served model can format a chat (false: a base model, only completions). */
+  hasChatTemplate: boolean;
   /** The server's context length in tokens. */
   contextLength: number;
   lastStats: Stats | null;

@@ -152,6 +152,10 @@ export class TandemEngine {
   model = '';
   /** The drafter model's file name, when one is loaded. */
   drafter = null;
+  /** Whether the target can format a chat: a template in its file or a ChatML vocabulary
+   * (false for a base model such as Gemma 3 270M: `chat.completions` fails with kind
+   * `no_chat_template`, `completions` continues raw text). */
+  hasChatTemplate = true;
   /** The method used when a request names none: 'plain', 'lookup' or 'sps'. */
   defaultMethod = 'plain';
   /** The engine's method registry: `[{ name, about, needs_drafter_model, params }]`. */
@@ -210,8 +214,9 @@ export class TandemEngine {
 
   /** @internal */
   async load({ target, draft, contextLength, maxDraft }) {
-    const { adapter, drafter, methods } = await this.#call({ type: 'load', target, draft, contextLength, maxDraft }).done;
+    const { adapter, drafter, methods, chatTemplate } = await this.#call({ type: 'load', target, draft, contextLength, maxDraft }).done;
     this.methods = methods;
+    this.hasChatTemplate = chatTemplate;
     this.adapter = adapter;
     this.drafter = drafter;
     this.model = modelName(target);

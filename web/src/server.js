@@ -65,6 +65,8 @@ class ServerEngine {
   adapter = null;
   /** Whether the server has a drafter model (for the methods that need one). */
   hasDrafter = false;
+  /** Whether the served model can format a chat (false: a base model, only completions). */
+  hasChatTemplate = true;
   contextLength = 0;
   lastStats = null;
   #base;
@@ -106,6 +108,7 @@ class ServerEngine {
     this.methods = m.meta?.methods ?? [];
     this.adapter = m.meta?.adapter ?? null;
     this.hasDrafter = Boolean(m.meta?.drafter);
+    this.hasChatTemplate = m.meta?.chat_template ?? true;
     this.contextLength = m.meta?.n_ctx ?? 0;
     return this;
   }

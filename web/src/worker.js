@@ -46,7 +46,12 @@ async function load({ target, draft, contextLength, maxDraft }) {
     engine.loadDrafter(d.bytes);
     drafter = modelName(draft);
   }
-  return { adapter: JSON.parse(engine.adapterJson()), drafter, methods: JSON.parse(methodsJson()) };
+  return {
+    adapter: JSON.parse(engine.adapterJson()),
+    drafter,
+    methods: JSON.parse(methodsJson()),
+    chatTemplate: engine.hasChatTemplate(),
+  };
 }
 
 function generate({ id, kind, input, options }) {

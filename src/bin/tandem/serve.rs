@@ -452,6 +452,7 @@ async fn models(State(s): State<Arc<Shared>>) -> Response {
         json!({"n_ctx": r.limits.n_ctx, "n_vocab": r.tokenizer.vocab_size(),
                "method": r.limits.method.to_string(), "max_draft": r.limits.max_draft,
                "drafter": r.drafter, "adapter": r.adapter,
+               "chat_template": r.tokenizer.chat_template_or_default().is_ok(),
                "methods": tandem::engine::METHODS})
     });
     axum::Json(json!({
