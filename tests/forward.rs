@@ -1,7 +1,8 @@
 //! The GPU forward against the CPU reference forward (prefill, chunked prefill and
 //! step-by-step decode) on SmolLM2-135M, on the qwen3 and llama3 fixture models
 //! (tests/fixtures/tiny-*.gguf), and on gemma3: Gemma 3 270M and a tiny written gemma3 whose
-//! sliding window (8) is shorter than the prompts.
+//! sliding window (8) is shorter than the prompts. Also the layer plan's range: the forward
+//! through the first layers only equals the CPU reference cut to those layers.
 mod common;
 
 use tandem::model::{
@@ -272,4 +273,60 @@ fn check_prompt(
         let ids = pollster::block_on(tf.read_argmax(gpu, 1)).unwrap();
         assert_eq!(ids[0], tandem::model::cpu::argmax(&cpu_logits));
     }
+}
+
+/// `Session::encode_layers` with the first `keep` of the model's layers: the logits of a
+/// prompt's last token equal the CPU reference forward cut to those layers (and differ from
+/// the whole model's, so the cut took effect).
+fn first_layers_match_cpu(model: &ModelFile, prompt: &[u32], keep: usize) {
+    let Some(gpu) = common::gpu() else { return };
+    let limits = ForwardLimits {
+        max_ctx: 64,
+        max_t: 32,
+        max_logit_rows: 4,
+    };
+    let s = Session::load(&gpu, model, limits).unwrap();
+    let t = prompt.len();
+    let positions: Vec<u32> = (0..t as u32).collect();
+    s.write_inputs(&gpu, prompt, &positions, &s.causal_mask(t), 0, 1);
+    let mut enc = gpu.encoder("first layers");
+    s.encode_layers(&mut enc, t, 0..keep, t - 1..t).unwrap();
+    gpu.submit(enc);
+    let cut = s.read_logits_blocking(&gpu, 1);
+
+    let mut cpu = CpuModel::load(model).unwrap();
+    cpu.keep_layers(keep);
+    let mut want = Vec::new();
+    for &tok in prompt {
+        want = cpu.forward(tok);
+    }
+    let err = max_abs(&cut, &want);
+    assert!(
+        err < LOGIT_TOL,
+        "first {keep} layers: logits differ by {err}"
+    );
+
+    s.prefill(&gpu, prompt, 0).unwrap();
+    let full = s.read_logits_blocking(&gpu, 1);
+    assert!(
+        max_abs(&full, &cut) > 10.0 * LOGIT_TOL,
+        "the cut ran every layer"
+    );
+    let n = model.config.n_layers;
+    let mut enc = gpu.encoder("bad range");
+    assert!(s.encode_layers(&mut enc, t, 0..n + 1, 0..1).is_err());
+}
+
+#[test]
+fn qwen3_first_layers_match_the_cpu_reference_cut_to_them() {
+    let model = ModelFile::open(&common::fixture("tiny-qwen3.gguf")).unwrap();
+    let prompt = &common::greedy_fixtures("tiny-qwen3")[0].prompt_ids;
+    first_layers_match_cpu(&model, prompt, model.config.n_layers - 1);
+}
+
+#[test]
+fn gemma3_first_layers_match_the_cpu_reference_cut_to_them() {
+    let model = common::tiny(Arch::Gemma3, GgmlType::Q8_0, 7);
+    let prompt: Vec<u32> = (1..20).map(|i| (i * 37) % 200).collect();
+    first_layers_match_cpu(&model, &prompt, 5);
 }

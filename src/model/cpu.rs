@@ -102,6 +102,12 @@ impl CpuModel {
         })
     }
 
+    /// Keep only the first `n` layers (the reference for a forward that stops early, as
+    /// layer-skip drafting runs a model's own first layers).
+    pub fn keep_layers(&mut self, n: usize) {
+        self.layers.truncate(n);
+    }
+
     /// Forget the KV cache past `n` tokens.
     pub fn truncate(&mut self, n: usize) {
         let row = self.config.n_kv_heads * self.config.head_dim;

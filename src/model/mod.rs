@@ -1,11 +1,13 @@
 //! Model files and the model description: GGUF parsing, safetensors loading, the model
 //! config and weight map, the CPU reference forward, the GPU forward, the tiny-model writer.
+pub mod arch;
 pub mod config;
 pub mod cpu;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod files;
 pub mod gguf;
 pub mod loader;
+pub mod plan;
 pub mod safetensors;
 pub mod session;
 pub mod transformer;

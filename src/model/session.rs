@@ -7,11 +7,16 @@
 //! beside its target); each reserves its memory when it opens (`Error::OutOfMemory` when the
 //! device or the budget cannot hold another) and releases it when dropped. Everything a step
 //! needs is made here once, so the decode loop creates no buffer, bind group or pipeline.
+//!
+//! Each layer's [`LayerPlan`] ops are bound once to this session's buffers ([`BoundOp`]); a
+//! step records them in order (any range of layers: [`Session::encode_layers`]), and the
+//! dispatch count is theirs ([`Session::dispatches`]).
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use super::config::ModelConfig;
+use super::plan::{Act, Op};
 use super::transformer::{ForwardLimits, GpuModel};
 use crate::gpu::{Gpu, Reservation};
 use crate::kernels::contrastive::{Contrastive, ContrastiveParams};
@@ -28,33 +33,38 @@ struct Proj {
     binding: MatmulBinding,
 }
 
-/// gemma3: the norms of the attention and FFN branches (each written to `xn` by its
-/// projection) into `post`, and the adds of `post` onto the residual `x`.
-struct PostNorms {
-    attn_norm: Bound,
-    attn_add: Bound,
-    ffn_norm: Bound,
-    ffn_add: Bound,
+/// A layer plan's op bound to this session's buffers: the op (which names its pipeline in
+/// the model's kernels) and its bind group, or for a projection one matmul binding per
+/// same-typed run of the matrix.
+pub struct BoundOp {
+    op: Op,
+    bound: Binding,
 }
 
-/// One layer's bind groups and KV cache.
+enum Binding {
+    One(Bound),
+    Matmuls(Vec<Proj>),
+}
+
+impl BoundOp {
+    /// The op of the layer plan.
+    pub fn op(&self) -> &Op {
+        &self.op
+    }
+
+    /// Compute dispatches it records (a matrix split over several buffers by the binding
+    /// limit costs one per part).
+    pub fn dispatches(&self) -> usize {
+        match &self.bound {
+            Binding::One(_) => 1,
+            Binding::Matmuls(ps) => ps.iter().map(|p| p.binding.dispatches()).sum(),
+        }
+    }
+}
+
+/// One layer's bound ops and KV cache.
 struct LayerBindings {
-    /// gemma3: a sliding-window layer (the model's `*_swa` kernels).
-    sliding: bool,
-    /// gemma3: post-attention / post-FFN norms.
-    post: Option<PostNorms>,
-    norm1: Bound,
-    qkv: Vec<Proj>,
-    /// Per-head q/k RMSNorm (qwen3), between the QKV projection and RoPE.
-    qk_norm: Option<Bound>,
-    rope: Bound,
-    attn: Bound,
-    wo: Proj,
-    norm2: Bound,
-    gate_up: Vec<Proj>,
-    /// The gated activation's binding: GELU·mul's where the model has it (gemma3).
-    silu: Bound,
-    down: Proj,
+    ops: Vec<BoundOp>,
     k_cache: wgpu::Buffer,
     v_cache: wgpu::Buffer,
 }
@@ -90,7 +100,7 @@ struct Sizes {
     att: u64,
     gate_up: u64,
     act: u64,
-    /// gemma3: a normed branch before its residual add (0 without post norms).
+    /// A post-normed branch before its residual add (0 where no plan post-norms).
     post: u64,
     head_x: u64,
     logits: u64,
@@ -118,7 +128,11 @@ impl Sizes {
             att: f4(mt * nh * hd),
             gate_up: f4(mt * 2 * f),
             act: f4(mt * f),
-            post: if c.post_norms { f4(mt * d) } else { 0 },
+            post: if m.layers.iter().any(|l| l.plan.uses_act(Act::Post)) {
+                f4(mt * d)
+            } else {
+                0
+            },
             head_x: f4(mr * d),
             logits: f4(mr * m.head_rows as u64),
             argmax: f4(mr),
@@ -229,69 +243,85 @@ impl Session {
                 binding: k.matmul(w.ty)?.bind(gpu, step, w, x, y, ep)?,
             })
         };
-        let residual = Epilogue {
-            bias: None,
-            accumulate: true,
-        };
         let embed_b =
             k.embed
                 .bind_scaled(gpu, &step, &m.embed, &tokens, &x, m.config.embed_scale)?;
-        // gemma3: a branch goes to `xn` (normed, then added) instead of onto `x`.
-        let (branch_out, branch_ep) = match &post {
-            Some(_) => (&xn, Epilogue::default()),
-            None => (&x, residual),
+        let buffer = |a: Act| -> Result<&wgpu::Buffer> {
+            Ok(match a {
+                Act::X => &x,
+                Act::Xn => &xn,
+                Act::Qkv => &qkv,
+                Act::Att => &att,
+                Act::GateUp => &gu,
+                Act::Ffn => &act,
+                Act::Post => post.as_ref().ok_or_else(|| {
+                    Error::Invalid("a layer plan reads the post-norm buffer it did not size".into())
+                })?,
+            })
         };
         let mut layers = Vec::with_capacity(m.layers.len());
         for (i, l) in m.layers.iter().enumerate() {
-            let qkv_ep = Epilogue {
-                bias: l.qkv_bias.as_ref(),
-                accumulate: false,
-            };
-            let qk_norm = match (&k.qk_norm, &l.qk_norm) {
-                (Some(kernel), Some((qw, kw))) => Some(kernel.bind(gpu, &step, &qkv, qw, kw)?),
-                _ => None,
-            };
-            // gemma3: post-attention / post-FFN norms, a sliding layer's RoPE and attention.
-            let post_b = match (&post, &k.add, &l.post_norms) {
-                (Some(pb), Some(adder), Some((aw, fw))) => Some(PostNorms {
-                    attn_norm: k.rmsnorm.bind(gpu, &step, &xn, aw, pb)?,
-                    attn_add: adder.bind(gpu, &step, &x, pb)?,
-                    ffn_norm: k.rmsnorm.bind(gpu, &step, &xn, fw, pb)?,
-                    ffn_add: adder.bind(gpu, &step, &x, pb)?,
-                }),
-                _ => None,
-            };
-            let (rope, attention) = match (l.sliding, &k.rope_swa, &k.attention_swa) {
-                (true, Some(r), Some(a)) => (r, a),
-                _ => (&k.rope, &k.attention),
-            };
-            let silu = match &k.gelu {
-                Some(g) => g.bind(gpu, &step, &gu, &act)?,
-                None => k.silu.bind(gpu, &step, &gu, &act)?,
-            };
             let k_cache = gpu.storage(&format!("blk.{i}.k_cache"), sz.kv)?;
             let v_cache = gpu.storage(&format!("blk.{i}.v_cache"), sz.kv)?;
+            let mut ops = Vec::with_capacity(l.plan.ops.len());
+            for op in &l.plan.ops {
+                let bound = match *op {
+                    Op::RmsNorm {
+                        weight,
+                        input,
+                        output,
+                    } => Binding::One(k.rmsnorm.bind(
+                        gpu,
+                        &step,
+                        buffer(input)?,
+                        l.norm(weight, i)?,
+                        buffer(output)?,
+                    )?),
+                    Op::Project {
+                        matrix,
+                        input,
+                        output,
+                        accumulate,
+                    } => {
+                        let ep = Epilogue {
+                            bias: match matrix {
+                                super::plan::Matrix::Qkv => l.qkv_bias.as_ref(),
+                                _ => None,
+                            },
+                            accumulate,
+                        };
+                        Binding::Matmuls(
+                            l.matrices(matrix)
+                                .iter()
+                                .map(|w| proj(&step, w, buffer(input)?, buffer(output)?, ep))
+                                .collect::<Result<_>>()?,
+                        )
+                    }
+                    Op::QkNorm => {
+                        let (qw, kw) = l.qk_norm.as_ref().ok_or_else(|| {
+                            Error::Invalid(format!(
+                                "blk.{i}: the plan norms q/k heads without weights"
+                            ))
+                        })?;
+                        Binding::One(k.qk_norm(op)?.bind(gpu, &step, &qkv, qw, kw)?)
+                    }
+                    Op::RopeKvAppend(reach) => Binding::One(
+                        k.rope(reach, op)?
+                            .bind(gpu, &step, &pos, &qkv, &k_cache, &v_cache)?,
+                    ),
+                    Op::Attention(reach) => Binding::One(
+                        k.attention(reach, op)?
+                            .bind(gpu, &step, &qkv, &k_cache, &v_cache, &mask, &att)?,
+                    ),
+                    Op::Gated(a) => Binding::One(k.gated(a, op)?.bind(gpu, &step, &gu, &act)?),
+                    Op::Add { from, into } => {
+                        Binding::One(k.add(op)?.bind(gpu, &step, buffer(into)?, buffer(from)?)?)
+                    }
+                };
+                ops.push(BoundOp { op: *op, bound });
+            }
             layers.push(LayerBindings {
-                sliding: l.sliding,
-                post: post_b,
-                norm1: k.rmsnorm.bind(gpu, &step, &x, &l.attn_norm, &xn)?,
-                qkv: l
-                    .qkv
-                    .iter()
-                    .map(|w| proj(&step, w, &xn, &qkv, qkv_ep))
-                    .collect::<Result<_>>()?,
-                qk_norm,
-                rope: rope.bind(gpu, &step, &pos, &qkv, &k_cache, &v_cache)?,
-                attn: attention.bind(gpu, &step, &qkv, &k_cache, &v_cache, &mask, &att)?,
-                wo: proj(&step, &l.wo, &att, branch_out, branch_ep)?,
-                norm2: k.rmsnorm.bind(gpu, &step, &x, &l.ffn_norm, &xn)?,
-                gate_up: l
-                    .gate_up
-                    .iter()
-                    .map(|w| proj(&step, w, &xn, &gu, Epilogue::default()))
-                    .collect::<Result<_>>()?,
-                silu,
-                down: proj(&step, &l.down, &act, branch_out, branch_ep)?,
+                ops,
                 k_cache,
                 v_cache,
             });
@@ -582,48 +612,34 @@ impl Session {
         t: usize,
         logit_rows: Range<usize>,
     ) -> Result<()> {
+        self.encode_layers(enc, t, 0..self.layers.len(), logit_rows)
+    }
+
+    /// [`Session::encode`] through the layers in `layers` only (the others are skipped: their
+    /// KV rows are not written), as layer-skip drafting runs a model's own first layers.
+    pub fn encode_layers(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        t: usize,
+        layers: Range<usize>,
+        logit_rows: Range<usize>,
+    ) -> Result<()> {
         let k = &self.model.kernels;
+        if layers.start > layers.end || layers.end > self.layers.len() {
+            return Err(Error::Invalid(format!(
+                "layers {layers:?} of a model of {} layers",
+                self.layers.len()
+            )));
+        }
         let rows = logit_rows.len();
         let t32 = t as u32;
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
             let p = &mut pass;
             k.embed.encode(p, &self.embed_b, t32)?;
-            for l in &self.layers {
-                k.rmsnorm.encode(p, &l.norm1, t32)?;
-                for proj in &l.qkv {
-                    self.mm(p, proj, t32)?;
-                }
-                if let (Some(kernel), Some(b)) = (&k.qk_norm, &l.qk_norm) {
-                    kernel.encode(p, b, t32)?;
-                }
-                // gemma3: a sliding-window layer's RoPE base and window.
-                let (rope, attention) = match (l.sliding, &k.rope_swa, &k.attention_swa) {
-                    (true, Some(r), Some(a)) => (r, a),
-                    _ => (&k.rope, &k.attention),
-                };
-                rope.encode(p, &l.rope, t32)?;
-                attention.encode(p, &l.attn, t32)?;
-                self.mm(p, &l.wo, t32)?;
-                // gemma3: norm the attention branch (in `xn`), add it to the residual.
-                if let (Some(post), Some(add)) = (&l.post, &k.add) {
-                    k.rmsnorm.encode(p, &post.attn_norm, t32)?;
-                    add.encode(p, &post.attn_add, t32)?;
-                }
-                k.rmsnorm.encode(p, &l.norm2, t32)?;
-                for proj in &l.gate_up {
-                    self.mm(p, proj, t32)?;
-                }
-                match &k.gelu {
-                    // gemma3: GeGLU.
-                    Some(gelu) => gelu.encode(p, &l.silu, t32)?,
-                    None => k.silu.encode(p, &l.silu, t32)?,
-                }
-                self.mm(p, &l.down, t32)?;
-                // gemma3: norm the FFN branch, add it to the residual.
-                if let (Some(post), Some(add)) = (&l.post, &k.add) {
-                    k.rmsnorm.encode(p, &post.ffn_norm, t32)?;
-                    add.encode(p, &post.ffn_add, t32)?;
+            for l in &self.layers[layers] {
+                for b in &l.ops {
+                    self.encode_op(p, b, t32)?;
                 }
             }
         }
@@ -651,33 +667,51 @@ impl Session {
         Ok(())
     }
 
-    /// Compute dispatches one [`Session::encode`] records with `logit_rows` head rows
-    /// (a decode step: 1). It follows `encode` kernel by kernel: a matrix split over several
-    /// buffers (the binding limit) costs one dispatch per part. Copies are not counted.
-    /// Keep it in step with `encode`: `tests/cli.rs` pins the tiny model's count (22).
+    /// Record one bound op of a layer plan.
+    fn encode_op(&self, p: &mut wgpu::ComputePass, b: &BoundOp, t: u32) -> Result<()> {
+        let k = &self.model.kernels;
+        let op = &b.op;
+        let one = match &b.bound {
+            Binding::One(bound) => bound,
+            Binding::Matmuls(projs) => {
+                for proj in projs {
+                    self.mm(p, proj, t)?;
+                }
+                return Ok(());
+            }
+        };
+        match *op {
+            Op::RmsNorm { .. } => k.rmsnorm.encode(p, one, t),
+            Op::QkNorm => k.qk_norm(op)?.encode(p, one, t),
+            Op::RopeKvAppend(reach) => k.rope(reach, op)?.encode(p, one, t),
+            Op::Attention(reach) => k.attention(reach, op)?.encode(p, one, t),
+            Op::Gated(a) => k.gated(a, op)?.encode(p, one, t),
+            Op::Add { .. } => k.add(op)?.encode(p, one, t),
+            Op::Project { .. } => Err(Error::Gpu(format!(
+                "a projection bound as one kernel ({op:?})"
+            ))),
+        }
+    }
+
+    /// The bound ops of layer `i` (its plan, as this session records it).
+    pub fn layer_ops(&self, i: usize) -> Option<&[BoundOp]> {
+        self.layers.get(i).map(|l| l.ops.as_slice())
+    }
+
+    /// Compute dispatches one [`Session::encode`] records with `logit_rows` head rows (a
+    /// decode step: 1): the embedding gather, every bound op of the layer plans, and the head.
+    /// Copies are not counted.
     pub fn dispatches(&self, logit_rows: usize) -> usize {
-        let mm = |p: &Proj| p.binding.dispatches();
-        // norm1, rope + KV append, attention, norm2, SiLU·mul: one dispatch each (and the
-        // q/k norm where the model has one).
-        let per_layer_single = 5;
         let layers: usize = self
             .layers
             .iter()
-            .map(|l| {
-                per_layer_single
-                    + usize::from(l.qk_norm.is_some())
-                    // gemma3: two norms and two adds.
-                    + if l.post.is_some() { 4 } else { 0 }
-                    + l.qkv.iter().map(mm).sum::<usize>()
-                    + mm(&l.wo)
-                    + l.gate_up.iter().map(mm).sum::<usize>()
-                    + mm(&l.down)
-            })
+            .flat_map(|l| &l.ops)
+            .map(BoundOp::dispatches)
             .sum();
         // Final norm, output head, argmax (and the contrastive scores and the logit mask
         // while they are on).
         let head = if logit_rows > 0 {
-            2 + mm(&self.output)
+            2 + self.output.binding.dispatches()
                 + usize::from(self.logit_mask_active())
                 + usize::from(self.contrastive_active())
         } else {

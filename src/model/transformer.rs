@@ -2,23 +2,19 @@
 //! (`Arc`) by every [`super::session::Session`] — one conversation's KV cache, activation
 //! buffers and bind groups — over it.
 //!
-//! Read it beside `cpu.rs`: per layer, norm → QKV (+bias) → [per-head q/k RMSNorm, qwen3] →
-//! RoPE (÷ frequency factors, llama3) + KV append → tree attention
-//! → output projection (+= residual) → norm → gate/up → SiLU·mul → down (+= residual). Weights
-//! are uploaded once in their GGUF block format and every pipeline is built here at load time;
-//! a session makes its bind groups once when it opens, so a step only writes a few small
-//! buffers, records one command buffer and submits it.
-//!
-//! gemma3 (marked `gemma3:` here and in `session.rs`): the embedding gather scales by √dim;
-//! the sliding-window layers use their own attention (window) and RoPE (base) kernels; the
-//! output projection and the down projection write into `xn` instead of accumulating into
-//! `x`, an RMSNorm takes that branch into `post` and an add puts it on the residual;
-//! GELU·mul replaces SiLU·mul.
+//! What a layer computes is its [`LayerPlan`] (`src/model/plan.rs`, one file per family in
+//! `src/model/arch/`): the load uploads the weights the plans name and builds the pipelines
+//! they use (the sliding-window RoPE and attention, GELU·mul, the add of a post-normed branch
+//! only where some layer has them). Read a plan beside `cpu.rs`, the independent reference.
+//! Weights are uploaded once in their GGUF block format and every pipeline is built here at
+//! load time; a session makes its bind groups once when it opens, so a step only writes a few
+//! small buffers, records one command buffer and submits it.
 
 use std::collections::HashMap;
 
 use super::config::{Activation, ModelConfig};
 use super::loader::ModelFile;
+use super::plan::{any_op, LayerPlan, Matrix, Norm, Op, Reach};
 use crate::gpu::{Gpu, Reservation};
 use crate::kernels::add::Add;
 use crate::kernels::argmax::Argmax;
@@ -56,8 +52,10 @@ impl Default for ForwardLimits {
 }
 
 /// One layer's weights as uploaded: norms, the QKV matrices (same-typed neighbours joined,
-/// placed side by side in the `qkv` activation), the output projection and the FFN.
+/// placed side by side in the `qkv` activation), the output projection and the FFN, with the
+/// plan that uses them.
 pub(super) struct LayerWeights {
+    pub plan: LayerPlan,
     pub attn_norm: wgpu::Buffer,
     pub ffn_norm: wgpu::Buffer,
     pub qkv: Vec<QuantMatrix>,
@@ -67,28 +65,58 @@ pub(super) struct LayerWeights {
     pub wo: QuantMatrix,
     pub gate_up: Vec<QuantMatrix>,
     pub down: QuantMatrix,
-    /// gemma3: post-attention and post-FFN RMSNorm weights.
+    /// Post-attention and post-FFN RMSNorm weights, where the plan post-norms (gemma3).
     pub post_norms: Option<(wgpu::Buffer, wgpu::Buffer)>,
-    /// gemma3: a sliding-window layer (the `*_swa` kernels).
-    pub sliding: bool,
 }
 
-/// The pipelines of one model's forward (shared by its sessions).
+impl LayerWeights {
+    /// The weight of norm `n` (an error if the file gave the layer none).
+    pub fn norm(&self, n: Norm, layer: usize) -> Result<&wgpu::Buffer> {
+        match (n, &self.post_norms) {
+            (Norm::Attn, _) => Ok(&self.attn_norm),
+            (Norm::Ffn, _) => Ok(&self.ffn_norm),
+            (Norm::AttnPost, Some((a, _))) => Ok(a),
+            (Norm::FfnPost, Some((_, f))) => Ok(f),
+            _ => Err(Error::Invalid(format!("blk.{layer}: no {n:?} norm weight"))),
+        }
+    }
+
+    /// The matrices of `m` (one per same-typed run).
+    pub fn matrices(&self, m: Matrix) -> &[QuantMatrix] {
+        match m {
+            Matrix::Qkv => &self.qkv,
+            Matrix::Output => std::slice::from_ref(&self.wo),
+            Matrix::GateUp => &self.gate_up,
+            Matrix::Down => std::slice::from_ref(&self.down),
+        }
+    }
+}
+
+/// The pipelines of one model's forward (shared by its sessions): the ones its layer plans
+/// use, each built once.
 pub(super) struct Kernels {
     pub embed: Embedding,
     pub rmsnorm: RmsNorm,
     pub qk_norm: Option<QkNorm>,
+    /// The global layers' RoPE and attention.
     pub rope: RopeKvAppend,
     pub attention: Attention,
-    pub silu: SiluMul,
-    /// gemma3: the sliding-window layers' RoPE (base `rope_theta_swa`) and attention (window).
+    /// The sliding-window layers' RoPE (base `rope_theta_swa`) and attention (window).
     pub rope_swa: Option<RopeKvAppend>,
     pub attention_swa: Option<Attention>,
-    /// gemma3: GELU·mul instead of SiLU·mul, and the add of the post-normed branches.
+    pub silu: Option<SiluMul>,
     pub gelu: Option<GeluMul>,
+    /// The add of a post-normed branch onto the residual.
     pub add: Option<Add>,
     pub matmuls: HashMap<GgmlType, Matmul>,
     pub argmax: Argmax,
+}
+
+/// `kernel` or an error naming the op no pipeline was built for.
+fn built<'a, K>(kernel: &'a Option<K>, op: &Op) -> Result<&'a K> {
+    kernel
+        .as_ref()
+        .ok_or_else(|| Error::Gpu(format!("no pipeline for the layer plan's {op:?}")))
 }
 
 impl Kernels {
@@ -96,6 +124,70 @@ impl Kernels {
         self.matmuls
             .get(&ty)
             .ok_or_else(|| Error::Gpu(format!("no matmul for {}", ty.name())))
+    }
+
+    pub fn qk_norm(&self, op: &Op) -> Result<&QkNorm> {
+        built(&self.qk_norm, op)
+    }
+
+    pub fn add(&self, op: &Op) -> Result<&Add> {
+        built(&self.add, op)
+    }
+
+    /// RoPE + KV append and attention of `reach`.
+    pub fn rope(&self, reach: Reach, op: &Op) -> Result<&RopeKvAppend> {
+        match reach {
+            Reach::Global => Ok(&self.rope),
+            Reach::Sliding => built(&self.rope_swa, op),
+        }
+    }
+
+    pub fn attention(&self, reach: Reach, op: &Op) -> Result<&Attention> {
+        match reach {
+            Reach::Global => Ok(&self.attention),
+            Reach::Sliding => built(&self.attention_swa, op),
+        }
+    }
+
+    /// Which gated activation kernel: SiLU·mul or GELU·mul.
+    pub fn gated(&self, a: Activation, op: &Op) -> Result<GatedKernel<'_>> {
+        Ok(match a {
+            Activation::Silu => GatedKernel::Silu(built(&self.silu, op)?),
+            Activation::GeluTanh => GatedKernel::Gelu(built(&self.gelu, op)?),
+        })
+    }
+}
+
+/// A gated activation's pipeline.
+pub(super) enum GatedKernel<'a> {
+    Silu(&'a SiluMul),
+    Gelu(&'a GeluMul),
+}
+
+impl GatedKernel<'_> {
+    pub fn bind(
+        &self,
+        gpu: &Gpu,
+        step: &wgpu::Buffer,
+        gate_up: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+    ) -> Result<crate::kernels::Bound> {
+        match self {
+            GatedKernel::Silu(k) => k.bind(gpu, step, gate_up, out),
+            GatedKernel::Gelu(k) => k.bind(gpu, step, gate_up, out),
+        }
+    }
+
+    pub fn encode(
+        &self,
+        pass: &mut wgpu::ComputePass,
+        bound: &crate::kernels::Bound,
+        t: u32,
+    ) -> Result<()> {
+        match self {
+            GatedKernel::Silu(k) => k.encode(pass, bound, t),
+            GatedKernel::Gelu(k) => k.encode(pass, bound, t),
+        }
     }
 }
 
@@ -208,6 +300,14 @@ impl GpuModel {
     ) -> Result<Self> {
         let c = model.config.clone();
         let w = &model.weights;
+        let plans = super::arch::plan(&c);
+        if plans.len() != w.layers.len() {
+            return Err(Error::Invalid(format!(
+                "{} layer plans for {} layers of weights",
+                plans.len(),
+                w.layers.len()
+            )));
+        }
         if limits.max_t == 0 || limits.max_logit_rows == 0 || limits.max_logit_rows > limits.max_t {
             return Err(Error::Invalid(format!(
                 "forward limits {limits:?}: need 1 <= max_logit_rows <= max_t"
@@ -286,7 +386,7 @@ impl GpuModel {
                 &rope_shape,
                 model.rope_freq_factors()?.as_deref(),
             )?;
-            let qk_norm = if c.qk_norm {
+            let qk_norm = if any_op(&plans, |op| *op == Op::QkNorm) {
                 Some(QkNorm::new(
                     gpu, nh as u32, nkv as u32, hd as u32, c.norm_eps,
                 )?)
@@ -306,8 +406,8 @@ impl GpuModel {
             };
             let layout = Layout::for_gpu(gpu);
             let attention = Attention::with_options(gpu, &attn_shape, layout, attn_options(0))?;
-            // gemma3: the sliding-window layers' attention and RoPE.
-            let any_sliding = (0..c.n_layers).any(|i| c.layer_is_sliding(i));
+            // The sliding-window layers' attention and RoPE (gemma3).
+            let any_sliding = plans.iter().any(LayerPlan::slides);
             let (rope_swa, attention_swa) = if any_sliding {
                 let shape = RopeShape {
                     theta: c.rope_theta_swa,
@@ -330,12 +430,16 @@ impl GpuModel {
             } else {
                 (None, None)
             };
-            let silu = SiluMul::new(gpu, f as u32)?;
-            let gelu = match c.activation {
-                Activation::GeluTanh => Some(GeluMul::new(gpu, f as u32)?),
-                Activation::Silu => None,
+            let gated = |a: Activation| any_op(&plans, |op| *op == Op::Gated(a));
+            let silu = match gated(Activation::Silu) {
+                true => Some(SiluMul::new(gpu, f as u32)?),
+                false => None,
             };
-            let add = if c.post_norms {
+            let gelu = match gated(Activation::GeluTanh) {
+                true => Some(GeluMul::new(gpu, f as u32)?),
+                false => None,
+            };
+            let add = if any_op(&plans, |op| matches!(op, Op::Add { .. })) {
                 Some(Add::new(gpu, d as u32)?)
             } else {
                 None
@@ -359,7 +463,7 @@ impl GpuModel {
             let embed = Embedding::new(gpu, embed_m.ty)?;
 
             let mut layers = Vec::with_capacity(c.n_layers);
-            for (i, l) in w.layers.iter().enumerate() {
+            for (i, (l, plan)) in w.layers.iter().zip(plans).enumerate() {
                 // Q, K and V land side by side in `qkv`; same-typed neighbours share one matmul.
                 let qkv_bias = match (&l.attn_q_bias, &l.attn_k_bias, &l.attn_v_bias) {
                     (Some(q), Some(k), Some(vb)) => {
@@ -410,7 +514,8 @@ impl GpuModel {
                     d,
                     0,
                 )?)?;
-                let qk_norm_w = match (c.qk_norm, &l.attn_q_norm, &l.attn_k_norm) {
+                let wants_qk_norm = plan.any(|op| *op == Op::QkNorm);
+                let qk_norm_w = match (wants_qk_norm, &l.attn_q_norm, &l.attn_k_norm) {
                     (true, Some(qn), Some(kn)) => Some((
                         gpu.upload(qn, &f32_tensor(model, qn)?)?,
                         gpu.upload(kn, &f32_tensor(model, kn)?)?,
@@ -418,13 +523,15 @@ impl GpuModel {
                     (false, None, None) => None,
                     _ => {
                         return Err(Error::Invalid(format!(
-                            "blk.{i}: the q/k norm weights do not match the config (qk_norm = {})",
-                            c.qk_norm
+                            "blk.{i}: the q/k norm weights do not match the {} layer plan \
+                             (per-head q/k norm: {wants_qk_norm})",
+                            c.arch.name()
                         )))
                     }
                 };
-                // gemma3: post-attention / post-FFN norms.
-                let post_norms = match (c.post_norms, &l.attn_post_norm, &l.ffn_post_norm) {
+                // Post-attention / post-FFN norms (gemma3).
+                let wants_post = plan.uses_norm(Norm::AttnPost) || plan.uses_norm(Norm::FfnPost);
+                let post_norms = match (wants_post, &l.attn_post_norm, &l.ffn_post_norm) {
                     (true, Some(an), Some(fnn)) => Some((
                         gpu.upload(an, &f32_tensor(model, an)?)?,
                         gpu.upload(fnn, &f32_tensor(model, fnn)?)?,
@@ -432,14 +539,15 @@ impl GpuModel {
                     (false, None, None) => None,
                     _ => {
                         return Err(Error::Invalid(format!(
-                        "blk.{i}: the post-norm weights do not match the config (post_norms = {})",
-                        c.post_norms
-                    )))
+                            "blk.{i}: the post-norm weights do not match the {} layer plan \
+                             (post norms: {wants_post})",
+                            c.arch.name()
+                        )))
                     }
                 };
                 layers.push(LayerWeights {
+                    plan,
                     post_norms,
-                    sliding: c.layer_is_sliding(i),
                     attn_norm: gpu.upload(&l.attn_norm, &f32_tensor(model, &l.attn_norm)?)?,
                     ffn_norm: gpu.upload(&l.ffn_norm, &f32_tensor(model, &l.ffn_norm)?)?,
                     qkv,
@@ -501,6 +609,16 @@ impl GpuModel {
     /// Token ids the output head scores (`0..head_rows`): the logits rows' length.
     pub fn head_rows(&self) -> usize {
         self.head_rows
+    }
+
+    /// Layer `i`'s plan (what the forward records for it).
+    pub fn layer_plan(&self, i: usize) -> Option<&LayerPlan> {
+        self.layers.get(i).map(|l| &l.plan)
+    }
+
+    /// Layers of the model.
+    pub fn n_layers(&self) -> usize {
+        self.layers.len()
     }
 
     /// u32 words per mask row the forward expects.

@@ -1,0 +1,259 @@
+//! The layer plan: one transformer layer of the GPU forward as a list of [`Op`]s over a
+//! session's activation buffers, built once at load by the family's file in `arch/` from the
+//! shared steps below (llama.cpp's per-model graphs built from `build_norm` / `build_attn` /
+//! `build_ffn`). The model loads the weights and pipelines its plan names, a session binds
+//! each op once, and a step records the ops in order: no family branches in the forward.
+//!
+//! Buffers (`[T, width]` f32 each, T ≤ `max_t`): `X` the residual stream `[T, dim]`, `Xn` a
+//! normed copy of it or a branch before its post-norm `[T, dim]`, `Qkv` q | k | v side by side
+//! `[T, (H + 2·KVH)·HD]`, `Att` the attention output `[T, H·HD]`, `GateUp` gate | up
+//! `[T, 2·ffn]`, `Ffn` the gated activation `[T, ffn]`, `Post` a post-normed branch
+//! `[T, dim]` (only in plans that post-norm).
+//!
+//! The shared steps: [`LayerPlan::norm`] (x → xn), [`LayerPlan::qkv`] (xn → qkv, + the file's
+//! QKV bias), [`LayerPlan::qk_norm`] (per-head RMSNorm of q and k in place),
+//! [`LayerPlan::attention`] (RoPE + KV append, then tree attention with the layer's reach:
+//! global, or the sliding window with its own RoPE base), [`LayerPlan::attn_output`] and
+//! [`LayerPlan::gated_ffn`] (a projection into the residual: accumulated in the matmul's
+//! epilogue, or post-normed and added).
+
+use super::config::Activation;
+
+/// A session's activation buffer (see the module header for shapes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    X,
+    Xn,
+    Qkv,
+    Att,
+    GateUp,
+    Ffn,
+    Post,
+}
+
+/// A layer's RMSNorm weights (`[dim]` each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Norm {
+    /// Before attention (`attn_norm`).
+    Attn,
+    /// Before the FFN (`ffn_norm`).
+    Ffn,
+    /// On the attention branch before its residual add (`post_attention_norm`, gemma3).
+    AttnPost,
+    /// On the FFN branch before its residual add (`post_ffw_norm`, gemma3).
+    FfnPost,
+}
+
+/// A layer's weight matrices (each possibly several same-typed runs, one matmul per run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Matrix {
+    /// Q, K and V, rows placed side by side in `Qkv`; with the QKV bias where the file has it.
+    Qkv,
+    /// The attention output projection.
+    Output,
+    /// Gate and up, side by side in `GateUp`.
+    GateUp,
+    Down,
+}
+
+/// How far a layer's attention reaches: every earlier position (RoPE base `rope_theta`), or
+/// the sliding window (`sliding_window`, RoPE base `rope_theta_swa`; gemma3's local layers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    Global,
+    Sliding,
+}
+
+/// One dispatch (or, for a projection, one matmul per same-typed run of its matrix).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    RmsNorm {
+        weight: Norm,
+        input: Act,
+        output: Act,
+    },
+    /// `output = W·input` (`+=` with `accumulate`: the residual add in the epilogue).
+    Project {
+        matrix: Matrix,
+        input: Act,
+        output: Act,
+        accumulate: bool,
+    },
+    /// Per-head RMSNorm of q and k in `Qkv` (weights `attn_q_norm` / `attn_k_norm`).
+    QkNorm,
+    /// RoPE on q and k in `Qkv`, k and v appended to the KV cache.
+    RopeKvAppend(Reach),
+    /// Tree attention of q in `Qkv` over the KV cache into `Att`.
+    Attention(Reach),
+    /// `Ffn = act(gate) · up` from `GateUp`.
+    Gated(Activation),
+    /// `into += from`.
+    Add { from: Act, into: Act },
+}
+
+/// Where a branch (attention or FFN) meets the residual stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Residual {
+    /// Accumulated onto `X` in the projection's epilogue (pre-norm families).
+    Add,
+    /// Written to `Xn`, RMS-normed with this weight into `Post`, then added onto `X`.
+    PostNorm(Norm),
+}
+
+/// One layer's ops, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LayerPlan {
+    pub ops: Vec<Op>,
+}
+
+impl LayerPlan {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `Xn = rmsnorm(X) · weight`.
+    pub fn norm(mut self, weight: Norm) -> Self {
+        self.ops.push(Op::RmsNorm {
+            weight,
+            input: Act::X,
+            output: Act::Xn,
+        });
+        self
+    }
+
+    /// `Qkv = Xn · [Wq | Wk | Wv]` (+ bias where the file has one).
+    pub fn qkv(mut self) -> Self {
+        self.ops.push(Op::Project {
+            matrix: Matrix::Qkv,
+            input: Act::Xn,
+            output: Act::Qkv,
+            accumulate: false,
+        });
+        self
+    }
+
+    /// Per-head RMSNorm of q and k, before RoPE.
+    pub fn qk_norm(mut self) -> Self {
+        self.ops.push(Op::QkNorm);
+        self
+    }
+
+    /// RoPE + KV append, then attention, both with `reach`.
+    pub fn attention(mut self, reach: Reach) -> Self {
+        self.ops.push(Op::RopeKvAppend(reach));
+        self.ops.push(Op::Attention(reach));
+        self
+    }
+
+    /// The attention output projection into the residual.
+    pub fn attn_output(self, residual: Residual) -> Self {
+        self.branch(Matrix::Output, Act::Att, residual)
+    }
+
+    /// The gated FFN (`Xn` → gate | up → `act(gate) · up` → down) into the residual.
+    pub fn gated_ffn(mut self, activation: Activation, residual: Residual) -> Self {
+        self.ops.push(Op::Project {
+            matrix: Matrix::GateUp,
+            input: Act::Xn,
+            output: Act::GateUp,
+            accumulate: false,
+        });
+        self.ops.push(Op::Gated(activation));
+        self.branch(Matrix::Down, Act::Ffn, residual)
+    }
+
+    fn branch(mut self, matrix: Matrix, input: Act, residual: Residual) -> Self {
+        match residual {
+            Residual::Add => self.ops.push(Op::Project {
+                matrix,
+                input,
+                output: Act::X,
+                accumulate: true,
+            }),
+            Residual::PostNorm(weight) => self.ops.extend([
+                Op::Project {
+                    matrix,
+                    input,
+                    output: Act::Xn,
+                    accumulate: false,
+                },
+                Op::RmsNorm {
+                    weight,
+                    input: Act::Xn,
+                    output: Act::Post,
+                },
+                Op::Add {
+                    from: Act::Post,
+                    into: Act::X,
+                },
+            ]),
+        }
+        self
+    }
+
+    /// Whether any op satisfies `f`.
+    pub fn any(&self, f: impl Fn(&Op) -> bool) -> bool {
+        self.ops.iter().any(f)
+    }
+
+    /// Whether the layer reads or writes `act`.
+    pub fn uses_act(&self, act: Act) -> bool {
+        self.any(|op| match *op {
+            Op::RmsNorm { input, output, .. } | Op::Project { input, output, .. } => {
+                input == act || output == act
+            }
+            Op::Add { from, into } => from == act || into == act,
+            Op::QkNorm | Op::RopeKvAppend(_) => act == Act::Qkv,
+            Op::Attention(_) => act == Act::Qkv || act == Act::Att,
+            Op::Gated(_) => act == Act::GateUp || act == Act::Ffn,
+        })
+    }
+
+    /// Whether the layer uses the norm weight `n`.
+    pub fn uses_norm(&self, n: Norm) -> bool {
+        self.any(|op| matches!(op, Op::RmsNorm { weight, .. } if *weight == n))
+    }
+
+    /// Whether a layer's attention slides.
+    pub fn slides(&self) -> bool {
+        self.any(|op| matches!(op, Op::Attention(Reach::Sliding)))
+    }
+}
+
+/// Whether any layer of `plans` satisfies `f` in one of its ops.
+pub fn any_op(plans: &[LayerPlan], f: impl Fn(&Op) -> bool + Copy) -> bool {
+    plans.iter().any(|p| p.any(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_post_normed_branch_writes_xn_norms_into_post_and_adds() {
+        let p = LayerPlan::new().attn_output(Residual::PostNorm(Norm::AttnPost));
+        assert_eq!(
+            p.ops,
+            vec![
+                Op::Project {
+                    matrix: Matrix::Output,
+                    input: Act::Att,
+                    output: Act::Xn,
+                    accumulate: false
+                },
+                Op::RmsNorm {
+                    weight: Norm::AttnPost,
+                    input: Act::Xn,
+                    output: Act::Post
+                },
+                Op::Add {
+                    from: Act::Post,
+                    into: Act::X
+                },
+            ]
+        );
+        assert!(p.uses_act(Act::Post) && p.uses_norm(Norm::AttnPost));
+        let pre = LayerPlan::new().attn_output(Residual::Add);
+        assert!(!pre.uses_act(Act::Post) && pre.ops.len() == 1);
+    }
+}
