@@ -525,6 +525,17 @@ fn unsupported_rope_scaling() {
     assert_has(&model_err(&w).to_string(), &["RoPE scaling 'yarn'"]);
 }
 
+/// A linear RoPE scale that is not a positive number is refused naming the field.
+#[test]
+fn bad_linear_rope_scale() {
+    for factor in [-2.0, f32::NAN, f32::INFINITY] {
+        let mut w = tiny_writer();
+        w.meta_str("llama.rope.scaling.type", "linear")
+            .meta_f32("llama.rope.scaling.factor", factor);
+        assert_has(&model_err(&w).to_string(), &["rope_linear_scale"]);
+    }
+}
+
 /// RoPE frequency factors of the wrong size, or not positive, are refused naming the tensor
 /// (the tiny llama has head_dim 16: 8 rotary pairs).
 #[test]

@@ -131,6 +131,11 @@ pub struct ModelConfig {
     pub swa_pattern: usize,
     /// RoPE base of the sliding-window layers (`rope_theta` is the global layers').
     pub rope_theta_swa: f32,
+    /// Linear RoPE scaling (position interpolation: GGUF `rope.scaling.type = linear` with
+    /// `rope.scaling.factor`, Gemma 3 4B and larger): positions are divided by this on the
+    /// global layers; sliding-window layers keep 1 (llama.cpp's `rope_freq_scale_train_swa`).
+    /// 1 = no scaling.
+    pub rope_linear_scale: f32,
     pub bos_id: Option<u32>,
     pub eos_id: Option<u32>,
     /// Further end-of-sequence ids (HF configs may list several).
@@ -191,14 +196,21 @@ impl ModelConfig {
         let opt_usize =
             |key: &str| -> Result<Option<usize>> { Ok(f.opt_u64(key)?.map(|v| v as usize)) };
 
-        if let Some(scaling) = f.opt_str(&k("rope.scaling.type"))? {
-            if scaling != "none" {
+        let rope_linear_scale = match f.opt_str(&k("rope.scaling.type"))? {
+            None | Some("none") => 1.0,
+            Some("linear") => match f.opt_f32(&k("rope.scaling.factor"))? {
+                // llama.cpp reads a missing or zero factor as no scaling.
+                None => 1.0,
+                Some(v) if v == 0.0 => 1.0,
+                Some(v) => v,
+            },
+            Some(other) => {
                 return Err(Error::Unsupported(format!(
-                    "RoPE scaling '{scaling}' (key '{}')",
+                    "RoPE scaling '{other}' (key '{}'; tandem implements 'linear')",
                     k("rope.scaling.type")
-                )));
+                )))
             }
-        }
+        };
         let dim = usize_of(&k("embedding_length"))?;
         let n_heads = usize_of(&k("attention.head_count"))?;
         let n_kv_heads = opt_usize(&k("attention.head_count_kv"))?.unwrap_or(n_heads);
@@ -300,6 +312,7 @@ impl ModelConfig {
             } else {
                 f.opt_f32(&k("rope.freq_base"))?.unwrap_or(10000.0)
             },
+            rope_linear_scale,
             bos_id: f.opt_u32("tokenizer.ggml.bos_token_id")?,
             eos_id: f.opt_u32("tokenizer.ggml.eos_token_id")?,
             extra_eos_ids: vec![],
@@ -412,6 +425,7 @@ impl ModelConfig {
             sliding_window: 0,
             swa_pattern: 0,
             rope_theta_swa: c.rope_theta.unwrap_or(10000.0) as f32,
+            rope_linear_scale: 1.0,
             bos_id: bos.first().copied(),
             eos_id,
             extra_eos_ids: eos,
@@ -478,6 +492,7 @@ impl ModelConfig {
         }
         for (key, v) in [
             ("rope_theta_swa", self.rope_theta_swa),
+            ("rope_linear_scale", self.rope_linear_scale),
             ("embed_scale", self.embed_scale),
             ("attention_scale", self.attention_scale),
         ] {
@@ -544,6 +559,16 @@ impl ModelConfig {
             self.rope_theta_swa
         } else {
             self.rope_theta
+        }
+    }
+
+    /// Layer `i`'s linear RoPE scale: [`ModelConfig::rope_linear_scale`] on a global
+    /// layer, 1 on a sliding-window one.
+    pub fn layer_rope_scale(&self, i: usize) -> f32 {
+        if self.layer_is_sliding(i) {
+            1.0
+        } else {
+            self.rope_linear_scale
         }
     }
 

@@ -4,7 +4,7 @@
 //!
 //! Embedding (× `embed_scale`, gemma3), then per layer: norm → q,k,v (+bias) → per-head q/k
 //! RMSNorm (qwen3, gemma3) → RoPE (each pair's frequency divided by its `rope_freqs` factor,
-//! llama3; the layer's own base, gemma3) → attention over the KV cache (only the last
+//! llama3; the layer's own base, gemma3; positions ÷ the linear scale on global layers) → attention over the KV cache (only the last
 //! `sliding_window` positions on gemma3's sliding layers) → output projection → [post-attention
 //! norm, gemma3] → residual → norm → gate/up → SiLU·mul (GELU·mul, gemma3) → down →
 //! [post-FFN norm, gemma3] → residual. The same order as `src/model/transformer.rs`.
@@ -163,8 +163,11 @@ impl CpuModel {
             }
             let ff = self.rope_freqs.as_deref();
             let theta = c.layer_rope_theta(i);
-            rope(&mut q, hd, pos, theta, c.rope_dims, c.rope_style, ff);
-            rope(&mut k, hd, pos, theta, c.rope_dims, c.rope_style, ff);
+            // Linear RoPE scaling as position interpolation (the GPU folds it into its
+            // frequency table instead).
+            let p = pos as f32 / c.layer_rope_scale(i);
+            rope(&mut q, hd, p, theta, c.rope_dims, c.rope_style, ff);
+            rope(&mut k, hd, p, theta, c.rope_dims, c.rope_style, ff);
             l.k_cache.extend_from_slice(&k);
             l.v_cache.extend_from_slice(&v);
             // Keys at positions p with pos - p < window (all of them without a window).
@@ -288,12 +291,13 @@ fn add_bias(v: &mut [f32], b: &Option<Vec<f32>>) {
     }
 }
 
-/// Rotate each head of `v` (`[heads * hd]`) in place for position `pos`; pair i's frequency
-/// is divided by `factors[i]` where the model has frequency factors.
+/// Rotate each head of `v` (`[heads * hd]`) in place for position `pos` (fractional under
+/// linear scaling); pair i's frequency is divided by `factors[i]` where the model has
+/// frequency factors.
 fn rope(
     v: &mut [f32],
     hd: usize,
-    pos: usize,
+    pos: f32,
     theta: f32,
     n_rot: usize,
     style: RopeStyle,
@@ -309,7 +313,7 @@ fn rope(
     }
     for head in v.chunks_mut(hd) {
         for (i, freq) in inv_freq.iter().enumerate() {
-            let (sin, cos) = (pos as f32 * freq).sin_cos();
+            let (sin, cos) = (pos * freq).sin_cos();
             let (a, b) = match style {
                 RopeStyle::Normal => (2 * i, 2 * i + 1),
                 RopeStyle::Neox => (i, i + n_rot / 2),

@@ -381,11 +381,16 @@ impl GpuModel {
                 style: c.rope_style,
                 max_ctx: max_ctx as u32,
             };
-            let rope = RopeKvAppend::with_freq_factors(
-                gpu,
-                &rope_shape,
-                model.rope_freq_factors()?.as_deref(),
-            )?;
+            // The global layers' frequencies: the file's factors (llama3) times the linear
+            // scale (gemma3 4B+), both dividing each pair's frequency.
+            let file_factors = model.rope_freq_factors()?;
+            let global_factors = match (file_factors.clone(), c.rope_linear_scale) {
+                (f, s) if s == 1.0 => f,
+                (Some(f), s) => Some(f.iter().map(|x| x * s).collect()),
+                (None, s) => Some(vec![s; c.rope_dims / 2]),
+            };
+            let rope =
+                RopeKvAppend::with_freq_factors(gpu, &rope_shape, global_factors.as_deref())?;
             let qk_norm = if any_op(&plans, |op| *op == Op::QkNorm) {
                 Some(QkNorm::new(
                     gpu, nh as u32, nkv as u32, hd as u32, c.norm_eps,
@@ -413,12 +418,11 @@ impl GpuModel {
                     theta: c.rope_theta_swa,
                     ..rope_shape
                 };
-                let factors = model.rope_freq_factors()?;
                 (
                     Some(RopeKvAppend::with_freq_factors(
                         gpu,
                         &shape,
-                        factors.as_deref(),
+                        file_factors.as_deref(),
                     )?),
                     Some(Attention::with_options(
                         gpu,
