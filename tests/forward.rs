@@ -319,7 +319,7 @@ fn first_layers_match_cpu(model: &ModelFile, prompt: &[u32], keep: usize) {
 
 #[test]
 fn qwen3_first_layers_match_the_cpu_reference_cut_to_them() {
-    let model = ModelFile::open(&common::fixture("tiny-qwen3.gguf")).unwrap();
+    let model = ModelFile::open(common::fixture("tiny-qwen3.gguf")).unwrap();
     let prompt = &common::greedy_fixtures("tiny-qwen3")[0].prompt_ids;
     first_layers_match_cpu(&model, prompt, model.config.n_layers - 1);
 }

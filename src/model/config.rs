@@ -200,8 +200,7 @@ impl ModelConfig {
             None | Some("none") => 1.0,
             Some("linear") => match f.opt_f32(&k("rope.scaling.factor"))? {
                 // llama.cpp reads a missing or zero factor as no scaling.
-                None => 1.0,
-                Some(v) if v == 0.0 => 1.0,
+                None | Some(0.0) => 1.0,
                 Some(v) => v,
             },
             Some(other) => {

@@ -385,7 +385,7 @@ impl GpuModel {
             // scale (gemma3 4B+), both dividing each pair's frequency.
             let file_factors = model.rope_freq_factors()?;
             let global_factors = match (file_factors.clone(), c.rope_linear_scale) {
-                (f, s) if s == 1.0 => f,
+                (f, 1.0) => f,
                 (Some(f), s) => Some(f.iter().map(|x| x * s).collect()),
                 (None, s) => Some(vec![s; c.rope_dims / 2]),
             };
