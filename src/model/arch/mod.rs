@@ -32,14 +32,14 @@ mod tests {
     use crate::model::plan::{Op, Reach};
     use crate::model::{gguf::GgufFile, quant::GgmlType, writer::TinyModel};
 
-    fn tiny(arch: Arch) -> ModelConfig {
-        let bytes = TinyModel::new(arch, GgmlType::F32, 1).build().unwrap();
-        ModelConfig::from_gguf(&GgufFile::from_bytes(bytes).unwrap()).unwrap()
+    fn tiny(arch: Arch) -> crate::Result<ModelConfig> {
+        let bytes = TinyModel::new(arch, GgmlType::F32, 1).build()?;
+        ModelConfig::from_gguf(&GgufFile::from_bytes(bytes)?)
     }
 
     #[test]
-    fn each_family_plans_its_own_steps() {
-        let gemma = tiny(Arch::Gemma3);
+    fn each_family_plans_its_own_steps() -> crate::Result<()> {
+        let gemma = tiny(Arch::Gemma3)?;
         let plans = plan(&gemma);
         assert_eq!(plans.len(), gemma.n_layers);
         for (i, p) in plans.iter().enumerate() {
@@ -48,13 +48,14 @@ mod tests {
             assert!(p.any(|op| *op == Op::QkNorm));
             assert_eq!(p.ops.len(), 14, "gemma3 layer {i}: {:?}", p.ops);
         }
-        let llama = tiny(Arch::Llama);
+        let llama = tiny(Arch::Llama)?;
         let p = layer_plan(&llama, 0);
         assert!(!p.any(|op| *op == Op::QkNorm) && !p.slides());
         assert!(p.any(|op| *op == Op::Attention(Reach::Global)));
         // norm, qkv, rope, attention, wo, norm, gate|up, SiLU·mul, down.
         assert_eq!(p.ops.len(), 9);
-        let qwen3 = tiny(Arch::Qwen3);
+        let qwen3 = tiny(Arch::Qwen3)?;
         assert_eq!(layer_plan(&qwen3, 1).ops.len(), 10);
+        Ok(())
     }
 }
