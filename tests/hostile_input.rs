@@ -12,7 +12,9 @@ use tandem::model::config::{Arch, ModelConfig};
 use tandem::model::gguf::{parse_header, MetaValue};
 use tandem::model::quant::GgmlType;
 use tandem::model::writer::{tiny_vocab, GgufWriter};
-use tandem::tokenizer::{ChatMessage, ChatTemplate, Tokenizer, MAX_TOKEN_BYTES, TEMPLATE_LIMITS};
+use tandem::tokenizer::{
+    ChatMessage, ChatTemplate, Detokenizer, Tokenizer, MAX_TOKEN_BYTES, TEMPLATE_LIMITS,
+};
 use tandem::Error;
 
 fn gguf_head(n_tensors: u64, n_kv: u64) -> Vec<u8> {
@@ -281,6 +283,37 @@ fn a_tokenizer_json_strip_decoder_that_would_panic_is_refused() {
     let ok = json.replace("\"stop\": 5", "\"stop\": 0");
     let tok = Tokenizer::from_tokenizer_json(ok.as_bytes()).expect("stop = 0 is fine");
     assert_eq!(tok.decode(&[1, 0]).unwrap(), "a");
+}
+
+/// Found by the `tokenizer_json` fuzz target (#7): a SentencePiece-style decoder whose `Strip`
+/// takes up to two spaces off the start of the text. The stream re-decodes a window of ids
+/// that started at a lone `▁`, whose text the strip removed entirely, so it went on to eat the
+/// next token's space too: the streamed text lost spaces that `decode` keeps.
+#[test]
+fn a_stream_keeps_the_spaces_a_strip_decoder_takes_only_from_the_start() {
+    let json = r#"{"model": {"type": "BPE", "byte_fallback": true, "fuse_unk": true,
+        "vocab": {"<unk>": 0, "<s>": 1, "<0x41>": 2, "\u2581": 3, "h": 4, "i": 5,
+                  "\u2581h": 6, "\u2581hi": 7},
+        "merges": ["\u2581 h", "\u2581h i"]},
+        "added_tokens": [{"id": 0, "content": "<unk>", "single_word": false, "lstrip": false,
+                          "rstrip": false, "normalized": false, "special": true},
+                         {"id": 1, "content": "<s>", "single_word": false, "lstrip": false,
+                          "rstrip": false, "normalized": false, "special": true}],
+        "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 2, "stop": 0}]}}"#;
+    let tok = Tokenizer::from_tokenizer_json(json.as_bytes()).expect("a valid tokenizer.json");
+    let text = "hi hi A   i       h i h hi";
+    let ids = tok.encode(text, false).expect("encodes");
+    let decoded = tok.decode(&ids).expect("decodes");
+    let mut stream = Detokenizer::new(&tok, false);
+    let mut streamed = stream.push_all(&ids).expect("streams");
+    streamed.push_str(&stream.finish().expect("finishes"));
+    assert_eq!(streamed, decoded, "ids {ids:?}");
+    assert_eq!(decoded, text);
 }
 
 #[test]

@@ -18,7 +18,9 @@ enum DetokState {
     /// Byte-level vocabularies: bytes not yet emitted (an incomplete character at the end).
     Bytes { pending: Vec<u8> },
     /// Other decoders (SentencePiece-style `tokenizer.json`): re-decode a short window of ids and
-    /// emit what grew, as long as it does not end in a replacement character.
+    /// emit what grew, as long as it does not end in a replacement character. `ids[prefix..read]`
+    /// was emitted already and decodes to some text (or `prefix` is the stream's start), so a
+    /// decoder's treatment of the text's start is the same in the window as in `decode`.
     Window {
         ids: Vec<u32>,
         prefix: usize,
@@ -67,7 +69,17 @@ impl Detokenizer {
                 if now.len() > before.len() && !now.ends_with(char::REPLACEMENT_CHARACTER) {
                     if let Some(delta) = now.get(before.len()..) {
                         let delta = delta.to_string();
-                        *prefix = *read;
+                        // The window may start at the old `read` only if what it then starts
+                        // with decodes to some text: a decoder that strips the start of the
+                        // text (`Strip`, Metaspace) must stop inside text already emitted,
+                        // not eat into the tokens that follow (fuzz finding #7).
+                        if !self
+                            .tok
+                            .decode_inner(&ids[*read..], self.skip_special)?
+                            .is_empty()
+                        {
+                            *prefix = *read;
+                        }
                         *read = ids.len();
                         return Ok(delta);
                     }
