@@ -101,18 +101,24 @@ fn greedy(@builtin(workgroup_id) wg: vec3<u32>) {
     var cur = 0u;
     var n = 1u;
     keep[kb] = 0u;
-    loop {
+    // Written as bounded for loops with the state in plain variables: a `while` with a
+    // compound condition nested in `loop` came out of naga's GLSL backend wrong on Mesa's
+    // llvmpipe GL: a draft rejected at the root gave the bonus 0, not the root's argmax.
+    for (var depth = 1u; depth < t; depth++) {
         let want = target_argmax[cur];
-        var c = cur + 1u;
-        while (c < t && !(parents[c] == cur && tokens[c] == want)) {
-            c++;
+        var next = t;
+        for (var c = cur + 1u; c < t; c++) {
+            if (parents[c] == cur && tokens[c] == want) {
+                next = c;
+                break;
+            }
         }
-        if (c >= t) {
+        if (next >= t) {
             break;
         }
-        keep[kb + n] = c;
+        keep[kb + n] = next;
         n++;
-        cur = c;
+        cur = next;
     }
     finish(trial, n, target_argmax[cur]);
 }

@@ -855,3 +855,52 @@ fn verifier_refuses_what_its_buffers_cannot_hold() {
     assert!(ver.encode_trials(&mut pass, &s, 4, 2).is_err());
     assert!(ver.encode(&mut pass, &s, 4).is_ok());
 }
+
+/// Chains rejected at the root, in the middle and at the end: the bonus is the argmax of the
+/// last accepted row. (Mesa's GL driver once gave 0 for a root rejection: random trees of
+/// few distinct tokens rarely reject at the root with an argmax other than 0.)
+#[test]
+fn greedy_verification_of_a_chain_rejected_at_each_depth() {
+    let Some(gpu) = common::gpu() else { return };
+    let max_t = 64u32;
+    let ver = Verifier::new(&gpu, 306, max_t).unwrap();
+    let io = VerifyIo::new(&gpu, max_t, 1);
+    let argmax_b = gpu.storage("argmax", 17 * 4).unwrap();
+    let bound = ver.bind_greedy(&gpu, &io.buffers(), &argmax_b).unwrap();
+    for (tokens, argmax, want) in [
+        (
+            vec![97u32, 24, 71, 97],
+            vec![175u32, 71, 77, 175],
+            vec![1u32, 175, 175],
+        ),
+        (vec![97, 24], vec![5, 71], vec![1, 5, 5]),
+        (
+            vec![97, 24, 71, 97],
+            vec![24, 70, 77, 175],
+            vec![2, 70, 24, 70],
+        ),
+        (
+            vec![97, 24, 71, 97],
+            vec![24, 71, 77, 175],
+            vec![3, 77, 24, 71, 77],
+        ),
+        (
+            vec![97, 24, 71, 97],
+            vec![24, 71, 97, 175],
+            vec![4, 175, 24, 71, 97, 175],
+        ),
+    ] {
+        let parents: Vec<Option<usize>> = (0..tokens.len()).map(|i| i.checked_sub(1)).collect();
+        io.write_tree(&gpu, &tokens, &parents);
+        gpu.queue
+            .write_buffer(&argmax_b, 0, bytemuck::cast_slice(&argmax));
+        run(&gpu, |p| {
+            ver.encode(p, &bound, tokens.len() as u32).unwrap()
+        });
+        assert_eq!(
+            io.results(&gpu, 1)[0],
+            want,
+            "{tokens:?} with argmax {argmax:?}"
+        );
+    }
+}
