@@ -285,6 +285,26 @@ fn a_tokenizer_json_strip_decoder_that_would_panic_is_refused() {
     assert_eq!(tok.decode(&[1, 0]).unwrap(), "a");
 }
 
+/// Found by the `tokenizer_json` fuzz target (#8): the tokenizers crate reads decoders
+/// untagged, so a `Strip` whose `"type"` key is missing (or misspelt) is still a `Strip`, and
+/// with `stop > 0` it panicked on a short token although the check above looked for
+/// `"type": "Strip"`. Every object of the decoder's tree with a `stop` is checked now.
+#[test]
+fn a_strip_decoder_without_its_type_key_is_refused_too() {
+    for strip in [
+        r#"{"content": " ", "start": 1, "stop": 1}"#,
+        r#"{"Open_Ptype": "Strip", "content": " ", "start": 1, "stop": 1}"#,
+    ] {
+        let json = format!(
+            r#"{{"model": {{"type": "BPE", "vocab": {{"a": 0, " ": 1}}, "merges": []}},
+            "decoder": {{"type": "Sequence", "decoders": [{{"type": "Fuse"}}, {strip}]}}}}"#
+        );
+        let e = Tokenizer::from_tokenizer_json(json.as_bytes()).expect_err("must be refused");
+        assert!(matches!(e, Error::Unsupported(_)), "{e:?}");
+        assert_has(&e.to_string(), &["decoder Strip with stop = 1"]);
+    }
+}
+
 /// Found by the `tokenizer_json` fuzz target (#7): a SentencePiece-style decoder whose `Strip`
 /// takes up to two spaces off the start of the text. The stream re-decodes a window of ids
 /// that started at a lone `▁`, whose text the strip removed entirely, so it went on to eat the

@@ -157,26 +157,25 @@ impl Tokenizer {
 
 /// Refuses decoders the tokenizers crate cannot run on every token: its `Strip` decoder with
 /// `stop > 0` indexes before the start of a token shorter than `stop` (a panic, found by the
-/// `tokenizer_json` fuzz target); real files use `stop = 0`.
+/// `tokenizer_json` fuzz target); real files use `stop = 0`. The crate reads decoders
+/// untagged (a `Strip` is known by its fields, with or without `"type"`), so every object in
+/// the decoder's tree with a `stop` field is checked, whatever it says its type is.
 fn check_decoder(d: &serde_json::Value) -> Result<()> {
-    match d.get("type").and_then(|t| t.as_str()) {
-        Some("Sequence") => {
-            for inner in d
-                .get("decoders")
-                .and_then(|v| v.as_array())
-                .into_iter()
-                .flatten()
-            {
-                check_decoder(inner)?;
+    match d {
+        serde_json::Value::Array(items) => items.iter().try_for_each(check_decoder),
+        serde_json::Value::Object(fields) => {
+            match fields.get("stop") {
+                None | Some(serde_json::Value::Null) => {}
+                Some(v) if v.as_u64() == Some(0) => {}
+                Some(stop) => {
+                    return Err(Error::Unsupported(format!(
+                        "tokenizer.json decoder Strip with stop = {stop} (only stop = 0 is \
+                         supported)"
+                    )))
+                }
             }
-            Ok(())
+            fields.values().try_for_each(check_decoder)
         }
-        Some("Strip") => match d.get("stop").and_then(|v| v.as_u64()) {
-            Some(0) | None => Ok(()),
-            Some(stop) => Err(Error::Unsupported(format!(
-                "tokenizer.json decoder Strip with stop = {stop} (only stop = 0 is supported)"
-            ))),
-        },
         _ => Ok(()),
     }
 }
