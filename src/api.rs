@@ -127,6 +127,9 @@ pub struct Common {
     pub forced_drafts: Option<bool>,
     /// Contrastive decoding with the drafter model as the amateur.
     pub contrastive: Option<Contrastive>,
+    /// Keep generating past end-of-sequence tokens, up to `max_tokens` (llama-server's
+    /// `ignore_eos`).
+    pub ignore_eos: Option<bool>,
 }
 
 /// `"contrastive": {"alpha": 0.1, "beta": 0.5}` (both optional, these are the defaults,
@@ -579,6 +582,7 @@ fn resolve(
             constraint,
             forced_drafts: c.forced_drafts.unwrap_or(true),
             contrastive: c.contrastive.map(|x| x.params()).transpose()?,
+            ignore_eos: c.ignore_eos.unwrap_or(false),
         },
         stream: c.stream,
         include_usage: c.stream_options.as_ref().is_some_and(|o| o.include_usage),

@@ -75,6 +75,10 @@ pub struct GenerateOptions {
     /// every method gives the same output as plain contrastive decoding. Needs a drafter
     /// model. `None` = the target's own distribution.
     pub contrastive: Option<ContrastiveParams>,
+    /// Keep generating past end-of-sequence tokens (as llama.cpp's `--ignore-eos`): for
+    /// benchmarks that need exactly `max_tokens`, and for synthetic weights, whose argmax
+    /// lands anywhere. Off by default.
+    pub ignore_eos: bool,
 }
 
 impl Default for GenerateOptions {
@@ -88,6 +92,7 @@ impl Default for GenerateOptions {
             constraint: None,
             forced_drafts: true,
             contrastive: None,
+            ignore_eos: false,
         }
     }
 }
@@ -329,6 +334,7 @@ struct Emitter<'t> {
     /// Decoded text not yet released: a proper prefix of some stop string.
     held: String,
     stop_reason: Option<StopReason>,
+    ignore_eos: bool,
 }
 
 impl<'t> Emitter<'t> {
@@ -342,6 +348,7 @@ impl<'t> Emitter<'t> {
             text: String::new(),
             held: String::new(),
             stop_reason: None,
+            ignore_eos: opts.ignore_eos,
         }
     }
 
@@ -379,7 +386,7 @@ impl<'t> Emitter<'t> {
             self.out.push(id);
             history.push(id);
             new_ids.push(id);
-            if self.tokenizer.is_eos(id) {
+            if !self.ignore_eos && self.tokenizer.is_eos(id) {
                 self.stop_reason = Some(StopReason::Eos);
                 break;
             }

@@ -137,6 +137,8 @@ struct GenerateJson {
     forced_drafts: Option<bool>,
     /// Contrastive decoding with the drafter model as the amateur: `{alpha, beta}`.
     contrastive: Option<crate::api::Contrastive>,
+    /// Keep generating past end-of-sequence tokens, up to `max_tokens`.
+    ignore_eos: Option<bool>,
 }
 
 impl GenerateJson {
@@ -184,6 +186,7 @@ impl GenerateJson {
             constraint,
             forced_drafts: o.forced_drafts.unwrap_or(true),
             contrastive: o.contrastive.map(|c| c.params()).transpose()?,
+            ignore_eos: o.ignore_eos.unwrap_or(false),
         })
     }
 }

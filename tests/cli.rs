@@ -168,6 +168,73 @@ fn bench_decode_prints_a_row_per_model() {
     }
 }
 
+/// `header-only` writes the header; `bench-decode --synthetic-weights` measures it (the same
+/// row as the real file: weights read, dispatches), and without the flag it is a clear error.
+#[test]
+fn bench_decode_runs_a_header_with_synthetic_weights() {
+    let bytes = tiny_bytes();
+    let model = TempFile::new("whole.gguf", &bytes);
+    let header = TempFile::new("header.gguf", b"");
+    let o = tandem(&["header-only", model.arg(), header.arg()], "");
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    eprintln!("{out}{err}");
+    assert!(o.status.success(), "{err}");
+    let written = std::fs::metadata(&header.0).unwrap().len();
+    assert!(written > 0 && written < bytes.len() as u64 / 4, "{written}");
+    assert!(
+        out.contains(&format!("{written} of {} bytes", bytes.len())),
+        "{out}"
+    );
+    if common::gpu().is_none() {
+        return;
+    }
+    let plain = tandem(
+        &[
+            "bench-decode",
+            header.arg(),
+            "--prompt-tokens",
+            "8",
+            "-n",
+            "4",
+        ],
+        "",
+    );
+    let err = text(&plain.stderr);
+    assert!(!plain.status.success());
+    assert!(
+        err.contains("--synthetic-weights") && !err.contains("panicked"),
+        "{err}"
+    );
+    let o = tandem(
+        &[
+            "bench-decode",
+            header.arg(),
+            "--synthetic-weights",
+            "--prompt-tokens",
+            "8",
+            "-n",
+            "4",
+        ],
+        "",
+    );
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    eprintln!("{out}{err}");
+    assert!(o.status.success(), "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.contains("header.gguf, synthetic weights (seed 0) ("))
+        .unwrap_or_else(|| panic!("no row for the header:\n{out}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    let file = ModelFile::from_gguf(GgufFile::from_bytes(bytes).unwrap()).unwrap();
+    let total: u64 = file.tensor_list().iter().map(|t| t.3).sum();
+    assert_eq!(cells[2], format!("{:.1} MB", total as f64 / 1e6), "{row}");
+    assert_eq!(cells[3], "22", "{row}");
+    assert_eq!(
+        cells[6], "3",
+        "exactly 4 tokens, end-of-sequence or not: {row}"
+    );
+}
+
 #[test]
 fn an_unknown_backend_is_a_clear_error() {
     let model = TempFile::new("backend.gguf", &tiny_bytes());

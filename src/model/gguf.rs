@@ -111,7 +111,7 @@ impl MetaValue {
 }
 
 /// One tensor's description. `offset` is relative to the start of the tensor data section.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TensorInfo {
     pub name: String,
     /// GGML order: `dims[0]` is the contiguous (row) length, e.g. `[K, N]` for a `[N, K]` matrix.
@@ -341,6 +341,16 @@ impl<'a> Reader<'a> {
 /// Parses a GGUF header (metadata and tensor infos) and checks that every tensor's bytes lie
 /// inside `bytes`. Tensor data is not touched.
 pub fn parse_header(bytes: &[u8]) -> Result<GgufHeader> {
+    parse(bytes, true)
+}
+
+/// Parses a GGUF header without asking for the tensor data: `bytes` may end at the header (a
+/// file `tandem header-only` wrote, for [`crate::model::synthetic`]). Every other check holds.
+pub fn parse_header_only(bytes: &[u8]) -> Result<GgufHeader> {
+    parse(bytes, false)
+}
+
+fn parse(bytes: &[u8], with_data: bool) -> Result<GgufHeader> {
     let mut r = Reader {
         bytes,
         pos: 0,
@@ -532,7 +542,15 @@ pub fn parse_header(bytes: &[u8]) -> Result<GgufHeader> {
         let end = data_offset
             .checked_add(t.offset)
             .and_then(|s| s.checked_add(t.n_bytes));
-        if end.is_none_or(|e| e > file_len) {
+        if with_data && end.is_some() && file_len <= data_offset && t.n_bytes > 0 {
+            return Err(Error::format(
+                format!("offset {data_offset}"),
+                "the file ends where its tensor data should begin: it holds a GGUF header \
+                 only (as `tandem header-only` writes), with no weights; load it with \
+                 --synthetic-weights to measure step costs on random weights",
+            ));
+        }
+        if end.is_none_or(|e| with_data && e > file_len) {
             return Err(Error::format(
                 format!("offset {off_at} (tensor '{}')", t.name),
                 format!(
@@ -617,6 +635,11 @@ impl GgufFile {
     /// Parses a GGUF file held in memory (the web loads models this way).
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
         Self::new(Storage::Vec(bytes), "<memory>".into())
+    }
+
+    /// Parses a GGUF file held in memory, named `source` in messages.
+    pub(crate) fn from_bytes_named(bytes: Vec<u8>, source: String) -> Result<Self> {
+        Self::new(Storage::Vec(bytes), source)
     }
 
     /// Parses a GGUF file held in shared memory.

@@ -68,6 +68,19 @@ impl ModelFile {
         ))
     }
 
+    /// Opens a GGUF file's header (a whole file, or one `tandem header-only` wrote) with
+    /// every tensor filled with random blocks of its type from `seed`: the model's shapes,
+    /// types, tokenizer and template with synthetic weights, for measuring step costs where
+    /// the real weights cannot travel. See [`super::synthetic`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open_synthetic(path: impl AsRef<std::path::Path>, seed: u64) -> Result<Self> {
+        let path = path.as_ref();
+        let storage = super::gguf::Storage::map(path)?;
+        let file =
+            super::synthetic::synthesize(storage.bytes(), seed, &path.display().to_string())?;
+        Self::from_gguf(file)
+    }
+
     pub fn from_gguf(file: GgufFile) -> Result<Self> {
         let config = ModelConfig::from_gguf(&file)?;
         let weights = config.weight_map();

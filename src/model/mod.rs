@@ -10,6 +10,7 @@ pub mod loader;
 pub mod plan;
 pub mod safetensors;
 pub mod session;
+pub mod synthetic;
 pub mod transformer;
 pub mod writer;
 

@@ -541,11 +541,12 @@ pub fn tiny_model(arch: Arch, qtype: GgmlType, seed: u64) -> Result<Vec<u8>> {
     TinyModel::new(arch, qtype, seed).build()
 }
 
-/// Deterministic, dependency-free random numbers for test weights.
-struct SplitMix64(u64);
+/// Deterministic, dependency-free random numbers for test weights (and
+/// [`super::synthetic`]'s).
+pub(crate) struct SplitMix64(pub(crate) u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -554,7 +555,15 @@ impl SplitMix64 {
     }
 
     /// Uniform in [-1, 1).
-    fn uniform(&mut self) -> f32 {
+    pub(crate) fn uniform(&mut self) -> f32 {
         (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    /// Fills `out` with random bytes.
+    pub(crate) fn fill_bytes(&mut self, out: &mut [u8]) {
+        for chunk in out.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
     }
 }

@@ -91,6 +91,9 @@ interface RequestBase {
   regex?: string | null;
   /** tandem: with a constraint, draft the tokens the grammar forces (default true). */
   forced_drafts?: boolean;
+  /** Keep generating past end-of-sequence tokens, up to `max_tokens` (llama-server's
+   * `ignore_eos`; default false). */
+  ignore_eos?: boolean;
   /** tandem: contrastive decoding with the drafter model as the amateur (needs `draft`): the
    * target's log-probabilities minus `beta` (default 0.5) times the drafter's, over the tokens
    * within `alpha` (default 0.1) of the target's top probability. Exact with every method. */

@@ -239,6 +239,7 @@ export class TandemEngine {
       grammar: request.grammar ?? undefined,
       regex: request.regex ?? undefined,
       forced_drafts: request.forced_drafts ?? undefined,
+      ignore_eos: request.ignore_eos ?? undefined,
       // Contrastive decoding with the drafter model as the amateur: { alpha, beta }.
       contrastive: request.contrastive ?? undefined,
     };

@@ -2,7 +2,7 @@
 //! bytes each decoded token reads and the bandwidth that achieves (the "Decode" section of
 //! BENCHMARKS.md is its output).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 
 use clap::Args;
@@ -27,9 +27,18 @@ pub struct BenchDecodeArgs {
     /// Prompt length in tokens (the prefill)
     #[arg(long, default_value_t = 128)]
     prompt_tokens: usize,
-    /// Tokens to generate per model (plain greedy decoding)
+    /// Tokens to generate per model (plain greedy decoding; end-of-sequence tokens do not
+    /// stop it)
     #[arg(short = 'n', long, default_value_t = 32)]
     tokens: usize,
+    /// Load each model's GGUF header only (a whole file, or one `tandem header-only`
+    /// wrote) and fill every tensor with random blocks of its type: the same kernels, shapes
+    /// and bytes read as the real weights, for devices the weights cannot be copied to
+    #[arg(long)]
+    synthetic_weights: bool,
+    /// The seed of --synthetic-weights
+    #[arg(long, default_value_t = 0, requires = "synthetic_weights")]
+    seed: u64,
 }
 
 /// One model's figures.
@@ -127,13 +136,20 @@ pub fn run(options: &GpuOptions, args: &BenchDecodeArgs) -> Result<()> {
 }
 
 fn bench_one(gpu: Gpu, path: &Path, args: &BenchDecodeArgs) -> Result<Row> {
-    let file = ModelFile::open(path)?;
-    let name = path
+    let file = if args.synthetic_weights {
+        ModelFile::open_synthetic(path, args.seed)?
+    } else {
+        ModelFile::open(path)?
+    };
+    let mut name = path
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string());
+    if args.synthetic_weights {
+        name.push_str(&format!(", synthetic weights (seed {})", args.seed));
+    }
     let sha = if path.is_file() {
-        sha256_file(path)?
+        crate::fetch::sha256_of(path)?
     } else {
         "directory".to_string()
     };
@@ -160,6 +176,9 @@ fn bench_one(gpu: Gpu, path: &Path, args: &BenchDecodeArgs) -> Result<Row> {
         sampling: None,
         method: MethodSpec::plain(),
         adaptive: false,
+        // Exactly `n` tokens, as llama-bench decodes: an early end-of-sequence token would
+        // leave too few to time (and random weights make one likely).
+        ignore_eos: true,
         ..Default::default()
     };
     // A first, short run takes the one-time costs (shader compilation in the driver on the
@@ -218,154 +237,4 @@ fn weight_bytes_per_token(file: &ModelFile) -> u64 {
             }
         })
         .sum()
-}
-
-/// SHA-256 of a file, as hex (to name the exact model file a figure came from).
-fn sha256_file(path: &Path) -> Result<String> {
-    let shown = path.display().to_string();
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(&shown, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(&shown, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.hex())
-}
-
-/// FIPS 180-4 SHA-256 (no dependency for one checksum per benchmarked file).
-struct Sha256 {
-    state: [u32; 8],
-    block: [u8; 64],
-    filled: usize,
-    len: u64,
-}
-
-const K: [u32; 64] = [
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-];
-
-impl Sha256 {
-    fn new() -> Self {
-        Sha256 {
-            state: [
-                0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
-                0x5be0cd19,
-            ],
-            block: [0; 64],
-            filled: 0,
-            len: 0,
-        }
-    }
-
-    fn update(&mut self, mut data: &[u8]) {
-        self.len += data.len() as u64;
-        while !data.is_empty() {
-            let take = (64 - self.filled).min(data.len());
-            self.block[self.filled..self.filled + take].copy_from_slice(&data[..take]);
-            self.filled += take;
-            data = &data[take..];
-            if self.filled == 64 {
-                let block = self.block;
-                self.compress(&block);
-                self.filled = 0;
-            }
-        }
-    }
-
-    fn compress(&mut self, block: &[u8; 64]) {
-        let mut w = [0u32; 64];
-        for (i, c) in block.chunks_exact(4).enumerate() {
-            w[i] = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
-        }
-        for i in 16..64 {
-            let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
-            let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
-            w[i] = w[i - 16]
-                .wrapping_add(s0)
-                .wrapping_add(w[i - 7])
-                .wrapping_add(s1);
-        }
-        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = self.state;
-        for i in 0..64 {
-            let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
-            let ch = (e & f) ^ (!e & g);
-            let t1 = h
-                .wrapping_add(s1)
-                .wrapping_add(ch)
-                .wrapping_add(K[i])
-                .wrapping_add(w[i]);
-            let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
-            let maj = (a & b) ^ (a & c) ^ (b & c);
-            let t2 = s0.wrapping_add(maj);
-            h = g;
-            g = f;
-            f = e;
-            e = d.wrapping_add(t1);
-            d = c;
-            c = b;
-            b = a;
-            a = t1.wrapping_add(t2);
-        }
-        for (s, v) in self.state.iter_mut().zip([a, b, c, d, e, f, g, h]) {
-            *s = s.wrapping_add(v);
-        }
-    }
-
-    fn hex(mut self) -> String {
-        let bits = self.len.wrapping_mul(8);
-        self.update(&[0x80]);
-        while self.filled != 56 {
-            self.update(&[0]);
-        }
-        self.update(&bits.to_be_bytes());
-        self.state.iter().map(|v| format!("{v:08x}")).collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Sha256;
-
-    fn sha(data: &[u8]) -> String {
-        let mut h = Sha256::new();
-        h.update(data);
-        h.hex()
-    }
-
-    #[test]
-    fn sha256_matches_the_standard_vectors() {
-        assert_eq!(
-            sha(b""),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-        assert_eq!(
-            sha(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        // Two blocks, and a message split across update calls at odd places.
-        let msg = b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
-        assert_eq!(
-            sha(msg),
-            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
-        );
-        let mut h = Sha256::new();
-        for part in msg.chunks(7) {
-            h.update(part);
-        }
-        assert_eq!(
-            h.hex(),
-            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
-        );
-    }
 }

@@ -172,6 +172,14 @@ enum Command {
         #[command(flatten)]
         serve: crate::serve::ServeArgs,
     },
+    /// Write a GGUF file's header only (metadata, tokenizer, tensor infos; no weights), for
+    /// `bench-decode --synthetic-weights` where the weights cannot be copied
+    HeaderOnly {
+        /// The GGUF file (or a reference model name)
+        input: String,
+        /// Where to write the header
+        output: std::path::PathBuf,
+    },
     /// Download reference models into the model cache (sha256-checked; idempotent)
     Fetch {
         /// smollm2, qwen-0.5b, qwen-1.5b, gemma-3-270m or all (default: smollm2)
@@ -251,9 +259,26 @@ fn run(cli: Cli) -> tandem::Result<()> {
         Command::BenchDecode { gpu, bench } => crate::bench_decode::run(&gpu.options(), &bench),
         Command::Bench { gpu, bench } => crate::bench::run(&gpu.options(), &bench),
         Command::BenchKernels { gpu, bench } => crate::bench_kernels::run(&gpu.options(), &bench),
+        Command::HeaderOnly { input, output } => header_only(&input, &output),
         Command::Fetch { names } => crate::fetch::run(&names),
         Command::Serve { serve } => crate::serve::run(&serve),
     }
+}
+
+fn header_only(input: &str, output: &std::path::Path) -> tandem::Result<()> {
+    let file = GgufFile::open(files::resolve(input)?)?;
+    let header = tandem::model::synthetic::header_only(file.bytes())?;
+    std::fs::write(output, &header)
+        .map_err(|e| tandem::Error::io(output.display().to_string(), e))?;
+    println!(
+        "{}: {} of {} bytes (the header: {} tensors, {} metadata keys)",
+        output.display(),
+        header.len(),
+        file.bytes().len(),
+        file.header().tensors.len(),
+        file.header().metadata.len()
+    );
+    Ok(())
 }
 
 fn devices(options: &GpuOptions, json: bool) -> tandem::Result<()> {
@@ -330,6 +355,9 @@ pub(crate) struct GenArgs {
     /// Most new tokens
     #[arg(short = 'n', long, default_value_t = 128)]
     max_tokens: usize,
+    /// Keep generating past end-of-sequence tokens, up to --max-tokens
+    #[arg(long)]
+    ignore_eos: bool,
     /// KV cache size in tokens
     #[arg(long, default_value_t = 2048)]
     ctx: usize,
@@ -406,6 +434,7 @@ impl GenArgs {
             constraint: self.constraint.constraint()?,
             forced_drafts: !self.constraint.no_forced_drafts,
             contrastive: self.contrastive,
+            ignore_eos: self.ignore_eos,
         })
     }
 }
