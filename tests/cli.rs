@@ -235,6 +235,97 @@ fn bench_decode_runs_a_header_with_synthetic_weights() {
     );
 }
 
+/// `bench-cost` writes a cost table; `bench --project` replays records against it: plain
+/// projects to 1.00×, a method whose steps verify more rows for more tokens projects to its
+/// own figure beside the measured one; a file that is not a cost table is a clear error.
+#[test]
+fn bench_cost_writes_a_table_that_bench_project_replays_records_against() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let model = TempFile::new("cost.gguf", &tiny_bytes());
+    let costs = TempFile::new("costs.json", b"");
+    let o = tandem(
+        &[
+            "bench-cost",
+            "-m",
+            model.arg(),
+            "--context-tokens",
+            "8",
+            "--max-t",
+            "4",
+            "--reps",
+            "1",
+            "--out",
+            costs.arg(),
+        ],
+        "",
+    );
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    eprintln!("{out}{err}");
+    assert!(o.status.success(), "{err}");
+    let table =
+        tandem::bench::cost::CostTable::from_json(&std::fs::read_to_string(&costs.0).unwrap())
+            .unwrap();
+    let ts: Vec<usize> = table.target_steps.iter().map(|s| s.t).collect();
+    assert_eq!(ts, [1, 2, 4]);
+    assert_eq!(table.target_dispatches, 22);
+    assert!(table.dispatch_us > 0.0 && table.drafter_pass_seconds.is_none());
+
+    use tandem::bench::{QuestionRecord, TurnRecord};
+    let record = |method: &str, proposed: Vec<usize>, lengths: Vec<usize>| QuestionRecord {
+        method: method.into(),
+        question_id: "q1".into(),
+        category: "qa".into(),
+        group: "qa".into(),
+        turns: vec![TurnRecord {
+            tokens: vec![1; lengths.iter().sum()],
+            first_step_tokens: lengths[0],
+            decode_seconds: 1.0,
+            wall_seconds: 1.0,
+            target_passes: lengths.len(),
+            step_drafter_seconds: vec![Some(0.0); lengths.len()],
+            accept_lengths: lengths,
+            step_proposed: proposed,
+            ..Default::default()
+        }],
+    };
+    let lines: Vec<String> = [
+        record("plain", vec![0; 9], vec![1; 9]),
+        record("lookup", vec![0, 3, 3, 3], vec![1, 4, 2, 2]),
+    ]
+    .iter()
+    .map(|r| serde_json::to_string(r).unwrap())
+    .collect();
+    let records = TempFile::new("records.jsonl", lines.join("\n").as_bytes());
+    let o = tandem(&["bench", "--project", costs.arg(), records.arg()], "");
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    eprintln!("{out}{err}");
+    assert!(o.status.success(), "{err}");
+    let row = |m: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("| {m} |")))
+            .unwrap_or_else(|| panic!("no row for {m}:\n{out}"))
+            .to_string()
+    };
+    assert!(row("plain").contains("1.00× (1.00×)"), "{out}");
+    // Measured: 8 tokens in 1 s each way, 1.00×; projected: 8 tokens in 8 passes of T = 1
+    // against 8 tokens in 3 passes of T = 4.
+    let want = 8.0 * table.target_step(1) / (3.0 * table.target_step(4));
+    assert!(
+        row("lookup").contains(&format!("{want:.2}× (1.00×)")),
+        "{out}"
+    );
+
+    let o = tandem(&["bench", "--project", records.arg(), records.arg()], "");
+    let err = text(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("not a tandem cost table") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
 #[test]
 fn an_unknown_backend_is_a_clear_error() {
     let model = TempFile::new("backend.gguf", &tiny_bytes());

@@ -7,7 +7,7 @@
 //! speeds, and the speedup is that mean over plain decoding's mean for the same questions.
 //! τ pools every step: all generated tokens over all target passes.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::StopReason;
 
@@ -15,7 +15,8 @@ use crate::engine::StopReason;
 pub const BASELINE: &str = "plain";
 
 /// One answered turn.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TurnRecord {
     pub prompt_tokens: usize,
     /// Prompt tokens whose KV rows came from the previous turn.
@@ -70,7 +71,7 @@ impl TurnRecord {
 }
 
 /// One question answered by one method.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct QuestionRecord {
     pub method: String,
     pub question_id: String,

@@ -3,11 +3,13 @@
 //! - [`questions`]: the JSONL question format, task groups, the evenly spread sample;
 //! - [`run`]: answering the questions with each method through [`crate::engine::Engine`];
 //! - [`metrics`]: per-question records, tokens/s, speedup, τ, acceptance, losslessness;
-//! - [`report`]: the JSON, Markdown and SVG outputs.
+//! - [`report`]: the JSON, Markdown and SVG outputs;
+//! - [`cost`]: a device's step costs and the speed-ups a run's records project onto it.
 //!
 //! Every output names what it measured on: adapter, backend, the models' files with a
 //! sha256 prefix, and the settings.
 
+pub mod cost;
 pub mod metrics;
 pub mod questions;
 pub mod report;
@@ -16,7 +18,7 @@ pub mod run;
 use std::io::Read;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::gpu::Gpu;
@@ -31,7 +33,7 @@ pub use report::BenchReport;
 pub use run::{run_questions, BenchMethod, Progress, RunSettings};
 
 /// A model as the reports name it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelInfo {
     /// File (or directory) name, without the directories above it.
     pub file: String,
@@ -107,7 +109,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The device a run measured on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceInfo {
     pub adapter: String,
     pub backend: String,

@@ -27,8 +27,13 @@ const BUILTIN_QUESTIONS_NAME: &str = "benchmarks/specbench/questions.jsonl (buil
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Target model: GGUF file or reference name (smollm2, qwen-0.5b, qwen-1.5b)
-    #[arg(short, long)]
-    model: String,
+    #[arg(short, long, required_unless_present = "project")]
+    model: Option<String>,
+    /// Run nothing: replay a benchmark's records (its specbench.json or
+    /// specbench.records.jsonl) against a cost table from `tandem bench-cost` and print each
+    /// method's projected speedup per task group beside the measured one
+    #[arg(long, num_args = 2, value_names = ["COSTS.json", "RECORDS.json"])]
+    project: Option<Vec<PathBuf>>,
     /// Drafter model (same tokenizer), needed by the methods that draft with a model
     /// (sps, tree)
     #[arg(short, long = "drafter", visible_alias = "draft", value_name = "PATH")]
@@ -138,6 +143,9 @@ impl BenchArgs {
 }
 
 pub fn run(gpu_options: &GpuOptions, args: &BenchArgs) -> Result<()> {
+    if let Some(paths) = &args.project {
+        return project(paths);
+    }
     args.check()?;
     let methods = args.method_specs()?;
     let all = match &args.questions {
@@ -147,7 +155,11 @@ pub fn run(gpu_options: &GpuOptions, args: &BenchArgs) -> Result<()> {
     let qs = questions::sample_per_category(&all, args.limit_per_category)?;
     let uses_drafter = methods.iter().any(|m| m.method.needs_drafter_model());
 
-    let target_path = files::resolve(&args.model)?;
+    let model = args
+        .model
+        .as_deref()
+        .ok_or_else(|| Error::Invalid("-m MODEL: the target model to benchmark".into()))?;
+    let target_path = files::resolve(model)?;
     eprintln!("hashing {} …", target_path.display());
     let target_info = ModelInfo::of_path(&target_path)?;
     let draft_path = match (&args.draft, uses_drafter) {
@@ -326,6 +338,91 @@ pub fn run(gpu_options: &GpuOptions, args: &BenchArgs) -> Result<()> {
             report.mismatches[0],
             args.out.join("specbench.md").display()
         )));
+    }
+    Ok(())
+}
+
+/// `bench --project COSTS.json RECORDS.json`: each method's decode speedup per task group,
+/// projected onto the cost table's device, beside the speedup the records measured.
+fn project(paths: &[PathBuf]) -> Result<()> {
+    let [costs_path, records_path] = paths else {
+        return Err(Error::Invalid(
+            "--project COSTS.json RECORDS.json: two files".into(),
+        ));
+    };
+    let read =
+        |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| Error::io(p.display().to_string(), e));
+    let costs = tandem::bench::cost::CostTable::from_json(&read(costs_path)?)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", costs_path.display())))?;
+    let records = tandem::bench::cost::records_from_json(&read(records_path)?)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", records_path.display())))?;
+    if records.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no records",
+            records_path.display()
+        )));
+    }
+    let projected = tandem::bench::cost::project(&costs, &records)?;
+    let mut methods: Vec<String> = Vec::new();
+    let mut groups: Vec<String> = Vec::new();
+    for r in &records {
+        if !methods.contains(&r.method) {
+            methods.push(r.method.clone());
+        }
+        if !groups.contains(&r.group) {
+            groups.push(r.group.clone());
+        }
+    }
+    let measured = summarize(&records, &methods, &groups);
+    let onto = summarize(&projected, &methods, &groups);
+    println!(
+        "projected onto: {} ({}, {}), driver {}; target {}{}; {} µs per dispatch; {} \
+         dispatches per pass",
+        costs.device.adapter,
+        costs.device.backend,
+        costs.device.device_type,
+        costs.device.driver,
+        costs.target.short(),
+        costs
+            .drafter
+            .as_ref()
+            .map(|d| format!(", drafter {}", d.short()))
+            .unwrap_or_default(),
+        costs.dispatch_us.round(),
+        costs.target_dispatches
+    );
+    println!(
+        "records: {} ({} question records)",
+        records_path.display(),
+        records.len()
+    );
+    println!();
+    println!("Decode speedup over plain: projected (measured where the records were timed)");
+    println!();
+    println!(
+        "| method | {} | overall | projected tokens/s |",
+        groups.join(" | ")
+    );
+    println!("|---|{}---:|---:|", "---:|".repeat(groups.len()));
+    let cell = |p: Option<f64>, m: Option<f64>| match (p, m) {
+        (Some(p), Some(m)) => format!("{p:.2}× ({m:.2}×)"),
+        (Some(p), None) => format!("{p:.2}×"),
+        _ => "–".into(),
+    };
+    for (p, m) in onto.iter().zip(&measured) {
+        let cells: Vec<String> = p
+            .groups
+            .iter()
+            .zip(&m.groups)
+            .map(|(pg, mg)| cell(pg.metrics.speedup, mg.metrics.speedup))
+            .collect();
+        println!(
+            "| {} | {} | {} | {:.2} |",
+            p.method,
+            cells.join(" | "),
+            cell(p.overall.speedup, m.overall.speedup),
+            p.overall.tokens_per_s
+        );
     }
     Ok(())
 }

@@ -158,6 +158,14 @@ enum Command {
         #[command(flatten)]
         bench: crate::bench_decode::BenchDecodeArgs,
     },
+    /// One device's step costs (a target pass over T = 1, 2, 4, … rows, a drafter pass, µs
+    /// per dispatch) as a JSON cost table for `bench --project`
+    BenchCost {
+        #[command(flatten)]
+        gpu: GpuArgs,
+        #[command(flatten)]
+        bench: crate::bench_cost::BenchCostArgs,
+    },
     /// Spec-Bench-style benchmark: every method on a question set, speedup over plain
     /// decoding, τ, losslessness (writes JSON, Markdown and an SVG chart)
     Bench {
@@ -257,6 +265,7 @@ fn run(cli: Cli) -> tandem::Result<()> {
         }
         Command::Chat { gen, system } => crate::chat::run(&gen, system.as_deref()),
         Command::BenchDecode { gpu, bench } => crate::bench_decode::run(&gpu.options(), &bench),
+        Command::BenchCost { gpu, bench } => crate::bench_cost::run(&gpu.options(), &bench),
         Command::Bench { gpu, bench } => crate::bench::run(&gpu.options(), &bench),
         Command::BenchKernels { gpu, bench } => crate::bench_kernels::run(&gpu.options(), &bench),
         Command::HeaderOnly { input, output } => header_only(&input, &output),

@@ -4,6 +4,8 @@
 #[cfg(not(target_arch = "wasm32"))]
 mod bench;
 #[cfg(not(target_arch = "wasm32"))]
+mod bench_cost;
+#[cfg(not(target_arch = "wasm32"))]
 mod bench_decode;
 #[cfg(not(target_arch = "wasm32"))]
 mod bench_kernels;
