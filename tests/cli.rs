@@ -60,6 +60,25 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Runs `tandem ARGS`, which must succeed; its stdout.
+fn succeeds(args: &[&str]) -> String {
+    let o = tandem(args, "");
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    eprintln!("{out}{err}");
+    assert!(o.status.success(), "{err}");
+    out
+}
+
+/// The cells of the Markdown table row of `out` that contains `needle`.
+fn row_cells<'a>(out: &'a str, needle: &str) -> Vec<&'a str> {
+    out.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no row with {needle:?}:\n{out}"))
+        .split('|')
+        .map(str::trim)
+        .collect()
+}
+
 /// (prompt tokens, reused tokens) of every stats line `[N prompt tokens (M reused), …]`.
 fn stats_lines(stderr: &str) -> Vec<(usize, usize)> {
     stderr
@@ -128,26 +147,17 @@ fn bench_decode_prints_a_row_per_model() {
     }
     let bytes = tiny_bytes();
     let model = TempFile::new("bench.gguf", &bytes);
-    let o = tandem(
-        &[
-            "bench-decode",
-            model.arg(),
-            "--prompt-tokens",
-            "20",
-            "-n",
-            "4",
-        ],
-        "",
-    );
-    let (out, err) = (text(&o.stdout), text(&o.stderr));
-    eprintln!("{out}{err}");
-    assert!(o.status.success(), "{err}");
+    let out = succeeds(&[
+        "bench-decode",
+        model.arg(),
+        "--prompt-tokens",
+        "20",
+        "-n",
+        "4",
+    ]);
     assert!(out.contains("adapter: ") && out.contains("command: `tandem bench-decode"));
-    let row = out
-        .lines()
-        .find(|l| l.contains("bench.gguf ("))
-        .unwrap_or_else(|| panic!("no row for the model:\n{out}"));
-    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    let cells = row_cells(&out, "bench.gguf (");
+    let row = cells.join(" | ");
     // | model (sha) | MB | dispatches | prompt | prefill | decoded | decode | ms | GB/s |
     assert_eq!(cells.len(), 11, "{row}");
     // The tiny model ties its output head to the embedding: every tensor is read per token.
@@ -175,10 +185,7 @@ fn bench_decode_runs_a_header_with_synthetic_weights() {
     let bytes = tiny_bytes();
     let model = TempFile::new("whole.gguf", &bytes);
     let header = TempFile::new("header.gguf", b"");
-    let o = tandem(&["header-only", model.arg(), header.arg()], "");
-    let (out, err) = (text(&o.stdout), text(&o.stderr));
-    eprintln!("{out}{err}");
-    assert!(o.status.success(), "{err}");
+    let out = succeeds(&["header-only", model.arg(), header.arg()]);
     let written = std::fs::metadata(&header.0).unwrap().len();
     assert!(written > 0 && written < bytes.len() as u64 / 4, "{written}");
     assert!(
@@ -205,26 +212,17 @@ fn bench_decode_runs_a_header_with_synthetic_weights() {
         err.contains("--synthetic-weights") && !err.contains("panicked"),
         "{err}"
     );
-    let o = tandem(
-        &[
-            "bench-decode",
-            header.arg(),
-            "--synthetic-weights",
-            "--prompt-tokens",
-            "8",
-            "-n",
-            "4",
-        ],
-        "",
-    );
-    let (out, err) = (text(&o.stdout), text(&o.stderr));
-    eprintln!("{out}{err}");
-    assert!(o.status.success(), "{err}");
-    let row = out
-        .lines()
-        .find(|l| l.contains("header.gguf, synthetic weights (seed 0) ("))
-        .unwrap_or_else(|| panic!("no row for the header:\n{out}"));
-    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    let out = succeeds(&[
+        "bench-decode",
+        header.arg(),
+        "--synthetic-weights",
+        "--prompt-tokens",
+        "8",
+        "-n",
+        "4",
+    ]);
+    let cells = row_cells(&out, "header.gguf, synthetic weights (seed 0) (");
+    let row = cells.join(" | ");
     let file = ModelFile::from_gguf(GgufFile::from_bytes(bytes).unwrap()).unwrap();
     let total: u64 = file.tensor_list().iter().map(|t| t.3).sum();
     assert_eq!(cells[2], format!("{:.1} MB", total as f64 / 1e6), "{row}");
@@ -245,25 +243,19 @@ fn bench_cost_writes_a_table_that_bench_project_replays_records_against() {
     }
     let model = TempFile::new("cost.gguf", &tiny_bytes());
     let costs = TempFile::new("costs.json", b"");
-    let o = tandem(
-        &[
-            "bench-cost",
-            "-m",
-            model.arg(),
-            "--context-tokens",
-            "8",
-            "--max-t",
-            "4",
-            "--reps",
-            "1",
-            "--out",
-            costs.arg(),
-        ],
-        "",
-    );
-    let (out, err) = (text(&o.stdout), text(&o.stderr));
-    eprintln!("{out}{err}");
-    assert!(o.status.success(), "{err}");
+    succeeds(&[
+        "bench-cost",
+        "-m",
+        model.arg(),
+        "--context-tokens",
+        "8",
+        "--max-t",
+        "4",
+        "--reps",
+        "1",
+        "--out",
+        costs.arg(),
+    ]);
     let table =
         tandem::bench::cost::CostTable::from_json(&std::fs::read_to_string(&costs.0).unwrap())
             .unwrap();
@@ -298,16 +290,8 @@ fn bench_cost_writes_a_table_that_bench_project_replays_records_against() {
     .map(|r| serde_json::to_string(r).unwrap())
     .collect();
     let records = TempFile::new("records.jsonl", lines.join("\n").as_bytes());
-    let o = tandem(&["bench", "--project", costs.arg(), records.arg()], "");
-    let (out, err) = (text(&o.stdout), text(&o.stderr));
-    eprintln!("{out}{err}");
-    assert!(o.status.success(), "{err}");
-    let row = |m: &str| {
-        out.lines()
-            .find(|l| l.starts_with(&format!("| {m} |")))
-            .unwrap_or_else(|| panic!("no row for {m}:\n{out}"))
-            .to_string()
-    };
+    let out = succeeds(&["bench", "--project", costs.arg(), records.arg()]);
+    let row = |m: &str| row_cells(&out, &format!("| {m} |")).join(" | ");
     assert!(row("plain").contains("1.00× (1.00×)"), "{out}");
     // Measured: 8 tokens in 1 s each way, 1.00×; projected: 8 tokens in 8 passes of T = 1
     // against 8 tokens in 3 passes of T = 4.
