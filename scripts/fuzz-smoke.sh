@@ -17,7 +17,7 @@ if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
 fi
 
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(gguf safetensors hf_config tokenizer_gguf tokenizer_json chat_template server_request)
+[ ${#targets[@]} -gt 0 ] || targets=(gguf safetensors hf_config tokenizer_gguf tokenizer_json chat_template grammar server_request)
 
 start=$(date +%s)
 # Stable toolchain: with --sanitizer none cargo-fuzz passes only stable rustc flags.

@@ -336,12 +336,16 @@ impl Verification {
             if let Some(k) = &self.top_k {
                 k.topk.encode(&mut pass, &k.bound, t32)?;
             }
-            for b in &self.compact_bound {
-                self.compact.encode(&mut pass, b);
-            }
-            if let Some((compact, bound)) = &self.follower {
-                for b in bound {
-                    compact.encode(&mut pass, b);
+            // A step of the root alone (plain decoding, or a drafter that sat it out) keeps
+            // row 0 where it already is: its compaction (a dispatch per layer) moves nothing.
+            if t > 1 {
+                for b in &self.compact_bound {
+                    self.compact.encode(&mut pass, b);
+                }
+                if let Some((compact, bound)) = &self.follower {
+                    for b in bound {
+                        compact.encode(&mut pass, b);
+                    }
                 }
             }
         }
