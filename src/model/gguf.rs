@@ -545,9 +545,10 @@ fn parse(bytes: &[u8], with_data: bool) -> Result<GgufHeader> {
         if with_data && end.is_some() && file_len <= data_offset && t.n_bytes > 0 {
             return Err(Error::format(
                 format!("offset {data_offset}"),
-                "the file ends where its tensor data should begin: it holds a GGUF header \
-                 only (as `tandem header-only` writes), with no weights; load it with \
-                 --synthetic-weights to measure step costs on random weights",
+                "the file ends where its tensor data should begin: it is truncated there, or \
+                 it holds a GGUF header only (as `tandem header-only` writes), with no \
+                 weights; load such a header with --synthetic-weights to measure step costs \
+                 on random weights",
             ));
         }
         if end.is_none_or(|e| with_data && e > file_len) {
