@@ -11,9 +11,7 @@ use clap::Args;
 use tandem::bench::cost::{CostTable, StepCost};
 use tandem::bench::{DeviceInfo, ModelInfo};
 use tandem::gpu::{Gpu, GpuOptions};
-use tandem::kernels::bench::bench_matmul;
 use tandem::model::loader::ModelFile;
-use tandem::model::quant::GgmlType;
 use tandem::model::session::Session;
 use tandem::model::transformer::ForwardLimits;
 use tandem::{Error, Result};
@@ -77,8 +75,7 @@ pub fn run(options: &GpuOptions, args: &BenchCostArgs) -> Result<()> {
         device.shader_f16,
         device.subgroups
     );
-    // Many dispatches of a minimal matmul in one submit: the per-dispatch floor.
-    let dispatch_us = bench_matmul(&gpu, GgmlType::Q8_0, 32, 32, 1, 2000)?.us_per_call;
+    let dispatch_us = crate::bench_kernels::dispatch_floor_us(&gpu)?;
 
     let ts: Vec<usize> = std::iter::successors(Some(1usize), |t| Some(t * 2))
         .take_while(|&t| t <= args.max_t)

@@ -190,3 +190,12 @@ fn time_one(
     };
     bench_matmul_layout(gpu, ty, n, k, t, iters, layout)
 }
+
+/// Microseconds per dispatch of a minimal matmul (32×32, one row), 2000 in one submit: the
+/// floor under every dispatch on this device (`tandem bench-cost` records it).
+pub(crate) fn dispatch_floor_us(gpu: &Gpu) -> Result<f64> {
+    Ok(
+        bench_matmul_layout(gpu, GgmlType::Q8_0, 32, 32, 1, 2000, Layout::for_gpu(gpu))?
+            .us_per_call,
+    )
+}
