@@ -40,6 +40,15 @@
 // That depends on K and the layout only, never on T or on the tile slot a token lands
 // in (every slot runs the same code), so a row is bit-identical for T = 1 and T = 64
 // (tested for both layouts).
+//
+// RMSNorm prologue (override NORM, the fusion of an `x → rmsnorm(x)·g` dispatch into the
+// matmul that consumes it). Then y = (1/rms(x_t)) · Σ_k W[n,k]·(x[t,k]·g[k]): each x load is
+// multiplied by the norm weight g (binding 6, the chunk's 8 vec4 read once per chunk), and
+// the row's sum by the token's 1/rms in the epilogue, before bias and accumulation. Thread
+// j < nt of a tile sums token t0 + j's squares in vec4 order over all of K (the tile's
+// 1/rms values, through workgroup memory, between two barriers). The same expression for
+// every token, whatever T: batch invariance as above. With NORM off, binding 6 is bound
+// to x and never read.
 
 struct Step {
     t: u32,
@@ -56,7 +65,7 @@ struct Params {
     row_bytes: u32,
     has_bias: u32,
     accumulate: u32,
-    _pad: u32,
+    eps: f32,       // the RMSNorm prologue's epsilon (NORM)
 }
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -65,6 +74,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> bias: array<f32>;
+@group(0) @binding(6) var<storage, read> gnorm: array<vec4<f32>>;
 
 override WG: u32 = 64u;  // threads per workgroup
 override TPR: u32 = 16u; // threads per row group
@@ -72,11 +82,14 @@ override H: u32 = 1u;    // vec4s of rows per row group
 override RG: u32 = WG / TPR;     // row groups per workgroup
 override RPT: u32 = 4u * H;      // rows per row group
 override ROWS: u32 = RG * RPT;   // rows per workgroup (small_rows in src/kernels/matmul.rs)
-const TT = 16u;                  // tokens per tile
+override NORM: bool = false;     // the RMSNorm prologue (header)
+const TT = 16u;                  // tokens per tile (WG >= TT: both layouts)
 
 // Per token slot, vec4 half and thread: the running sums of 4 of its rows; then the
 // reduction's input. [TT][H][WG]
 var<workgroup> red: array<vec4<f32>, TT * H * WG>;
+// NORM: 1/rms of the tile's tokens, by slot.
+var<workgroup> inv_rms: array<f32, TT>;
 
 alias Chunk = array<vec4<f32>, 8>;
 
@@ -151,9 +164,42 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 break if j >= nt;
             }
         }
+        if (NORM) {
+            // The previous tile's epilogue has read its values.
+            workgroupBarrier();
+            if (lid < nt) {
+                let xb = (t0 + lid) * k4;
+                var ss = 0.0;
+                for (var e = 0u; e < k4; e++) {
+                    let v = x[xb + e];
+                    ss += dot(v, v);
+                }
+                inv_rms[lid] = 1.0 / sqrt(ss / f32(p.k) + p.eps);
+            }
+            workgroupBarrier();
+        }
         var c = lane;
         if (c < chunks) {
             loop {
+                // The norm weight of this chunk (1 without the prologue).
+                var g0 = vec4<f32>(1.0);
+                var g1 = vec4<f32>(1.0);
+                var g2 = vec4<f32>(1.0);
+                var g3 = vec4<f32>(1.0);
+                var g4 = vec4<f32>(1.0);
+                var g5 = vec4<f32>(1.0);
+                var g6 = vec4<f32>(1.0);
+                var g7 = vec4<f32>(1.0);
+                if (NORM) {
+                    g0 = gnorm[8u * c];
+                    g1 = gnorm[8u * c + 1u];
+                    g2 = gnorm[8u * c + 2u];
+                    g3 = gnorm[8u * c + 3u];
+                    g4 = gnorm[8u * c + 4u];
+                    g5 = gnorm[8u * c + 5u];
+                    g6 = gnorm[8u * c + 6u];
+                    g7 = gnorm[8u * c + 7u];
+                }
                 let w0 = dequant_chunk(o0, c);
                 let w1 = dequant_chunk(o1, c);
                 let w2 = dequant_chunk(o2, c);
@@ -173,14 +219,24 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                     let xi = (t0 + j) * k4 + 8u * c;
                     // Unrolled by hand: a compiler that keeps this loop indexes the
                     // chunks at run time and spills them.
-                    let x0 = x[xi];
-                    let x1 = x[xi + 1u];
-                    let x2 = x[xi + 2u];
-                    let x3 = x[xi + 3u];
-                    let x4 = x[xi + 4u];
-                    let x5 = x[xi + 5u];
-                    let x6 = x[xi + 6u];
-                    let x7 = x[xi + 7u];
+                    var x0 = x[xi];
+                    var x1 = x[xi + 1u];
+                    var x2 = x[xi + 2u];
+                    var x3 = x[xi + 3u];
+                    var x4 = x[xi + 4u];
+                    var x5 = x[xi + 5u];
+                    var x6 = x[xi + 6u];
+                    var x7 = x[xi + 7u];
+                    if (NORM) {
+                        x0 *= g0;
+                        x1 *= g1;
+                        x2 *= g2;
+                        x3 *= g3;
+                        x4 *= g4;
+                        x5 *= g5;
+                        x6 *= g6;
+                        x7 *= g7;
+                    }
                     let a = j * H * WG + lid;
                     red[a] += dot_chunk(w0, w1, w2, w3, x0, x1, x2, x3, x4, x5, x6, x7);
                     if (H > 1u) {
@@ -213,6 +269,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 var s = red[base];
                 for (var l = 1u; l < TPR; l++) {
                     s += red[base + l];
+                }
+                if (NORM) {
+                    s *= inv_rms[j];
                 }
                 let t = t0 + j;
                 let r = group * ROWS + g * RPT + 4u * h;

@@ -165,7 +165,7 @@ fn bench_decode_prints_a_row_per_model() {
     let total: u64 = file.tensor_list().iter().map(|t| t.3).sum();
     assert_eq!(cells[2], format!("{:.1} MB", total as f64 / 1e6), "{row}");
     // Embedding 1 + 2 layers × (norm, QKV, RoPE, attention, out, norm, gate|up, SiLU, down)
-    // + final norm, head, argmax.
+    // + final norm, head, argmax (the cpu layout: no norm runs in a matmul's prologue).
     assert_eq!(cells[3], "22", "{row}");
     assert_eq!(cells[4], "20", "{row}");
     assert_eq!(

@@ -391,3 +391,71 @@ fn gemma3_linear_rope_scaling_matches_cpu_and_changes_the_logits() {
         "the scale moved the logits by only {moved}"
     );
 }
+
+/// The norm fusion (`GpuModel::load_with_options(.., fuse: true)`, the gpu layout's default:
+/// every pre-norm in its projections' prologue, the final norm in the head's): on the qwen3
+/// and llama3 fixture models, the logits of a prompt's every row equal the CPU reference's
+/// (same tolerance), the plan records fewer dispatches than without it, and each row of the
+/// one-chunk prefill equals, bit for bit, the same token decoded alone after the rows before
+/// it (batch invariance with the prologue).
+#[test]
+fn fused_norms_match_cpu_and_stay_batch_invariant() {
+    use std::sync::Arc;
+    use tandem::model::transformer::GpuModel;
+    let Some(gpu) = common::gpu() else { return };
+    for (file, fixture) in [
+        ("tiny-qwen3.gguf", "tiny-qwen3"),
+        ("tiny-llama3.gguf", "tiny-llama3"),
+    ] {
+        let model = ModelFile::open(common::fixture(file)).unwrap();
+        let limits = ForwardLimits {
+            max_ctx: 256,
+            max_t: 32,
+            max_logit_rows: 32,
+        };
+        let open = |fuse: bool| {
+            let m = GpuModel::load_with_options(&gpu, &model, limits, None, fuse).unwrap();
+            assert_eq!(m.fused_norms, fuse);
+            Session::new(&gpu, Arc::new(m)).unwrap()
+        };
+        let (fused, plain) = (open(true), open(false));
+        let layers = model.config.n_layers;
+        assert_eq!(
+            fused.dispatches(1) + 2 * layers + 1,
+            plain.dispatches(1),
+            "{fixture}: two norms per layer and the final norm fused"
+        );
+        let rec = &common::greedy_fixtures(fixture)[0];
+        let prompt = &rec.prompt_ids[..rec.prompt_ids.len().min(32)];
+        let t = prompt.len();
+        let positions: Vec<u32> = (0..t as u32).collect();
+        fused
+            .forward(&gpu, prompt, &positions, &fused.causal_mask(t), 0, 0..t)
+            .unwrap();
+        let rows = fused.read_logits_blocking(&gpu, t);
+        let mut cpu = CpuModel::load(&model).unwrap();
+        let v = rows.len() / t;
+        for (i, &tok) in prompt.iter().enumerate() {
+            let want = cpu.forward(tok);
+            let err = max_abs(&rows[i * v..(i + 1) * v], &want);
+            assert!(
+                err < LOGIT_TOL,
+                "{fixture}: fused row {i} differs from the CPU by {err}"
+            );
+        }
+        // Token by token on the fused model: bit for bit the rows of the chunk.
+        let alone = open(true);
+        for (i, &tok) in prompt.iter().enumerate() {
+            alone
+                .forward(&gpu, &[tok], &[i as u32], &alone.causal_mask(1), i, 0..1)
+                .unwrap();
+            let one = alone.read_logits_blocking(&gpu, 1);
+            assert!(
+                one.iter()
+                    .zip(&rows[i * v..(i + 1) * v])
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{fixture}: fused row {i} of the chunk differs from the token alone"
+            );
+        }
+    }
+}

@@ -172,6 +172,7 @@ fn bias_and_accumulate_epilogues() {
                     Epilogue {
                         bias: bias_opt,
                         accumulate,
+                        ..Epilogue::default()
                     },
                 )
                 .unwrap();
@@ -199,6 +200,83 @@ fn bias_and_accumulate_epilogues() {
                 // Rows past T are left alone.
                 let rest: Vec<f32> = gpu.read_vec_blocking(&s.y, max_t * n).unwrap();
                 assert_eq!(&rest[t * n..], &y0[t * n..], "{what}: wrote past T");
+            }
+        }
+    }
+}
+
+#[test]
+fn rmsnorm_prologue_matches_norm_then_matmul_and_is_batch_invariant() {
+    // `Epilogue::norm`: y = W·(rmsnorm(x)·g), the norm fused into the small-T kernel. Against
+    // the CPU norm then the f64 matmul (same tolerance), with bias and accumulate on; then
+    // every row of a T = 64 batch bit for bit equal to the token alone (T = 1).
+    let Some(gpu) = common::gpu() else { return };
+    let n = 41;
+    let eps = 1e-5;
+    for (i, ty) in [Q4_K, Q6_K, Q8_0, Q4_1, F16, F32].into_iter().enumerate() {
+        let k = awkward_k(ty);
+        let (bytes, w) = weights(ty, n, k, 60 + i as u64);
+        let max_t = 70;
+        // Rows of different scales, so that a wrong or missing 1/rms shows.
+        let x: Vec<f32> = common::rand_f32(61 + i as u64, max_t * k)
+            .iter()
+            .enumerate()
+            .map(|(j, v)| v * (1 + j / k % 5) as f32)
+            .collect();
+        let g: Vec<f32> = common::rand_f32(62 + i as u64, k)
+            .iter()
+            .map(|v| 0.5 + v)
+            .collect();
+        let bias = common::rand_f32(63 + i as u64, n);
+        let y0 = common::rand_f32(64 + i as u64, max_t * n);
+        let xn = tandem::kernels::reference::rmsnorm(&x, &g, eps);
+        let xw = common::matmul_f64(&xn, &w, max_t, n, k);
+        let m = QuantMatrix::upload(&gpu, "w", ty, n, k, &bytes).unwrap();
+        let g_buf = gpu.upload("g", &g).unwrap();
+        let bias_buf = gpu.upload("bias", &bias).unwrap();
+        let ep = Epilogue {
+            bias: Some(&bias_buf),
+            accumulate: true,
+            norm: Some((&g_buf, eps)),
+        };
+        for layout in Layout::ALL {
+            let name = format!("{} {layout:?}", ty.name());
+            let mm = Matmul::with_layout(&gpu, ty, layout).unwrap();
+            let s = Setup::new(&gpu, &x, n, max_t);
+            let b = mm.bind(&gpu, &s.step, &m, &s.x, &s.y, ep).unwrap();
+            // T = 70 takes the small-T kernel on the automatic path too.
+            for t in [1usize, 5, 17, 64, 70] {
+                gpu.queue.write_buffer(&s.y, 0, bytemuck::cast_slice(&y0));
+                let got = run(&gpu, &mm, &s, &b, t, MatmulPath::Auto, true);
+                let want: Vec<f32> = (0..t * n).map(|j| xw[j] + bias[j % n] + y0[j]).collect();
+                assert_close(&got, &want, &format!("{name} T={t} with the norm prologue"));
+            }
+            let tiled = {
+                let mut enc = gpu.encoder("tiled with a prologue");
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                mm.encode_path(&mut pass, &b, 64, MatmulPath::Tiled)
+            };
+            assert!(
+                matches!(tiled, Err(tandem::Error::Invalid(_))),
+                "{name}: the tiled kernel took a prologue"
+            );
+
+            let zero = vec![0.0f32; max_t * n];
+            gpu.queue.write_buffer(&s.y, 0, bytemuck::cast_slice(&zero));
+            let y64 = run(&gpu, &mm, &s, &b, 64, MatmulPath::Auto, true);
+            let one = Setup::new(&gpu, &x[..k], n, 1);
+            let b1 = mm.bind(&gpu, &one.step, &m, &one.x, &one.y, ep).unwrap();
+            for t in [0usize, 1, 15, 16, 33, 63] {
+                gpu.queue
+                    .write_buffer(&one.x, 0, bytemuck::cast_slice(&x[t * k..(t + 1) * k]));
+                gpu.queue
+                    .write_buffer(&one.y, 0, bytemuck::cast_slice(&zero[..n]));
+                let alone = run(&gpu, &mm, &one, &b1, 1, MatmulPath::Auto, true);
+                assert_eq!(
+                    common::bits(&alone),
+                    common::bits(&y64[t * n..(t + 1) * n]),
+                    "{name}: row {t} of T=64 with the norm prologue differs from T=1"
+                );
             }
         }
     }
@@ -306,6 +384,7 @@ fn matrices_over_the_binding_limit_are_split_by_rows() {
         let ep_full = Epilogue {
             bias: Some(&bias_full),
             accumulate: false,
+            ..Epilogue::default()
         };
         let b_full = mm_full
             .bind(&full, &s_full.step, &m_full, &s_full.x, &s_full.y, ep_full)
@@ -317,6 +396,7 @@ fn matrices_over_the_binding_limit_are_split_by_rows() {
         let ep = Epilogue {
             bias: Some(&bias_buf),
             accumulate: false,
+            ..Epilogue::default()
         };
         let b = mm.bind(&gpu, &s.step, &m, &s.x, &s.y, ep).unwrap();
         for t in [1usize, 9, 70] {
@@ -615,6 +695,7 @@ fn bad_inputs_are_errors() {
     let ep = Epilogue {
         bias: Some(&short_bias),
         accumulate: false,
+        ..Epilogue::default()
     };
     assert!(matches!(
         mm.bind(&gpu, &s.step, &m, &s.x, &s.y, ep),

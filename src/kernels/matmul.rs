@@ -1,5 +1,7 @@
 //! `Y[T, N] (+)= X[T, K] · W[N, K]ᵀ (+ bias)` with W in its GGUF block layout
 //! (`shaders/matmul.q.wgsl` for small T, `shaders/matmul_tiled.q.wgsl` for prefill chunks).
+//! The small-T kernel also takes an RMSNorm prologue ([`Epilogue::norm`]): the normalisation
+//! of a row of X (`rmsnorm(x)·g`) fused into the matmul that consumes it, one dispatch fewer.
 
 use std::sync::Arc;
 
@@ -58,9 +60,13 @@ pub enum MatmulPath {
     Tiled,
 }
 
-/// What happens after the dot products.
+/// What happens around the dot products.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Epilogue<'a> {
+    /// `X` is RMS-normed first (`rmsnorm(x) · g` with `g: [K] f32` and this epsilon): each x
+    /// element is multiplied by `g` as it is loaded and each output by the token's 1/rms
+    /// (the small-T kernel only: the automatic path takes it for every T).
+    pub norm: Option<(&'a wgpu::Buffer, f32)>,
     /// `bias: [N] f32`, added to every row (qwen2's QKV bias).
     pub bias: Option<&'a wgpu::Buffer>,
     /// `Y += X·Wᵀ` instead of `Y = X·Wᵀ` (the residual add fused into a projection).
@@ -77,7 +83,8 @@ struct Params {
     row_bytes: u32,
     has_bias: u32,
     accumulate: u32,
-    _pad: u32,
+    /// The RMSNorm prologue's epsilon (matmul_tiled.q.wgsl has a pad here).
+    eps: f32,
 }
 
 /// The pipelines for one weight type.
@@ -86,13 +93,16 @@ pub struct Matmul {
     /// The small-T kernel's layout.
     pub layout: Layout,
     small: Arc<wgpu::ComputePipeline>,
+    /// The small-T kernel with the RMSNorm prologue (override NORM).
+    small_norm: Arc<wgpu::ComputePipeline>,
     tiled: Arc<wgpu::ComputePipeline>,
 }
 
 struct PartBinding {
     rows: u32,
     small: wgpu::BindGroup,
-    tiled: wgpu::BindGroup,
+    /// None with the RMSNorm prologue (the tiled kernel has none).
+    tiled: Option<wgpu::BindGroup>,
     _params: wgpu::Buffer,
 }
 
@@ -100,6 +110,8 @@ struct PartBinding {
 pub struct MatmulBinding {
     ty: GgmlType,
     parts: Vec<PartBinding>,
+    /// Bound with the RMSNorm prologue (the small-T pipeline that has it).
+    norm: bool,
     /// Largest T the bound x and y buffers hold.
     pub max_t: u32,
     _dummy_bias: Option<wgpu::Buffer>,
@@ -122,11 +134,20 @@ impl Matmul {
     /// both layouts on one device).
     pub fn with_layout(gpu: &Gpu, ty: GgmlType, layout: Layout) -> Result<Matmul> {
         let name = ty.name();
+        let source = small_source(ty)?;
         let small = gpu.pipeline(
             &format!("matmul-small-{}-{name}", layout.name()),
-            &small_source(ty)?,
+            &source,
             "main",
             &small_constants(layout),
+        )?;
+        let mut normed = small_constants(layout).to_vec();
+        normed.push(("NORM", 1.0));
+        let small_norm = gpu.pipeline(
+            &format!("matmul-small-norm-{}-{name}", layout.name()),
+            &source,
+            "main",
+            &normed,
         )?;
         let tiled = gpu.pipeline(
             &format!("matmul-tiled-{name}"),
@@ -138,6 +159,7 @@ impl Matmul {
             ty,
             layout,
             small,
+            small_norm,
             tiled,
         })
     }
@@ -180,6 +202,15 @@ impl Matmul {
                 )));
             }
         }
+        if let Some((g, eps)) = epilogue.norm {
+            if g.size() < k * 4 || !eps.is_finite() || eps < 0.0 {
+                return Err(Error::Invalid(format!(
+                    "matmul '{label}': norm weight of {} bytes (needs {}), epsilon {eps}",
+                    g.size(),
+                    k * 4
+                )));
+            }
+        }
         let dummy_bias = match epilogue.bias {
             Some(_) => None,
             None => Some(gpu.storage("no-bias", 4)?),
@@ -206,20 +237,31 @@ impl Matmul {
                     row_bytes: m.row_bytes as u32,
                     has_bias: epilogue.bias.is_some() as u32,
                     accumulate: epilogue.accumulate as u32,
-                    _pad: 0,
+                    eps: epilogue.norm.map_or(0.0, |(_, eps)| eps),
                 },
             );
             let buffers = [step, &params, &part.buffer, x, y, bias];
+            // Binding 6 (the norm weight) is x where there is no prologue: never read.
+            let g = epilogue.norm.map_or(x, |(g, _)| g);
+            let small_buffers = [step, &params, &part.buffer, x, y, bias, g];
+            let (small, tiled) = match epilogue.norm {
+                Some(_) => (gpu.bind(label, &self.small_norm, &small_buffers), None),
+                None => (
+                    gpu.bind(label, &self.small, &small_buffers),
+                    Some(gpu.bind(label, &self.tiled, &buffers)),
+                ),
+            };
             parts.push(PartBinding {
                 rows,
-                small: gpu.bind(label, &self.small, &buffers),
-                tiled: gpu.bind(label, &self.tiled, &buffers),
+                small,
+                tiled,
                 _params: params,
             });
         }
         Ok(MatmulBinding {
             ty: m.ty,
             parts,
+            norm: epilogue.norm.is_some(),
             max_t: max_t.min(u32::MAX as u64) as u32,
             _dummy_bias: dummy_bias,
         })
@@ -255,25 +297,37 @@ impl Matmul {
             return Ok(());
         }
         let small = match path {
-            MatmulPath::Auto => t <= SMALL_T_MAX,
+            MatmulPath::Auto => t <= SMALL_T_MAX || b.norm,
             MatmulPath::Small => true,
             MatmulPath::Tiled => false,
         };
+        if b.norm && !small {
+            return Err(Error::Invalid(
+                "the tiled matmul has no RMSNorm prologue (bind it without one)".into(),
+            ));
+        }
         if !small && t.div_ceil(TILE) > 65_535 {
             return Err(Error::Invalid(format!(
                 "matmul with T = {t} needs more workgroups than one dispatch allows"
             )));
         }
         for part in &b.parts {
-            if small {
-                pass.set_pipeline(&self.small);
-                pass.set_bind_group(0, &part.small, &[]);
-                let (gx, gy) = groups_2d(part.rows, small_rows(self.layout));
-                pass.dispatch_workgroups(gx, gy, 1);
-            } else {
-                pass.set_pipeline(&self.tiled);
-                pass.set_bind_group(0, &part.tiled, &[]);
-                pass.dispatch_workgroups(part.rows.div_ceil(TILE), t.div_ceil(TILE), 1);
+            match (small, &part.tiled) {
+                (false, Some(tiled)) => {
+                    pass.set_pipeline(&self.tiled);
+                    pass.set_bind_group(0, tiled, &[]);
+                    pass.dispatch_workgroups(part.rows.div_ceil(TILE), t.div_ceil(TILE), 1);
+                }
+                _ => {
+                    pass.set_pipeline(if b.norm {
+                        &self.small_norm
+                    } else {
+                        &self.small
+                    });
+                    pass.set_bind_group(0, &part.small, &[]);
+                    let (gx, gy) = groups_2d(part.rows, small_rows(self.layout));
+                    pass.dispatch_workgroups(gx, gy, 1);
+                }
             }
         }
         Ok(())

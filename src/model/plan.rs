@@ -72,12 +72,15 @@ pub enum Op {
         input: Act,
         output: Act,
     },
-    /// `output = W·input` (`+=` with `accumulate`: the residual add in the epilogue).
+    /// `output = W·input` (`+=` with `accumulate`: the residual add in the epilogue); with
+    /// `norm`, `output = W·(rmsnorm(input)·weight)`: an RMSNorm fused into the matmul's
+    /// prologue ([`LayerPlan::fused`]).
     Project {
         matrix: Matrix,
         input: Act,
         output: Act,
         accumulate: bool,
+        norm: Option<Norm>,
     },
     /// Per-head RMSNorm of q and k in `Qkv` (weights `attn_q_norm` / `attn_k_norm`).
     QkNorm,
@@ -89,6 +92,31 @@ pub enum Op {
     Gated(Activation),
     /// `into += from`.
     Add { from: Act, into: Act },
+}
+
+impl Op {
+    /// The activation buffers the op reads and those it writes.
+    pub fn acts(&self) -> (Vec<Act>, Vec<Act>) {
+        match *self {
+            Op::RmsNorm { input, output, .. } => (vec![input], vec![output]),
+            Op::Project {
+                input,
+                output,
+                accumulate,
+                ..
+            } => {
+                let mut reads = vec![input];
+                if accumulate {
+                    reads.push(output);
+                }
+                (reads, vec![output])
+            }
+            Op::Add { from, into } => (vec![from, into], vec![into]),
+            Op::QkNorm | Op::RopeKvAppend(_) => (vec![Act::Qkv], vec![Act::Qkv]),
+            Op::Attention(_) => (vec![Act::Qkv], vec![Act::Att]),
+            Op::Gated(_) => (vec![Act::GateUp], vec![Act::Ffn]),
+        }
+    }
 }
 
 /// Where a branch (attention or FFN) meets the residual stream.
@@ -128,6 +156,7 @@ impl LayerPlan {
             input: Act::Xn,
             output: Act::Qkv,
             accumulate: false,
+            norm: None,
         });
         self
     }
@@ -157,6 +186,7 @@ impl LayerPlan {
             input: Act::Xn,
             output: Act::GateUp,
             accumulate: false,
+            norm: None,
         });
         self.ops.push(Op::Gated(activation));
         self.branch(Matrix::Down, Act::Ffn, residual)
@@ -169,6 +199,7 @@ impl LayerPlan {
                 input,
                 output: Act::X,
                 accumulate: true,
+                norm: None,
             }),
             Residual::PostNorm(weight) => self.ops.extend([
                 Op::Project {
@@ -176,6 +207,7 @@ impl LayerPlan {
                     input,
                     output: Act::Xn,
                     accumulate: false,
+                    norm: None,
                 },
                 Op::RmsNorm {
                     weight,
@@ -191,6 +223,79 @@ impl LayerPlan {
         self
     }
 
+    /// The plan with every RMSNorm whose output only projections read fused into those
+    /// projections' prologues (`Project { norm }`, the norm's input as theirs): one dispatch
+    /// fewer per fused norm, the same values up to f32 rounding (the matmul applies the 1/rms
+    /// to its sums, `shaders/matmul.q.wgsl`). A norm whose output anything else reads — or
+    /// nothing does, or a later op of the layer overwrites its input before a reader — stays.
+    pub fn fused(self) -> Self {
+        let ops = &self.ops;
+        let mut fused: Vec<Op> = Vec::with_capacity(ops.len());
+        let mut into: Vec<Option<(Norm, Act)>> = vec![None; ops.len()];
+        for (i, op) in ops.iter().enumerate() {
+            let Op::RmsNorm {
+                weight,
+                input,
+                output,
+            } = *op
+            else {
+                continue;
+            };
+            // The ops that read `output` before it (or the norm's input) is written again.
+            // A fused reader reads the norm's input instead, so that input must still hold
+            // what the norm read, and the reader must not write it (a matmul's x and y are
+            // different buffers).
+            let mut readers = Vec::new();
+            let mut only_projections = true;
+            let mut input_changed = false;
+            for (j, later) in ops.iter().enumerate().skip(i + 1) {
+                let (reads, writes) = later.acts();
+                if reads.contains(&output) {
+                    match later {
+                        Op::Project { norm: None, .. }
+                            if !input_changed && !writes.contains(&input) =>
+                        {
+                            readers.push(j)
+                        }
+                        _ => only_projections = false,
+                    }
+                }
+                input_changed |= writes.contains(&input);
+                if writes.contains(&output) {
+                    break;
+                }
+            }
+            if only_projections && !readers.is_empty() {
+                for j in readers {
+                    into[j] = Some((weight, input));
+                }
+                into[i] = Some((weight, output));
+            }
+        }
+        for (i, op) in ops.iter().enumerate() {
+            match (*op, into[i]) {
+                (Op::RmsNorm { .. }, Some(_)) => {}
+                (
+                    Op::Project {
+                        matrix,
+                        output,
+                        accumulate,
+                        ..
+                    },
+                    Some((weight, input)),
+                ) => fused.push(Op::Project {
+                    matrix,
+                    input,
+                    output,
+                    accumulate,
+                    norm: Some(weight),
+                }),
+                (op, _) => fused.push(op),
+            }
+        }
+        LayerPlan { ops: fused }
+    }
+
     /// Whether any op satisfies `f`.
     pub fn any(&self, f: impl Fn(&Op) -> bool) -> bool {
         self.ops.iter().any(f)
@@ -198,20 +303,19 @@ impl LayerPlan {
 
     /// Whether the layer reads or writes `act`.
     pub fn uses_act(&self, act: Act) -> bool {
-        self.any(|op| match *op {
-            Op::RmsNorm { input, output, .. } | Op::Project { input, output, .. } => {
-                input == act || output == act
-            }
-            Op::Add { from, into } => from == act || into == act,
-            Op::QkNorm | Op::RopeKvAppend(_) => act == Act::Qkv,
-            Op::Attention(_) => act == Act::Qkv || act == Act::Att,
-            Op::Gated(_) => act == Act::GateUp || act == Act::Ffn,
+        self.any(|op| {
+            let (reads, writes) = op.acts();
+            reads.contains(&act) || writes.contains(&act)
         })
     }
 
-    /// Whether the layer uses the norm weight `n`.
+    /// Whether the layer uses the norm weight `n` (in a norm or a projection's prologue).
     pub fn uses_norm(&self, n: Norm) -> bool {
-        self.any(|op| matches!(op, Op::RmsNorm { weight, .. } if *weight == n))
+        self.any(|op| match *op {
+            Op::RmsNorm { weight, .. } => weight == n,
+            Op::Project { norm, .. } => norm == Some(n),
+            _ => false,
+        })
     }
 
     /// Whether a layer's attention slides.
@@ -230,6 +334,88 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fusing_moves_a_pre_norm_into_the_projections_that_read_it() {
+        let pre = LayerPlan::new()
+            .norm(Norm::Attn)
+            .qkv()
+            .attention(Reach::Global)
+            .attn_output(Residual::Add)
+            .norm(Norm::Ffn)
+            .gated_ffn(Activation::Silu, Residual::Add);
+        let fused = pre.clone().fused();
+        assert_eq!(fused.ops.len(), pre.ops.len() - 2);
+        assert!(!fused.any(|op| matches!(op, Op::RmsNorm { .. })));
+        assert_eq!(
+            fused.ops[0],
+            Op::Project {
+                matrix: Matrix::Qkv,
+                input: Act::X,
+                output: Act::Qkv,
+                accumulate: false,
+                norm: Some(Norm::Attn)
+            }
+        );
+        assert!(fused.uses_norm(Norm::Ffn) && !fused.uses_act(Act::Xn));
+        // Fusing twice changes nothing.
+        assert_eq!(fused.clone().fused(), fused);
+    }
+
+    #[test]
+    fn a_norm_read_by_anything_but_a_projection_stays() {
+        // gemma3's post-norm (read by the add) stays; its pre-norms fuse.
+        let post = LayerPlan::new()
+            .norm(Norm::Attn)
+            .qkv()
+            .attn_output(Residual::PostNorm(Norm::AttnPost));
+        let fused = post.fused();
+        assert!(fused.uses_norm(Norm::AttnPost));
+        assert_eq!(
+            fused
+                .ops
+                .iter()
+                .filter(|op| matches!(op, Op::RmsNorm { .. }))
+                .count(),
+            1
+        );
+        // A projection that would write the norm's own input cannot read it.
+        let clash = LayerPlan {
+            ops: vec![
+                Op::RmsNorm {
+                    weight: Norm::Ffn,
+                    input: Act::X,
+                    output: Act::Xn,
+                },
+                Op::Project {
+                    matrix: Matrix::Down,
+                    input: Act::Xn,
+                    output: Act::X,
+                    accumulate: true,
+                    norm: None,
+                },
+            ],
+        };
+        assert_eq!(clash.clone().fused(), clash);
+        // Nor one that reads the normed copy after the input has changed.
+        let late = LayerPlan {
+            ops: vec![
+                clash.ops[0],
+                Op::Add {
+                    from: Act::Post,
+                    into: Act::X,
+                },
+                Op::Project {
+                    matrix: Matrix::GateUp,
+                    input: Act::Xn,
+                    output: Act::GateUp,
+                    accumulate: false,
+                    norm: None,
+                },
+            ],
+        };
+        assert_eq!(late.clone().fused(), late);
+    }
+
+    #[test]
     fn a_post_normed_branch_writes_xn_norms_into_post_and_adds() {
         let p = LayerPlan::new().attn_output(Residual::PostNorm(Norm::AttnPost));
         assert_eq!(
@@ -239,7 +425,8 @@ mod tests {
                     matrix: Matrix::Output,
                     input: Act::Att,
                     output: Act::Xn,
-                    accumulate: false
+                    accumulate: false,
+                    norm: None
                 },
                 Op::RmsNorm {
                     weight: Norm::AttnPost,

@@ -175,8 +175,9 @@ pub struct Session {
     /// `[max_logit_rows]` u32: argmax of each logits row.
     pub argmax_ids: wgpu::Buffer,
     embed_b: EmbedBinding,
+    /// The final norm's own dispatch (None: it runs in the output head's prologue).
+    final_norm: Option<Bound>,
     layers: Vec<LayerBindings>,
-    final_norm: Bound,
     output: Proj,
     argmax_b: Bound,
     logit_mask: Option<MaskState>,
@@ -282,6 +283,7 @@ impl Session {
                         input,
                         output,
                         accumulate,
+                        norm,
                     } => {
                         let ep = Epilogue {
                             bias: match matrix {
@@ -289,6 +291,10 @@ impl Session {
                                 _ => None,
                             },
                             accumulate,
+                            norm: match norm {
+                                Some(n) => Some((l.norm(n, i)?, m.config.norm_eps)),
+                                None => None,
+                            },
                         };
                         Binding::Matmuls(
                             l.matrices(matrix)
@@ -326,20 +332,27 @@ impl Session {
                 v_cache,
             });
         }
-        let final_norm = k
-            .rmsnorm
-            .bind(gpu, &head_step, &head_x, &m.output_norm, &head_xn)?;
-        let output = proj(
-            &head_step,
-            m.output_matrix(),
-            &head_xn,
-            &logits,
-            Epilogue::default(),
-        )?;
+        // The final norm: in the output head's prologue, or its own dispatch into head_xn.
+        let (final_norm, output) = if m.fused_norms {
+            let ep = Epilogue {
+                norm: Some((&m.output_norm, m.config.norm_eps)),
+                ..Epilogue::default()
+            };
+            let output = proj(&head_step, m.output_matrix(), &head_x, &logits, ep)?;
+            (None, output)
+        } else {
+            let norm = k
+                .rmsnorm
+                .bind(gpu, &head_step, &head_x, &m.output_norm, &head_xn)?;
+            let ep = Epilogue::default();
+            let output = proj(&head_step, m.output_matrix(), &head_xn, &logits, ep)?;
+            (Some(norm), output)
+        };
         let argmax_b = k.argmax.bind(gpu, &head_step, &logits, &argmax_ids)?;
         Ok(Session {
             model: model.clone(),
             cache: Vec::new(),
+            final_norm,
             step,
             head_step,
             tokens,
@@ -351,7 +364,6 @@ impl Session {
             argmax_ids,
             embed_b,
             layers,
-            final_norm,
             output,
             argmax_b,
             logit_mask: None,
@@ -654,7 +666,9 @@ impl Session {
             );
             let mut pass = enc.begin_compute_pass(&Default::default());
             let r = rows as u32;
-            k.rmsnorm.encode(&mut pass, &self.final_norm, r)?;
+            if let Some(norm) = &self.final_norm {
+                k.rmsnorm.encode(&mut pass, norm, r)?;
+            }
             self.mm(&mut pass, &self.output, r)?;
             if let Some(c) = self.contrast.as_ref().filter(|c| c.active) {
                 c.kernel.encode(&mut pass, &c.bound, r)?;
@@ -708,10 +722,11 @@ impl Session {
             .flat_map(|l| &l.ops)
             .map(BoundOp::dispatches)
             .sum();
-        // Final norm, output head, argmax (and the contrastive scores and the logit mask
-        // while they are on).
+        // The final norm (unless the output head's prologue has it), the output head,
+        // argmax (and the contrastive scores and the logit mask while they are on).
         let head = if logit_rows > 0 {
-            2 + self.output.binding.dispatches()
+            1 + usize::from(self.final_norm.is_some())
+                + self.output.binding.dispatches()
                 + usize::from(self.logit_mask_active())
                 + usize::from(self.contrastive_active())
         } else {

@@ -197,6 +197,10 @@ pub struct GpuModel {
     pub config: ModelConfig,
     pub limits: ForwardLimits,
     pub(super) mask_words: usize,
+    /// Whether the layer plans are [`LayerPlan::fused`] and the final norm runs in the output
+    /// head's prologue (the default in the gpu layout, where a dispatch costs more than the
+    /// prologue's work; in the cpu layout the prologue costs more than the dispatch it saves).
+    pub fused_norms: bool,
     /// Vocabulary entries the output head scores: the first `head_rows` token ids (all of
     /// them unless the model was loaded with a truncated head).
     pub(super) head_rows: usize,
@@ -298,9 +302,25 @@ impl GpuModel {
         limits: ForwardLimits,
         head_rows: Option<usize>,
     ) -> Result<Self> {
+        let fuse = Layout::for_gpu(gpu) == Layout::Gpu;
+        Self::load_with_options(gpu, model, limits, head_rows, fuse)
+    }
+
+    /// [`GpuModel::load_with_head`] with the norm fusion chosen by the caller (`fuse`: each
+    /// norm that only projections read runs in their matmuls' prologue; tests run both).
+    pub fn load_with_options(
+        gpu: &Gpu,
+        model: &ModelFile,
+        limits: ForwardLimits,
+        head_rows: Option<usize>,
+        fuse: bool,
+    ) -> Result<Self> {
         let c = model.config.clone();
         let w = &model.weights;
-        let plans = super::arch::plan(&c);
+        let plans: Vec<LayerPlan> = super::arch::plan(&c)
+            .into_iter()
+            .map(|p| if fuse { p.fused() } else { p })
+            .collect();
         if plans.len() != w.layers.len() {
             return Err(Error::Invalid(format!(
                 "{} layer plans for {} layers of weights",
@@ -586,6 +606,7 @@ impl GpuModel {
                 config: c.clone(),
                 limits,
                 mask_words,
+                fused_norms: fuse,
                 head_rows: hv,
                 kernels: Kernels {
                     embed,
