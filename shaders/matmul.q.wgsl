@@ -3,7 +3,7 @@
 //   step:   Step uniform; step.t = T
 //   p:      Params (below); this dispatch covers weight rows row0 .. row0 + rows
 //   wq:     [rows, row_bytes] GGUF blocks of those rows, as vec4<u32> (dequant_chunk.inc.wgsl)
-//   x:      [T, K] f32 as vec4 (K is a multiple of 32)
+//   x:      [T, K] f32 as vec4 (K is a multiple of 32); [T, 2K] with the GLU prologue
 //   y:      [T, N] f32
 //   bias:   [N] f32 (a dummy when p.has_bias == 0)
 //
@@ -49,6 +49,16 @@
 // 1/rms values, through workgroup memory, between two barriers). The same expression for
 // every token, whatever T: batch invariance as above. With NORM off, binding 6 is bound
 // to x and never read.
+//
+// GLU prologue (override GLU: 1 SiLU, 2 GELU-tanh; the fusion of the gated activation's
+// dispatch, silu_mul.wgsl / gelu_mul.wgsl, into the down projection that consumes it). x
+// is the gate|up matmul's output [T, 2K] (gate in columns [0, K), up in [K, 2K)) and the
+// kernel multiplies W by act(gate)·up, computed as each x vec4 is loaded with the
+// expressions of those two kernels (the same clamps). Element-wise: batch invariant. The
+// activation is recomputed wherever an x vec4 is loaded (by each row group of each
+// workgroup): one exp per 4 weights per token in the gpu layout, per 8 in the cpu layout,
+// arithmetic that hides under the weight reads, against one dispatch and a [T, K] round
+// trip through memory saved. At most one of NORM and GLU.
 
 struct Step {
     t: u32,
@@ -83,6 +93,7 @@ override RG: u32 = WG / TPR;     // row groups per workgroup
 override RPT: u32 = 4u * H;      // rows per row group
 override ROWS: u32 = RG * RPT;   // rows per workgroup (small_rows in src/kernels/matmul.rs)
 override NORM: bool = false;     // the RMSNorm prologue (header)
+override GLU: u32 = 0u;          // the GLU prologue: 0 none, 1 SiLU, 2 GELU-tanh (header)
 const TT = 16u;                  // tokens per tile (WG >= TT: both layouts)
 
 // Per token slot, vec4 half and thread: the running sums of 4 of its rows; then the
@@ -92,6 +103,18 @@ var<workgroup> red: array<vec4<f32>, TT * H * WG>;
 var<workgroup> inv_rms: array<f32, TT>;
 
 alias Chunk = array<vec4<f32>, 8>;
+
+const SQRT_2_OVER_PI: f32 = 0.7978845608;
+const COEF_A: f32 = 0.044715;
+
+// act(g)·u for the GLU prologue, as silu_mul.wgsl / gelu_mul.wgsl compute it per element.
+fn glu(g: vec4<f32>, u: vec4<f32>) -> vec4<f32> {
+    if (GLU == 1u) {
+        return g / (1.0 + exp(min(-g, vec4<f32>(88.0)))) * u;
+    }
+    let z = clamp(SQRT_2_OVER_PI * g * (1.0 + COEF_A * g * g), vec4<f32>(-10.0), vec4<f32>(10.0));
+    return 0.5 * g * (1.0 + tanh(z)) * u;
+}
 
 fn dot4(w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>, xv: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(dot(w0, xv), dot(w1, xv), dot(w2, xv), dot(w3, xv));
@@ -146,6 +169,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let o7 = min(r0 + 7u, last) * p.row_bytes;
     let chunks = p.k / 32u;
     let k4 = p.k / 4u;
+    // x's row stride in vec4s: gate|up rows are twice as wide.
+    var xs = k4;
+    if (GLU != 0u) {
+        xs = 2u * k4;
+    }
     let t_total = step.t;
 
     // Loops test their condition at the bottom (`break if`): CPU implementations run a
@@ -216,7 +244,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 }
                 var j = 0u;
                 loop {
-                    let xi = (t0 + j) * k4 + 8u * c;
+                    let xi = (t0 + j) * xs + 8u * c;
                     // Unrolled by hand: a compiler that keeps this loop indexes the
                     // chunks at run time and spills them.
                     var x0 = x[xi];
@@ -227,6 +255,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                     var x5 = x[xi + 5u];
                     var x6 = x[xi + 6u];
                     var x7 = x[xi + 7u];
+                    if (GLU != 0u) {
+                        let ui = xi + k4;
+                        x0 = glu(x0, x[ui]);
+                        x1 = glu(x1, x[ui + 1u]);
+                        x2 = glu(x2, x[ui + 2u]);
+                        x3 = glu(x3, x[ui + 3u]);
+                        x4 = glu(x4, x[ui + 4u]);
+                        x5 = glu(x5, x[ui + 5u]);
+                        x6 = glu(x6, x[ui + 6u]);
+                        x7 = glu(x7, x[ui + 7u]);
+                    }
                     if (NORM) {
                         x0 *= g0;
                         x1 *= g1;

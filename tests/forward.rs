@@ -392,22 +392,36 @@ fn gemma3_linear_rope_scaling_matches_cpu_and_changes_the_logits() {
     );
 }
 
-/// The norm fusion (`GpuModel::load_with_options(.., fuse: true)`, the gpu layout's default:
-/// every pre-norm in its projections' prologue, the final norm in the head's): on the qwen3
-/// and llama3 fixture models, the logits of a prompt's every row equal the CPU reference's
-/// (same tolerance), the plan records fewer dispatches than without it, and each row of the
-/// one-chunk prefill equals, bit for bit, the same token decoded alone after the rows before
-/// it (batch invariance with the prologue).
+/// The prologue fusion (`GpuModel::load_with_options(.., fuse: true)`, the gpu layout's
+/// default: every pre-norm in its projections' prologue, the gated activation in the down
+/// projection's, the final norm in the head's): on the qwen3 and llama3 fixture models
+/// (SwiGLU) and a tiny written gemma3 (GeGLU, post norms, which stay), the logits of a
+/// prompt's every row equal the CPU reference's (same tolerance), the plan records three
+/// dispatches per layer and one more fewer than without it, and each row of the one-chunk
+/// prefill equals, bit for bit, the same token decoded alone after the rows before it (batch
+/// invariance with the prologues).
 #[test]
-fn fused_norms_match_cpu_and_stay_batch_invariant() {
+fn fused_prologues_match_cpu_and_stay_batch_invariant() {
     use std::sync::Arc;
     use tandem::model::transformer::GpuModel;
     let Some(gpu) = common::gpu() else { return };
-    for (file, fixture) in [
-        ("tiny-qwen3.gguf", "tiny-qwen3"),
-        ("tiny-llama3.gguf", "tiny-llama3"),
+    let gemma = TinyModel::new(Arch::Gemma3, GgmlType::Q8_0, 12)
+        .build()
+        .unwrap();
+    for (name, model) in [
+        (
+            "tiny-qwen3",
+            ModelFile::open(common::fixture("tiny-qwen3.gguf")).unwrap(),
+        ),
+        (
+            "tiny-llama3",
+            ModelFile::open(common::fixture("tiny-llama3.gguf")).unwrap(),
+        ),
+        (
+            "tiny gemma3",
+            ModelFile::from_gguf(GgufFile::from_bytes(gemma).unwrap()).unwrap(),
+        ),
     ] {
-        let model = ModelFile::open(common::fixture(file)).unwrap();
         let limits = ForwardLimits {
             max_ctx: 256,
             max_t: 32,
@@ -415,18 +429,25 @@ fn fused_norms_match_cpu_and_stay_batch_invariant() {
         };
         let open = |fuse: bool| {
             let m = GpuModel::load_with_options(&gpu, &model, limits, None, fuse).unwrap();
-            assert_eq!(m.fused_norms, fuse);
+            assert_eq!(m.fused_prologues, fuse);
             Session::new(&gpu, Arc::new(m)).unwrap()
         };
         let (fused, plain) = (open(true), open(false));
         let layers = model.config.n_layers;
         assert_eq!(
-            fused.dispatches(1) + 2 * layers + 1,
+            fused.dispatches(1) + 3 * layers + 1,
             plain.dispatches(1),
-            "{fixture}: two norms per layer and the final norm fused"
+            "{name}: two norms and the activation per layer and the final norm fused"
         );
-        let rec = &common::greedy_fixtures(fixture)[0];
-        let prompt = &rec.prompt_ids[..rec.prompt_ids.len().min(32)];
+        let v = model.config.vocab_size as u32;
+        let prompt: Vec<u32> = match name {
+            "tiny gemma3" => (0..24u32).map(|i| (i * 37 + 5) % v).collect(),
+            fixture => {
+                let rec = &common::greedy_fixtures(fixture)[0];
+                rec.prompt_ids[..rec.prompt_ids.len().min(32)].to_vec()
+            }
+        };
+        let prompt = &prompt[..];
         let t = prompt.len();
         let positions: Vec<u32> = (0..t as u32).collect();
         fused
@@ -440,7 +461,7 @@ fn fused_norms_match_cpu_and_stay_batch_invariant() {
             let err = max_abs(&rows[i * v..(i + 1) * v], &want);
             assert!(
                 err < LOGIT_TOL,
-                "{fixture}: fused row {i} differs from the CPU by {err}"
+                "{name}: fused row {i} differs from the CPU by {err}"
             );
         }
         // Token by token on the fused model: bit for bit the rows of the chunk.
@@ -454,7 +475,7 @@ fn fused_norms_match_cpu_and_stay_batch_invariant() {
                 one.iter()
                     .zip(&rows[i * v..(i + 1) * v])
                     .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{fixture}: fused row {i} of the chunk differs from the token alone"
+                "{name}: fused row {i} of the chunk differs from the token alone"
             );
         }
     }

@@ -5,7 +5,7 @@ mod common;
 use tandem::gpu::{Gpu, GpuOptions};
 use tandem::kernels::embed::Embedding;
 use tandem::kernels::matmul::{
-    small_rows, Epilogue, Matmul, MatmulBinding, MatmulPath, QuantMatrix,
+    small_rows, Epilogue, Glu, Matmul, MatmulBinding, MatmulPath, QuantMatrix,
 };
 use tandem::kernels::Layout;
 use tandem::kernels::Step;
@@ -238,6 +238,7 @@ fn rmsnorm_prologue_matches_norm_then_matmul_and_is_batch_invariant() {
             bias: Some(&bias_buf),
             accumulate: true,
             norm: Some((&g_buf, eps)),
+            ..Epilogue::default()
         };
         for layout in Layout::ALL {
             let name = format!("{} {layout:?}", ty.name());
@@ -251,34 +252,132 @@ fn rmsnorm_prologue_matches_norm_then_matmul_and_is_batch_invariant() {
                 let want: Vec<f32> = (0..t * n).map(|j| xw[j] + bias[j % n] + y0[j]).collect();
                 assert_close(&got, &want, &format!("{name} T={t} with the norm prologue"));
             }
-            let tiled = {
-                let mut enc = gpu.encoder("tiled with a prologue");
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                mm.encode_path(&mut pass, &b, 64, MatmulPath::Tiled)
-            };
-            assert!(
-                matches!(tiled, Err(tandem::Error::Invalid(_))),
-                "{name}: the tiled kernel took a prologue"
-            );
+            prologue_refuses_tiled_and_is_batch_invariant(&gpu, &mm, &m, &s, ep, &x, k, &name);
+        }
+    }
+}
 
-            let zero = vec![0.0f32; max_t * n];
-            gpu.queue.write_buffer(&s.y, 0, bytemuck::cast_slice(&zero));
-            let y64 = run(&gpu, &mm, &s, &b, 64, MatmulPath::Auto, true);
-            let one = Setup::new(&gpu, &x[..k], n, 1);
-            let b1 = mm.bind(&gpu, &one.step, &m, &one.x, &one.y, ep).unwrap();
-            for t in [0usize, 1, 15, 16, 33, 63] {
-                gpu.queue
-                    .write_buffer(&one.x, 0, bytemuck::cast_slice(&x[t * k..(t + 1) * k]));
-                gpu.queue
-                    .write_buffer(&one.y, 0, bytemuck::cast_slice(&zero[..n]));
-                let alone = run(&gpu, &mm, &one, &b1, 1, MatmulPath::Auto, true);
-                assert_eq!(
-                    common::bits(&alone),
-                    common::bits(&y64[t * n..(t + 1) * n]),
-                    "{name}: row {t} of T=64 with the norm prologue differs from T=1"
+/// With a prologue bound (`ep`, over `x: [70, xk]` in `s`): the tiled kernel refuses it, and
+/// every row of a T = 64 batch is bit for bit the token alone (T = 1).
+#[allow(clippy::too_many_arguments)]
+fn prologue_refuses_tiled_and_is_batch_invariant(
+    gpu: &Gpu,
+    mm: &Matmul,
+    m: &QuantMatrix,
+    s: &Setup,
+    ep: Epilogue,
+    x: &[f32],
+    xk: usize,
+    name: &str,
+) {
+    let (n, max_t) = (s.n, 70);
+    let b = mm.bind(gpu, &s.step, m, &s.x, &s.y, ep).unwrap();
+    let tiled = {
+        let mut enc = gpu.encoder("tiled with a prologue");
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        mm.encode_path(&mut pass, &b, 64, MatmulPath::Tiled)
+    };
+    assert!(
+        matches!(tiled, Err(tandem::Error::Invalid(_))),
+        "{name}: the tiled kernel took a prologue"
+    );
+    let zero = vec![0.0f32; max_t * n];
+    gpu.queue.write_buffer(&s.y, 0, bytemuck::cast_slice(&zero));
+    let y64 = run(gpu, mm, s, &b, 64, MatmulPath::Auto, true);
+    let one = Setup::new(gpu, &x[..xk], n, 1);
+    let b1 = mm.bind(gpu, &one.step, m, &one.x, &one.y, ep).unwrap();
+    for t in [0usize, 1, 15, 16, 33, 63] {
+        gpu.queue
+            .write_buffer(&one.x, 0, bytemuck::cast_slice(&x[t * xk..(t + 1) * xk]));
+        gpu.queue
+            .write_buffer(&one.y, 0, bytemuck::cast_slice(&zero[..n]));
+        let alone = run(gpu, mm, &one, &b1, 1, MatmulPath::Auto, true);
+        assert_eq!(
+            common::bits(&alone),
+            common::bits(&y64[t * n..(t + 1) * n]),
+            "{name}: row {t} of T=64 with the prologue differs from T=1"
+        );
+    }
+}
+
+#[test]
+fn glu_prologue_matches_the_activation_then_matmul_and_is_batch_invariant() {
+    // `Epilogue::glu`: y = W·(act(gate)·up) with x = gate|up [T, 2K], the gated activation
+    // fused into the small-T kernel (the down projection). Against the CPU activation
+    // (`reference::silu_mul` / `gelu_mul`) then the f64 matmul (same tolerance), with
+    // accumulate on; then every row of T = 64 bit for bit equal to T = 1; and a binding whose
+    // x is one K wide (not gate|up) is refused.
+    let Some(gpu) = common::gpu() else { return };
+    let n = 37;
+    for (i, ty) in [Q4_K, Q6_K, Q8_0, Q5_0, F16, F32].into_iter().enumerate() {
+        let k = awkward_k(ty);
+        let (bytes, w) = weights(ty, n, k, 70 + i as u64);
+        let max_t = 70;
+        // Gates over ±4 (where SiLU and GELU bend) and beyond ±90 (the exp clamps).
+        let mut gu: Vec<f32> = common::rand_f32(71 + i as u64, max_t * 2 * k)
+            .iter()
+            .map(|v| 8.0 * v)
+            .collect();
+        gu[3] = -95.0;
+        gu[2 * k + 5] = 120.0;
+        let y0 = common::rand_f32(72 + i as u64, max_t * n);
+        let m = QuantMatrix::upload(&gpu, "w", ty, n, k, &bytes).unwrap();
+        for (glu, act) in [
+            (
+                Glu::Silu,
+                tandem::kernels::reference::silu_mul as fn(&[f32], usize) -> Vec<f32>,
+            ),
+            (Glu::GeluTanh, tandem::kernels::reference::gelu_mul),
+        ] {
+            let xw = common::matmul_f64(&act(&gu, k), &w, max_t, n, k);
+            let ep = Epilogue {
+                accumulate: true,
+                glu: Some(glu),
+                ..Epilogue::default()
+            };
+            for layout in Layout::ALL {
+                let name = format!("{} {glu:?} {layout:?}", ty.name());
+                let mm = Matmul::with_layout(&gpu, ty, layout).unwrap();
+                let s = Setup::new(&gpu, &gu, n, max_t);
+                let b = mm.bind(&gpu, &s.step, &m, &s.x, &s.y, ep).unwrap();
+                assert_eq!(b.max_t, max_t as u32, "{name}: x holds 70 gate|up rows");
+                for t in [1usize, 5, 17, 64, 70] {
+                    gpu.queue.write_buffer(&s.y, 0, bytemuck::cast_slice(&y0));
+                    let got = run(&gpu, &mm, &s, &b, t, MatmulPath::Auto, true);
+                    let want: Vec<f32> = (0..t * n).map(|j| xw[j] + y0[j]).collect();
+                    assert_close(&got, &want, &format!("{name} T={t} with the GLU prologue"));
+                }
+                prologue_refuses_tiled_and_is_batch_invariant(
+                    &gpu,
+                    &mm,
+                    &m,
+                    &s,
+                    ep,
+                    &gu,
+                    2 * k,
+                    &name,
+                );
+                // x of one K-wide row only: no gate|up row fits.
+                let narrow = gpu.upload("narrow x", &gu[..k]).unwrap();
+                assert!(
+                    mm.bind(&gpu, &s.step, &m, &narrow, &s.y, ep).is_err(),
+                    "{name}: a GLU prologue bound over x narrower than gate|up"
                 );
             }
         }
+        // One prologue at most.
+        let g_buf = gpu.upload("g", &vec![1.0f32; k]).unwrap();
+        let both = Epilogue {
+            norm: Some((&g_buf, 1e-5)),
+            glu: Some(Glu::Silu),
+            ..Epilogue::default()
+        };
+        let mm = Matmul::new(&gpu, ty).unwrap();
+        let s = Setup::new(&gpu, &gu, n, max_t);
+        assert!(matches!(
+            mm.bind(&gpu, &s.step, &m, &s.x, &s.y, both),
+            Err(Error::Invalid(_))
+        ));
     }
 }
 

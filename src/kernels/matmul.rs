@@ -1,7 +1,11 @@
 //! `Y[T, N] (+)= X[T, K] · W[N, K]ᵀ (+ bias)` with W in its GGUF block layout
 //! (`shaders/matmul.q.wgsl` for small T, `shaders/matmul_tiled.q.wgsl` for prefill chunks).
-//! The small-T kernel also takes an RMSNorm prologue ([`Epilogue::norm`]): the normalisation
-//! of a row of X (`rmsnorm(x)·g`) fused into the matmul that consumes it, one dispatch fewer.
+//! The small-T kernel also takes a prologue, one dispatch fewer each: an RMSNorm
+//! ([`Epilogue::norm`]: the normalisation of a row of X, `rmsnorm(x)·g`) or a gated
+//! activation ([`Epilogue::glu`]: X is a gate|up output and the kernel multiplies by
+//! `act(gate)·up`), fused into the matmul that consumes it. Their pipelines are built when a
+//! binding first asks for them (cached by the device), so a layout that fuses nothing
+//! compiles none.
 
 use std::sync::Arc;
 
@@ -60,6 +64,32 @@ pub enum MatmulPath {
     Tiled,
 }
 
+/// The gated activation of a GLU prologue ([`Epilogue::glu`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Glu {
+    /// `silu(gate)·up` (SwiGLU: Llama, Qwen, SmolLM2), as `shaders/silu_mul.wgsl`.
+    Silu,
+    /// `gelu_tanh(gate)·up` (GeGLU: Gemma), as `shaders/gelu_mul.wgsl`.
+    GeluTanh,
+}
+
+impl Glu {
+    /// The shader's `GLU` override.
+    fn code(self) -> f64 {
+        match self {
+            Glu::Silu => 1.0,
+            Glu::GeluTanh => 2.0,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Glu::Silu => "silu",
+            Glu::GeluTanh => "gelu",
+        }
+    }
+}
+
 /// What happens around the dot products.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Epilogue<'a> {
@@ -67,6 +97,9 @@ pub struct Epilogue<'a> {
     /// element is multiplied by `g` as it is loaded and each output by the token's 1/rms
     /// (the small-T kernel only: the automatic path takes it for every T).
     pub norm: Option<(&'a wgpu::Buffer, f32)>,
+    /// `X: [T, 2K]` is a gate|up output and the matmul reads `act(X[:, ..K])·X[:, K..]` (the
+    /// small-T kernel only, as `norm`; at most one of the two).
+    pub glu: Option<Glu>,
     /// `bias: [N] f32`, added to every row (qwen2's QKV bias).
     pub bias: Option<&'a wgpu::Buffer>,
     /// `Y += X·Wᵀ` instead of `Y = X·Wᵀ` (the residual add fused into a projection).
@@ -93,15 +126,15 @@ pub struct Matmul {
     /// The small-T kernel's layout.
     pub layout: Layout,
     small: Arc<wgpu::ComputePipeline>,
-    /// The small-T kernel with the RMSNorm prologue (override NORM).
-    small_norm: Arc<wgpu::ComputePipeline>,
+    /// The small-T kernel's source, for the prologue pipelines (built on first use).
+    small_source: String,
     tiled: Arc<wgpu::ComputePipeline>,
 }
 
 struct PartBinding {
     rows: u32,
     small: wgpu::BindGroup,
-    /// None with the RMSNorm prologue (the tiled kernel has none).
+    /// None with a prologue (the tiled kernel has none).
     tiled: Option<wgpu::BindGroup>,
     _params: wgpu::Buffer,
 }
@@ -110,8 +143,8 @@ struct PartBinding {
 pub struct MatmulBinding {
     ty: GgmlType,
     parts: Vec<PartBinding>,
-    /// Bound with the RMSNorm prologue (the small-T pipeline that has it).
-    norm: bool,
+    /// The small-T pipeline with the bound prologue (None without one).
+    prologue: Option<Arc<wgpu::ComputePipeline>>,
     /// Largest T the bound x and y buffers hold.
     pub max_t: u32,
     _dummy_bias: Option<wgpu::Buffer>,
@@ -141,14 +174,6 @@ impl Matmul {
             "main",
             &small_constants(layout),
         )?;
-        let mut normed = small_constants(layout).to_vec();
-        normed.push(("NORM", 1.0));
-        let small_norm = gpu.pipeline(
-            &format!("matmul-small-norm-{}-{name}", layout.name()),
-            &source,
-            "main",
-            &normed,
-        )?;
         let tiled = gpu.pipeline(
             &format!("matmul-tiled-{name}"),
             &super::dequant::shader_source(ty, TILED_WGSL)?,
@@ -159,9 +184,40 @@ impl Matmul {
             ty,
             layout,
             small,
-            small_norm,
+            small_source: source,
             tiled,
         })
+    }
+
+    /// The small-T pipeline with `epilogue`'s prologue, None without one.
+    fn prologue_pipeline(
+        &self,
+        gpu: &Gpu,
+        epilogue: &Epilogue,
+    ) -> Result<Option<Arc<wgpu::ComputePipeline>>> {
+        let (what, constant) = match (epilogue.norm, epilogue.glu) {
+            (None, None) => return Ok(None),
+            (Some(_), None) => ("norm", ("NORM", 1.0)),
+            (None, Some(g)) => (g.name(), ("GLU", g.code())),
+            (Some(_), Some(_)) => {
+                return Err(Error::Invalid(
+                    "a matmul takes one prologue: an RMSNorm or a GLU, not both".into(),
+                ))
+            }
+        };
+        let mut constants = small_constants(self.layout).to_vec();
+        constants.push(constant);
+        let key = format!(
+            "matmul-small-{what}-{}-{}",
+            self.layout.name(),
+            self.ty.name()
+        );
+        Ok(Some(gpu.pipeline(
+            &key,
+            &self.small_source,
+            "main",
+            &constants,
+        )?))
     }
 
     /// Bind `m` with `x: [T, K] f32`, `y: [T, N] f32` and the step uniform (done at load
@@ -184,7 +240,10 @@ impl Matmul {
             )));
         }
         let (n, k) = (m.n as u64, m.k as u64);
-        let max_t = (x.size() / (k * 4)).min(y.size() / (n * 4));
+        let prologue = self.prologue_pipeline(gpu, &epilogue)?;
+        // A GLU prologue reads gate|up rows, twice K wide.
+        let x_row = if epilogue.glu.is_some() { 2 * k } else { k };
+        let max_t = (x.size() / (x_row * 4)).min(y.size() / (n * 4));
         if max_t == 0 {
             return Err(Error::Invalid(format!(
                 "matmul '{label}': x ({} bytes) or y ({} bytes) is smaller than one row \
@@ -241,11 +300,11 @@ impl Matmul {
                 },
             );
             let buffers = [step, &params, &part.buffer, x, y, bias];
-            // Binding 6 (the norm weight) is x where there is no prologue: never read.
+            // Binding 6 (the norm weight) is x without the RMSNorm prologue: never read.
             let g = epilogue.norm.map_or(x, |(g, _)| g);
             let small_buffers = [step, &params, &part.buffer, x, y, bias, g];
-            let (small, tiled) = match epilogue.norm {
-                Some(_) => (gpu.bind(label, &self.small_norm, &small_buffers), None),
+            let (small, tiled) = match &prologue {
+                Some(pipeline) => (gpu.bind(label, pipeline, &small_buffers), None),
                 None => (
                     gpu.bind(label, &self.small, &small_buffers),
                     Some(gpu.bind(label, &self.tiled, &buffers)),
@@ -261,7 +320,7 @@ impl Matmul {
         Ok(MatmulBinding {
             ty: m.ty,
             parts,
-            norm: epilogue.norm.is_some(),
+            prologue,
             max_t: max_t.min(u32::MAX as u64) as u32,
             _dummy_bias: dummy_bias,
         })
@@ -297,13 +356,13 @@ impl Matmul {
             return Ok(());
         }
         let small = match path {
-            MatmulPath::Auto => t <= SMALL_T_MAX || b.norm,
+            MatmulPath::Auto => t <= SMALL_T_MAX || b.prologue.is_some(),
             MatmulPath::Small => true,
             MatmulPath::Tiled => false,
         };
-        if b.norm && !small {
+        if b.prologue.is_some() && !small {
             return Err(Error::Invalid(
-                "the tiled matmul has no RMSNorm prologue (bind it without one)".into(),
+                "the tiled matmul has no prologue (bind it without an RMSNorm or GLU)".into(),
             ));
         }
         if !small && t.div_ceil(TILE) > 65_535 {
@@ -319,11 +378,7 @@ impl Matmul {
                     pass.dispatch_workgroups(part.rows.div_ceil(TILE), t.div_ceil(TILE), 1);
                 }
                 _ => {
-                    pass.set_pipeline(if b.norm {
-                        &self.small_norm
-                    } else {
-                        &self.small
-                    });
+                    pass.set_pipeline(b.prologue.as_ref().unwrap_or(&self.small));
                     pass.set_bind_group(0, &part.small, &[]);
                     let (gx, gy) = groups_2d(part.rows, small_rows(self.layout));
                     pass.dispatch_workgroups(gx, gy, 1);

@@ -8,7 +8,9 @@
 //! normed copy of it or a branch before its post-norm `[T, dim]`, `Qkv` q | k | v side by side
 //! `[T, (H + 2·KVH)·HD]`, `Att` the attention output `[T, H·HD]`, `GateUp` gate | up
 //! `[T, 2·ffn]`, `Ffn` the gated activation `[T, ffn]`, `Post` a post-normed branch
-//! `[T, dim]` (only in plans that post-norm).
+//! `[T, dim]` (only in plans that post-norm). A fused plan ([`LayerPlan::fused`]) has no
+//! `Ffn` (the down projection applies the activation to `GateUp` as it loads it) and reads
+//! `Xn` only where a post-norm branch writes it.
 //!
 //! The shared steps: [`LayerPlan::norm`] (x → xn), [`LayerPlan::qkv`] (xn → qkv, + the file's
 //! QKV bias), [`LayerPlan::qk_norm`] (per-head RMSNorm of q and k in place),
@@ -64,6 +66,18 @@ pub enum Reach {
     Sliding,
 }
 
+/// What a projection computes from its input before the dot products
+/// ([`LayerPlan::fused`]: the op that wrote that input, run inside the matmul).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prologue {
+    /// The input as it is.
+    None,
+    /// `rmsnorm(input) · weight`.
+    Norm(Norm),
+    /// `act(gate) · up` of a gate | up input (`GateUp`, twice the matrix's K wide).
+    Gated(Activation),
+}
+
 /// One dispatch (or, for a projection, one matmul per same-typed run of its matrix).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -72,15 +86,15 @@ pub enum Op {
         input: Act,
         output: Act,
     },
-    /// `output = W·input` (`+=` with `accumulate`: the residual add in the epilogue); with
-    /// `norm`, `output = W·(rmsnorm(input)·weight)`: an RMSNorm fused into the matmul's
-    /// prologue ([`LayerPlan::fused`]).
+    /// `output = W·input` (`+=` with `accumulate`: the residual add in the epilogue); with a
+    /// [`Prologue`], `output = W·prologue(input)`: an RMSNorm or a gated activation fused
+    /// into the matmul ([`LayerPlan::fused`]).
     Project {
         matrix: Matrix,
         input: Act,
         output: Act,
         accumulate: bool,
-        norm: Option<Norm>,
+        prologue: Prologue,
     },
     /// Per-head RMSNorm of q and k in `Qkv` (weights `attn_q_norm` / `attn_k_norm`).
     QkNorm,
@@ -156,7 +170,7 @@ impl LayerPlan {
             input: Act::Xn,
             output: Act::Qkv,
             accumulate: false,
-            norm: None,
+            prologue: Prologue::None,
         });
         self
     }
@@ -186,7 +200,7 @@ impl LayerPlan {
             input: Act::Xn,
             output: Act::GateUp,
             accumulate: false,
-            norm: None,
+            prologue: Prologue::None,
         });
         self.ops.push(Op::Gated(activation));
         self.branch(Matrix::Down, Act::Ffn, residual)
@@ -199,7 +213,7 @@ impl LayerPlan {
                 input,
                 output: Act::X,
                 accumulate: true,
-                norm: None,
+                prologue: Prologue::None,
             }),
             Residual::PostNorm(weight) => self.ops.extend([
                 Op::Project {
@@ -207,7 +221,7 @@ impl LayerPlan {
                     input,
                     output: Act::Xn,
                     accumulate: false,
-                    norm: None,
+                    prologue: Prologue::None,
                 },
                 Op::RmsNorm {
                     weight,
@@ -223,27 +237,30 @@ impl LayerPlan {
         self
     }
 
-    /// The plan with every RMSNorm whose output only projections read fused into those
-    /// projections' prologues (`Project { norm }`, the norm's input as theirs): one dispatch
-    /// fewer per fused norm, the same values up to f32 rounding (the matmul applies the 1/rms
-    /// to its sums, `shaders/matmul.q.wgsl`). A norm whose output anything else reads — or
-    /// nothing does, or a later op of the layer overwrites its input before a reader — stays.
+    /// The plan with every RMSNorm and gated activation whose output only projections read
+    /// fused into those projections' prologues ([`Prologue`], the op's input as theirs): one
+    /// dispatch fewer per fused op, the same values up to f32 rounding (the matmul applies the
+    /// 1/rms to its sums and computes the activation as it loads x, `shaders/matmul.q.wgsl`).
+    /// An op whose output anything else reads — or nothing does, or a later op of the layer
+    /// overwrites its input before a reader — stays.
     pub fn fused(self) -> Self {
         let ops = &self.ops;
-        let mut fused: Vec<Op> = Vec::with_capacity(ops.len());
-        let mut into: Vec<Option<(Norm, Act)>> = vec![None; ops.len()];
+        // Per op: the prologue it takes and the input it reads instead (a projection), or
+        // that it is fused away (the norm or activation itself: `Prologue::None`).
+        let mut into: Vec<Option<(Prologue, Act)>> = vec![None; ops.len()];
         for (i, op) in ops.iter().enumerate() {
-            let Op::RmsNorm {
-                weight,
-                input,
-                output,
-            } = *op
-            else {
-                continue;
+            let (prologue, input, output) = match *op {
+                Op::RmsNorm {
+                    weight,
+                    input,
+                    output,
+                } => (Prologue::Norm(weight), input, output),
+                Op::Gated(a) => (Prologue::Gated(a), Act::GateUp, Act::Ffn),
+                _ => continue,
             };
-            // The ops that read `output` before it (or the norm's input) is written again.
-            // A fused reader reads the norm's input instead, so that input must still hold
-            // what the norm read, and the reader must not write it (a matmul's x and y are
+            // The ops that read `output` before it (or the op's input) is written again.
+            // A fused reader reads the op's input instead, so that input must still hold
+            // what the op read, and the reader must not write it (a matmul's x and y are
             // different buffers).
             let mut readers = Vec::new();
             let mut only_projections = true;
@@ -252,11 +269,10 @@ impl LayerPlan {
                 let (reads, writes) = later.acts();
                 if reads.contains(&output) {
                     match later {
-                        Op::Project { norm: None, .. }
-                            if !input_changed && !writes.contains(&input) =>
-                        {
-                            readers.push(j)
-                        }
+                        Op::Project {
+                            prologue: Prologue::None,
+                            ..
+                        } if !input_changed && !writes.contains(&input) => readers.push(j),
                         _ => only_projections = false,
                     }
                 }
@@ -267,14 +283,16 @@ impl LayerPlan {
             }
             if only_projections && !readers.is_empty() {
                 for j in readers {
-                    into[j] = Some((weight, input));
+                    into[j] = Some((prologue, input));
                 }
-                into[i] = Some((weight, output));
+                into[i] = Some((Prologue::None, output));
             }
         }
-        for (i, op) in ops.iter().enumerate() {
-            match (*op, into[i]) {
-                (Op::RmsNorm { .. }, Some(_)) => {}
+        let ops = ops
+            .iter()
+            .zip(into)
+            .filter_map(|(op, fused)| match (*op, fused) {
+                (Op::RmsNorm { .. } | Op::Gated(_), Some(_)) => None,
                 (
                     Op::Project {
                         matrix,
@@ -282,18 +300,18 @@ impl LayerPlan {
                         accumulate,
                         ..
                     },
-                    Some((weight, input)),
-                ) => fused.push(Op::Project {
+                    Some((prologue, input)),
+                ) => Some(Op::Project {
                     matrix,
                     input,
                     output,
                     accumulate,
-                    norm: Some(weight),
+                    prologue,
                 }),
-                (op, _) => fused.push(op),
-            }
-        }
-        LayerPlan { ops: fused }
+                (op, _) => Some(op),
+            })
+            .collect();
+        LayerPlan { ops }
     }
 
     /// Whether any op satisfies `f`.
@@ -313,7 +331,7 @@ impl LayerPlan {
     pub fn uses_norm(&self, n: Norm) -> bool {
         self.any(|op| match *op {
             Op::RmsNorm { weight, .. } => weight == n,
-            Op::Project { norm, .. } => norm == Some(n),
+            Op::Project { prologue, .. } => prologue == Prologue::Norm(n),
             _ => false,
         })
     }
@@ -343,8 +361,10 @@ mod tests {
             .norm(Norm::Ffn)
             .gated_ffn(Activation::Silu, Residual::Add);
         let fused = pre.clone().fused();
-        assert_eq!(fused.ops.len(), pre.ops.len() - 2);
-        assert!(!fused.any(|op| matches!(op, Op::RmsNorm { .. })));
+        // Both norms and the gated activation: 6 ops for the layer's 9.
+        assert_eq!(fused.ops.len(), pre.ops.len() - 3);
+        assert_eq!(fused.ops.len(), 6);
+        assert!(!fused.any(|op| matches!(op, Op::RmsNorm { .. } | Op::Gated(_))));
         assert_eq!(
             fused.ops[0],
             Op::Project {
@@ -352,10 +372,21 @@ mod tests {
                 input: Act::X,
                 output: Act::Qkv,
                 accumulate: false,
-                norm: Some(Norm::Attn)
+                prologue: Prologue::Norm(Norm::Attn)
             }
         );
         assert!(fused.uses_norm(Norm::Ffn) && !fused.uses_act(Act::Xn));
+        assert_eq!(
+            fused.ops[5],
+            Op::Project {
+                matrix: Matrix::Down,
+                input: Act::GateUp,
+                output: Act::X,
+                accumulate: true,
+                prologue: Prologue::Gated(Activation::Silu)
+            }
+        );
+        assert!(!fused.uses_act(Act::Ffn));
         // Fusing twice changes nothing.
         assert_eq!(fused.clone().fused(), fused);
     }
@@ -390,7 +421,7 @@ mod tests {
                     input: Act::Xn,
                     output: Act::X,
                     accumulate: true,
-                    norm: None,
+                    prologue: Prologue::None,
                 },
             ],
         };
@@ -408,7 +439,7 @@ mod tests {
                     input: Act::Xn,
                     output: Act::GateUp,
                     accumulate: false,
-                    norm: None,
+                    prologue: Prologue::None,
                 },
             ],
         };
@@ -426,7 +457,7 @@ mod tests {
                     input: Act::Att,
                     output: Act::Xn,
                     accumulate: false,
-                    norm: None
+                    prologue: Prologue::None
                 },
                 Op::RmsNorm {
                     weight: Norm::AttnPost,

@@ -15,14 +15,14 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::config::ModelConfig;
-use super::plan::{Act, Op};
+use super::config::{Activation, ModelConfig};
+use super::plan::{Act, Op, Prologue};
 use super::transformer::{ForwardLimits, GpuModel};
 use crate::gpu::{Gpu, Reservation};
 use crate::kernels::contrastive::{Contrastive, ContrastiveParams};
 use crate::kernels::embed::EmbedBinding;
 use crate::kernels::logit_mask::{mask_words, LogitMask};
-use crate::kernels::matmul::{Epilogue, MatmulBinding, QuantMatrix};
+use crate::kernels::matmul::{Epilogue, Glu, MatmulBinding, QuantMatrix};
 use crate::kernels::{Bound, Step};
 use crate::quant::GgmlType;
 use crate::{Error, Result};
@@ -99,6 +99,7 @@ struct Sizes {
     qkv: u64,
     att: u64,
     gate_up: u64,
+    /// The gated activation (0 where every plan runs it in the down projection's prologue).
     act: u64,
     /// A post-normed branch before its residual add (0 where no plan post-norms).
     post: u64,
@@ -127,7 +128,11 @@ impl Sizes {
             qkv: f4(mt * (nh + 2 * nkv) * hd),
             att: f4(mt * nh * hd),
             gate_up: f4(mt * 2 * f),
-            act: f4(mt * f),
+            act: if m.layers.iter().any(|l| l.plan.uses_act(Act::Ffn)) {
+                f4(mt * f)
+            } else {
+                0
+            },
             post: if m.layers.iter().any(|l| l.plan.uses_act(Act::Post)) {
                 f4(mt * d)
             } else {
@@ -223,7 +228,10 @@ impl Session {
         let qkv = gpu.storage("qkv", sz.qkv)?;
         let att = gpu.storage("attn out", sz.att)?;
         let gu = gpu.storage("gate|up", sz.gate_up)?;
-        let act = gpu.storage("ffn act", sz.act)?;
+        let act = match sz.act {
+            0 => None,
+            n => Some(gpu.storage("ffn act", n)?),
+        };
         let post = match sz.post {
             0 => None,
             n => Some(gpu.storage("post-normed branch", n)?),
@@ -254,7 +262,11 @@ impl Session {
                 Act::Qkv => &qkv,
                 Act::Att => &att,
                 Act::GateUp => &gu,
-                Act::Ffn => &act,
+                Act::Ffn => act.as_ref().ok_or_else(|| {
+                    Error::Invalid(
+                        "a layer plan reads the activation buffer it did not size".into(),
+                    )
+                })?,
                 Act::Post => post.as_ref().ok_or_else(|| {
                     Error::Invalid("a layer plan reads the post-norm buffer it did not size".into())
                 })?,
@@ -283,19 +295,26 @@ impl Session {
                         input,
                         output,
                         accumulate,
-                        norm,
+                        prologue,
                     } => {
-                        let ep = Epilogue {
+                        let mut ep = Epilogue {
                             bias: match matrix {
                                 super::plan::Matrix::Qkv => l.qkv_bias.as_ref(),
                                 _ => None,
                             },
                             accumulate,
-                            norm: match norm {
-                                Some(n) => Some((l.norm(n, i)?, m.config.norm_eps)),
-                                None => None,
-                            },
+                            ..Epilogue::default()
                         };
+                        match prologue {
+                            Prologue::None => {}
+                            Prologue::Norm(n) => ep.norm = Some((l.norm(n, i)?, m.config.norm_eps)),
+                            Prologue::Gated(a) => {
+                                ep.glu = Some(match a {
+                                    Activation::Silu => Glu::Silu,
+                                    Activation::GeluTanh => Glu::GeluTanh,
+                                })
+                            }
+                        }
                         Binding::Matmuls(
                             l.matrices(matrix)
                                 .iter()
@@ -319,7 +338,9 @@ impl Session {
                         k.attention(reach, op)?
                             .bind(gpu, &step, &qkv, &k_cache, &v_cache, &mask, &att)?,
                     ),
-                    Op::Gated(a) => Binding::One(k.gated(a, op)?.bind(gpu, &step, &gu, &act)?),
+                    Op::Gated(a) => {
+                        Binding::One(k.gated(a, op)?.bind(gpu, &step, &gu, buffer(Act::Ffn)?)?)
+                    }
                     Op::Add { from, into } => {
                         Binding::One(k.add(op)?.bind(gpu, &step, buffer(into)?, buffer(from)?)?)
                     }
@@ -333,7 +354,7 @@ impl Session {
             });
         }
         // The final norm: in the output head's prologue, or its own dispatch into head_xn.
-        let (final_norm, output) = if m.fused_norms {
+        let (final_norm, output) = if m.fused_prologues {
             let ep = Epilogue {
                 norm: Some((&m.output_norm, m.config.norm_eps)),
                 ..Epilogue::default()
@@ -369,8 +390,8 @@ impl Session {
             logit_mask: None,
             contrast: None,
             _keep: {
-                let mut keep = vec![xn, qkv, att, gu, act, head_xn];
-                keep.extend(post);
+                let mut keep = vec![xn, qkv, att, gu, head_xn];
+                keep.extend(post.into_iter().chain(act));
                 keep
             },
             memory,

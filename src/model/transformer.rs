@@ -197,10 +197,11 @@ pub struct GpuModel {
     pub config: ModelConfig,
     pub limits: ForwardLimits,
     pub(super) mask_words: usize,
-    /// Whether the layer plans are [`LayerPlan::fused`] and the final norm runs in the output
-    /// head's prologue (the default in the gpu layout, where a dispatch costs more than the
-    /// prologue's work; in the cpu layout the prologue costs more than the dispatch it saves).
-    pub fused_norms: bool,
+    /// Whether the layer plans are [`LayerPlan::fused`] (norms and gated activations in the
+    /// prologues of the projections that read them) and the final norm runs in the output
+    /// head's prologue: the default in the gpu layout, where a dispatch costs more than the
+    /// prologue's work; in the cpu layout the prologue costs more than the dispatch it saves.
+    pub fused_prologues: bool,
     /// Vocabulary entries the output head scores: the first `head_rows` token ids (all of
     /// them unless the model was loaded with a truncated head).
     pub(super) head_rows: usize,
@@ -306,8 +307,9 @@ impl GpuModel {
         Self::load_with_options(gpu, model, limits, head_rows, fuse)
     }
 
-    /// [`GpuModel::load_with_head`] with the norm fusion chosen by the caller (`fuse`: each
-    /// norm that only projections read runs in their matmuls' prologue; tests run both).
+    /// [`GpuModel::load_with_head`] with the fusion chosen by the caller (`fuse`: each norm
+    /// or gated activation that only projections read runs in their matmuls' prologue; tests
+    /// run both).
     pub fn load_with_options(
         gpu: &Gpu,
         model: &ModelFile,
@@ -606,7 +608,7 @@ impl GpuModel {
                 config: c.clone(),
                 limits,
                 mask_words,
-                fused_norms: fuse,
+                fused_prologues: fuse,
                 head_rows: hv,
                 kernels: Kernels {
                     embed,
