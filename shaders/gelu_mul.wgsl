@@ -5,7 +5,7 @@
 //   out: [T, F] f32
 // One invocation per output element, 2-D dispatch as in add.wgsl; the layout of
 // silu_mul.wgsl, so the two are interchangeable in the forward. Element-wise, so batch
-// invariant.
+// invariant. gelu_mul() is in glu.inc.wgsl.
 
 struct Step { t: u32, n_past: u32, _p0: u32, _p1: u32 }
 struct Params { f: u32, _p0: u32, _p1: u32, _p2: u32 }
@@ -16,8 +16,6 @@ struct Params { f: u32, _p0: u32, _p1: u32, _p2: u32 }
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 const WG: u32 = 256u;
-const SQRT_2_OVER_PI: f32 = 0.7978845608;
-const COEF_A: f32 = 0.044715;
 
 @compute @workgroup_size(WG)
 fn main(
@@ -34,8 +32,5 @@ fn main(
     let c = i - t * f;
     let g = gu[t * 2u * f + c];
     let u = gu[t * 2u * f + f + c];
-    // tanh may be computed through exp, which overflows for large arguments (WGSL leaves
-    // that undefined): clamp to ±10, where tanh is ±1 to f32 precision anyway.
-    let z = clamp(SQRT_2_OVER_PI * g * (1.0 + COEF_A * g * g), -10.0, 10.0);
-    out[i] = 0.5 * g * (1.0 + tanh(z)) * u;
+    out[i] = gelu_mul(g, u);
 }

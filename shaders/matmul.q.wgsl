@@ -54,8 +54,8 @@
 // dispatch, silu_mul.wgsl / gelu_mul.wgsl, into the down projection that consumes it). x
 // is the gate|up matmul's output [T, 2K] (gate in columns [0, K), up in [K, 2K)) and the
 // kernel multiplies W by act(gate)·up, computed as each x vec4 is loaded with the
-// expressions of those two kernels (the same clamps). Element-wise: batch invariant. The
-// activation is recomputed wherever an x vec4 is loaded (by each row group of each
+// functions of those two kernels (glu.inc.wgsl, prepended as the dequant helpers are).
+// Element-wise: batch invariant. The activation is recomputed wherever an x vec4 is loaded (by each row group of each
 // workgroup): one exp per 4 weights per token in the gpu layout, per 8 in the cpu layout,
 // arithmetic that hides under the weight reads, against one dispatch and a [T, K] round
 // trip through memory saved. At most one of NORM and GLU.
@@ -104,16 +104,13 @@ var<workgroup> inv_rms: array<f32, TT>;
 
 alias Chunk = array<vec4<f32>, 8>;
 
-const SQRT_2_OVER_PI: f32 = 0.7978845608;
-const COEF_A: f32 = 0.044715;
-
-// act(g)·u for the GLU prologue, as silu_mul.wgsl / gelu_mul.wgsl compute it per element.
+// act(g)·u for the GLU prologue, per component with glu.inc.wgsl's silu_mul / gelu_mul
+// (the expressions of the separate dispatch).
 fn glu(g: vec4<f32>, u: vec4<f32>) -> vec4<f32> {
     if (GLU == 1u) {
-        return g / (1.0 + exp(min(-g, vec4<f32>(88.0)))) * u;
+        return vec4<f32>(silu_mul(g.x, u.x), silu_mul(g.y, u.y), silu_mul(g.z, u.z), silu_mul(g.w, u.w));
     }
-    let z = clamp(SQRT_2_OVER_PI * g * (1.0 + COEF_A * g * g), vec4<f32>(-10.0), vec4<f32>(10.0));
-    return 0.5 * g * (1.0 + tanh(z)) * u;
+    return vec4<f32>(gelu_mul(g.x, u.x), gelu_mul(g.y, u.y), gelu_mul(g.z, u.z), gelu_mul(g.w, u.w));
 }
 
 fn dot4(w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>, xv: vec4<f32>) -> vec4<f32> {

@@ -1,7 +1,8 @@
 // SwiGLU activation: out[t, i] = silu(gu[t, i]) * gu[t, F + i],  silu(g) = g / (1 + exp(-g))
 //   gu: [T, 2F] f32 (gate in columns [0, F), up in [F, 2F): one fused gate|up matmul)
 //   out: [T, F] f32
-// One invocation per output element, 2-D dispatch as in add.wgsl.
+// One invocation per output element, 2-D dispatch as in add.wgsl; silu_mul() is in
+// glu.inc.wgsl.
 
 struct Step { t: u32, n_past: u32, _p0: u32, _p1: u32 }
 struct Params { f: u32, _p0: u32, _p1: u32, _p2: u32 }
@@ -28,7 +29,5 @@ fn main(
     let c = i - t * f;
     let g = gu[t * 2u * f + c];
     let u = gu[t * 2u * f + f + c];
-    // exp(-g) overflows f32 for g < -88; WGSL leaves overflow undefined, so clamp: the
-    // quotient is then g / 1.65e38, i.e. 0 to f32 precision, as it should be.
-    out[i] = g / (1.0 + exp(min(-g, 88.0))) * u;
+    out[i] = silu_mul(g, u);
 }

@@ -1,5 +1,6 @@
 //! Every shader in `shaders/` parses and validates with naga. Fragments (`*.inc.wgsl`) are
-//! pieces concatenated into other shaders and are validated only as part of their users;
+//! pieces concatenated into other shaders and are validated only as part of their users (the
+//! activation kernels with `glu.inc.wgsl` in front, as `tandem::kernels::with_glu` loads them);
 //! `*.q.wgsl` kernels are validated once per weight type with the dequant fragment prepended
 //! (see shaders/README.md).
 
@@ -26,7 +27,11 @@ fn every_shader_validates_with_naga() {
         if !name.ends_with(".wgsl") || name.ends_with(".inc.wgsl") || name.ends_with(".q.wgsl") {
             continue;
         }
-        let source = std::fs::read_to_string(&path).expect("shader is UTF-8 text");
+        let mut source = std::fs::read_to_string(&path).expect("shader is UTF-8 text");
+        // The activation kernels call glu.inc.wgsl's functions (prepended at load).
+        if ["silu_mul.wgsl", "gelu_mul.wgsl"].contains(&name.as_str()) {
+            source = tandem::kernels::with_glu(&source);
+        }
         match tandem::gpu::validate_wgsl(&name, &source) {
             Ok(()) => checked.push(name),
             Err(e) => failures.push(e.to_string()),

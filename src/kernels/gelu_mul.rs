@@ -1,7 +1,7 @@
 //! GeGLU activation (gemma3): `out[t, i] = gelu_tanh(gu[t, i]) * gu[t, F + i]` for `gu: [T, 2F]`
 //! (gate and up concatenated by one matmul), `out: [T, F]`. The layout and API of
 //! [`super::silu_mul::SiluMul`], so the forward binds one or the other; the formula and the
-//! clamp are in `shaders/gelu_mul.wgsl`.
+//! clamp are in `shaders/glu.inc.wgsl`.
 
 use std::sync::Arc;
 
@@ -32,7 +32,7 @@ impl GeluMul {
             return Err(Error::Invalid("gelu_mul: F = 0".into()));
         }
         Ok(GeluMul {
-            pipeline: gpu.pipeline("gelu_mul", SRC, "main", &[])?,
+            pipeline: gpu.pipeline("gelu_mul", &super::with_glu(SRC), "main", &[])?,
             params: gpu.uniform("gelu_mul params", &Params { f, _p: [0; 3] }),
             f,
         })

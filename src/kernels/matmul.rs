@@ -44,7 +44,7 @@ fn small_threads(layout: Layout) -> (u32, u32, u32) {
 /// The small-T kernel's WGSL for weights of type `ty` (the layout comes from
 /// [`small_constants`]).
 pub fn small_source(ty: GgmlType) -> Result<String> {
-    super::dequant::chunk_shader_source(ty, SMALL_WGSL)
+    super::dequant::chunk_shader_source(ty, &super::with_glu(SMALL_WGSL))
 }
 
 /// The small-T kernel's override constants for `layout`.
@@ -67,9 +67,9 @@ pub enum MatmulPath {
 /// The gated activation of a GLU prologue ([`Epilogue::glu`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Glu {
-    /// `silu(gate)·up` (SwiGLU: Llama, Qwen, SmolLM2), as `shaders/silu_mul.wgsl`.
+    /// `silu(gate)·up` (SwiGLU: Llama, Qwen, SmolLM2), as `shaders/silu_mul.wgsl` (`silu_mul` of `shaders/glu.inc.wgsl`).
     Silu,
-    /// `gelu_tanh(gate)·up` (GeGLU: Gemma), as `shaders/gelu_mul.wgsl`.
+    /// `gelu_tanh(gate)·up` (GeGLU: Gemma), as `shaders/gelu_mul.wgsl` (`gelu_mul` of `shaders/glu.inc.wgsl`).
     GeluTanh,
 }
 

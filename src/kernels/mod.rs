@@ -93,6 +93,15 @@ pub mod verify;
 
 use crate::{Error, Result};
 
+const GLU_WGSL: &str = include_str!("../../shaders/glu.inc.wgsl");
+
+/// `kernel` with `shaders/glu.inc.wgsl` (the gated activations `silu_mul` and `gelu_mul`, one
+/// element each) in front: the separate activation kernels and the matmul's GLU prologue
+/// evaluate the same functions.
+pub fn with_glu(kernel: &str) -> String {
+    format!("{GLU_WGSL}\n{kernel}")
+}
+
 /// A kernel's bind group, made at load time, and how many rows (tokens) its per-token
 /// buffers hold, so `encode` can refuse a T they cannot take instead of reading garbage.
 #[derive(Debug)]

@@ -30,7 +30,7 @@ impl SiluMul {
             return Err(Error::Invalid("silu_mul: F = 0".into()));
         }
         Ok(SiluMul {
-            pipeline: gpu.pipeline("silu_mul", SRC, "main", &[])?,
+            pipeline: gpu.pipeline("silu_mul", &super::with_glu(SRC), "main", &[])?,
             params: gpu.uniform("silu_mul params", &Params { f, _p: [0; 3] }),
             f,
         })
