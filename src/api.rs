@@ -115,6 +115,8 @@ pub struct Common {
     /// A drafting method of the registry (`"hybrid"`, `"tree:nodes=16"`, `"plain"`).
     pub method: Option<String>,
     pub speculative: Option<Speculative>,
+    /// tandem's name for `speculative.n_max` (the npm package's `draft_len`).
+    pub draft_len: Option<usize>,
     /// Adapt the draft size to measured acceptance and speed (default on).
     pub adaptive: Option<bool>,
     /// OpenAI's `{"type": "text" | "json_object" | "json_schema", …}`: constrained decoding.
@@ -233,6 +235,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra fields of the error object (`n_prompt_tokens`, `n_ctx` for a context overflow).
     pub extra: Vec<(&'static str, Value)>,
+    /// The crate error it came from ([`Error::kind`]), if any: the npm package's error kind.
+    pub cause: Option<&'static str>,
 }
 
 impl ApiError {
@@ -242,6 +246,7 @@ impl ApiError {
             kind,
             message: message.into(),
             extra: vec![],
+            cause: None,
         }
     }
 
@@ -268,12 +273,23 @@ impl ApiError {
         }
         json!({ "error": e })
     }
+
+    /// The npm package's error kind: the crate error's, else what the status means.
+    pub fn js_kind(&self) -> &'static str {
+        self.cause.unwrap_or(match self.kind {
+            "exceed_context_size_error" => "context",
+            "unavailable_error" => "busy",
+            "authentication_error" => "unauthorized",
+            "server_error" => "error",
+            _ => "invalid",
+        })
+    }
 }
 
 impl From<Error> for ApiError {
     /// Bad input is the client's (400); the rest is the server's (500).
     fn from(e: Error) -> Self {
-        match &e {
+        let api = match &e {
             Error::Invalid(_)
             | Error::Tokenizer(_)
             | Error::NoChatTemplate(_)
@@ -282,6 +298,10 @@ impl From<Error> for ApiError {
             Error::Context(_) => ApiError::new(400, "exceed_context_size_error", e.to_string()),
             Error::OutOfMemory(_) => ApiError::new(503, "unavailable_error", e.to_string()),
             _ => ApiError::new(500, "server_error", e.to_string()),
+        };
+        ApiError {
+            cause: Some(e.kind()),
+            ..api
         }
     }
 }
@@ -472,8 +492,8 @@ impl CompletionRequest {
                 }
                 ids.clone()
             }
-            Prompt::Text(t) => tok.encode(t, false)?,
-            Prompt::Texts(ts) if ts.len() == 1 => tok.encode(&ts[0], false)?,
+            Prompt::Text(t) => tok.encode_raw_prompt(t)?,
+            Prompt::Texts(ts) if ts.len() == 1 => tok.encode_raw_prompt(&ts[0])?,
             Prompt::Texts(ts) => {
                 return Err(ApiError::invalid(format!(
                     "a list of {} prompts: tandem completes one prompt per request",
@@ -537,6 +557,7 @@ fn resolve(
     // speculative.n_max / n_min bound the draft: n_max sets the method's length where it
     // has one; both are capped at the server's max_draft.
     let mut spec = c.speculative.unwrap_or_default();
+    spec.n_max = spec.n_max.or(c.draft_len);
     if let Some(n) = spec.n_max {
         let n = n.min(limits.max_draft);
         spec.n_max = Some(n);
@@ -598,10 +619,12 @@ fn random_seed() -> u64 {
     h.finish()
 }
 
-/// OpenAI's `finish_reason` (a generation stopped by the server's time limit: "length").
-pub fn finish_reason(r: Option<StopReason>) -> &'static str {
+/// OpenAI's `finish_reason`; `on_cancel` is what a generation stopped from outside reports
+/// ([`Meta::on_cancel`]).
+pub fn finish_reason(r: Option<StopReason>, on_cancel: &'static str) -> &'static str {
     match r {
-        Some(StopReason::Length | StopReason::Cancelled) => "length",
+        Some(StopReason::Length) => "length",
+        Some(StopReason::Cancelled) => on_cancel,
         _ => "stop",
     }
 }
@@ -693,6 +716,9 @@ pub struct Meta {
     pub created: u64,
     pub model: String,
     pub kind: Kind,
+    /// The `finish_reason` of a generation stopped from outside: `"length"` for the server's
+    /// time limit, `"abort"` for the npm package's `interruptGenerate()` (WebLLM's word).
+    pub on_cancel: &'static str,
 }
 
 impl Meta {
@@ -715,9 +741,11 @@ impl Meta {
                 if first {
                     delta["role"] = json!("assistant");
                 }
-                json!({"index": 0, "delta": delta, "finish_reason": null})
+                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": null})
             }
-            Kind::Completion => json!({"index": 0, "text": text, "finish_reason": null}),
+            Kind::Completion => {
+                json!({"index": 0, "text": text, "logprobs": null, "finish_reason": null})
+            }
         };
         json!({
             "id": self.id, "object": self.object(true), "created": self.created,
@@ -728,7 +756,7 @@ impl Meta {
     /// The last chunk: the finish reason (and the role if nothing came before), with the
     /// timings and tandem's figures.
     pub fn final_chunk(&self, out: &Output, tail: &str, first: bool, used: &Speculative) -> Value {
-        let reason = finish_reason(out.stop_reason);
+        let reason = finish_reason(out.stop_reason, self.on_cancel);
         let choice = match self.kind {
             Kind::Chat => {
                 let mut delta = if tail.is_empty() {
@@ -739,14 +767,16 @@ impl Meta {
                 if first {
                     delta["role"] = json!("assistant");
                 }
-                json!({"index": 0, "delta": delta, "finish_reason": reason})
+                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": reason})
             }
-            Kind::Completion => json!({"index": 0, "text": tail, "finish_reason": reason}),
+            Kind::Completion => {
+                json!({"index": 0, "text": tail, "logprobs": null, "finish_reason": reason})
+            }
         };
         json!({
             "id": self.id, "object": self.object(true), "created": self.created,
             "model": self.model, "choices": [choice],
-            "timings": timings(&out.stats), "tandem": extras(&out.stats, used),
+            "timings": timings(&out.stats), "tandem": extras(out, used),
         })
     }
 
@@ -760,11 +790,12 @@ impl Meta {
 
     /// The whole (non-streamed) response.
     pub fn response(&self, out: &Output, used: &Speculative) -> Value {
-        let reason = finish_reason(out.stop_reason);
+        let reason = finish_reason(out.stop_reason, self.on_cancel);
         let choice = match self.kind {
             Kind::Chat => json!({
                 "index": 0,
                 "message": {"role": "assistant", "content": out.text},
+                "logprobs": null,
                 "finish_reason": reason,
             }),
             Kind::Completion => json!({
@@ -774,7 +805,7 @@ impl Meta {
         json!({
             "id": self.id, "object": self.object(false), "created": self.created,
             "model": self.model, "choices": [choice], "usage": usage(&out.stats),
-            "timings": timings(&out.stats), "tandem": extras(&out.stats, used),
+            "timings": timings(&out.stats), "tandem": extras(out, used),
         })
     }
 }
@@ -804,11 +835,14 @@ pub fn timings(s: &Stats) -> Value {
     })
 }
 
-/// tandem's figures: the method, τ, acceptance, target passes, the draft bounds used, and
-/// the whole statistics (`stats`, as the npm package's last chunk has them).
-pub fn extras(s: &Stats, used: &Speculative) -> Value {
+/// tandem's figures: the method, τ, acceptance, target passes, the draft bounds used, the
+/// whole statistics (`stats`), why the generation stopped and every token id it made.
+pub fn extras(out: &Output, used: &Speculative) -> Value {
+    let s = &out.stats;
     json!({
         "stats": s,
+        "stop_reason": out.stop_reason,
+        "output_token_ids": out.tokens,
         "method": s.method,
         "tau": s.mean_accepted_tokens,
         "acceptance_rate": s.acceptance_rate,
@@ -899,6 +933,74 @@ mod tests {
         .unwrap();
         assert_eq!(r.options.sampling.map(|s| s.seed), Some(5));
         assert_eq!(r.options.stop, vec!["x".to_string()]);
+    }
+
+    #[test]
+    fn draft_len_is_n_max_and_errors_keep_their_kind_for_the_npm_package() {
+        let ids: Vec<u32> = (1..=10).collect();
+        let r = resolve(
+            Kind::Chat,
+            ids.clone(),
+            &common(json!({"method": "sps", "draft_len": 3})),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(r.options.method.to_string(), "sps:len=3");
+        assert_eq!(r.speculative.n_max, Some(3));
+        let r = resolve(
+            Kind::Chat,
+            ids.clone(),
+            &common(json!({"method": "sps", "draft_len": 3, "speculative": {"n_max": 2}})),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(r.options.method.to_string(), "sps:len=2", "n_max wins");
+        let e = resolve(
+            Kind::Chat,
+            ids,
+            &common(json!({"max_tokens": 95})),
+            &limits(),
+        )
+        .unwrap_err();
+        assert_eq!(e.js_kind(), "context");
+        let e = ApiError::from(Error::NoChatTemplate("base model".into()));
+        assert_eq!((e.status, e.js_kind()), (400, "no_chat_template"));
+        assert_eq!(ApiError::invalid("x").js_kind(), "invalid");
+    }
+
+    #[test]
+    fn finish_reasons_and_the_final_extras() {
+        assert_eq!(finish_reason(Some(StopReason::Cancelled), "abort"), "abort");
+        assert_eq!(
+            finish_reason(Some(StopReason::Cancelled), "length"),
+            "length"
+        );
+        assert_eq!(finish_reason(Some(StopReason::Length), "abort"), "length");
+        assert_eq!(finish_reason(Some(StopReason::Eos), "abort"), "stop");
+        let out = Output {
+            text: "ab".into(),
+            tokens: vec![7, 8],
+            stop_reason: Some(StopReason::Cancelled),
+            stats: Stats::default(),
+        };
+        let meta = Meta {
+            id: "chatcmpl-1".into(),
+            created: 0,
+            model: "m".into(),
+            kind: Kind::Chat,
+            on_cancel: "abort",
+        };
+        let used = Speculative::default();
+        let whole = meta.response(&out, &used);
+        assert_eq!(whole["choices"][0]["finish_reason"], "abort");
+        assert_eq!(whole["choices"][0]["logprobs"], Value::Null);
+        assert_eq!(whole["tandem"]["output_token_ids"], json!([7, 8]));
+        assert_eq!(whole["tandem"]["stop_reason"], "cancelled");
+        let last = meta.final_chunk(&out, "", true, &used);
+        assert_eq!(last["choices"][0]["delta"], json!({"role": "assistant"}));
+        assert_eq!(last["tandem"]["output_token_ids"], json!([7, 8]));
+        let usage = meta.usage_chunk(&out);
+        assert_eq!(usage["choices"], json!([]));
     }
 
     #[test]

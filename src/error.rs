@@ -42,6 +42,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// The variant's name in snake case (`"gpu"`, `"context"`, …): the `kind` of the npm
+    /// package's errors and the `cause` of an [`crate::api::ApiError`].
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Io { .. } => "io",
+            Error::Format { .. } => "format",
+            Error::Unsupported(_) => "unsupported",
+            Error::Gpu(_) => "gpu",
+            Error::OutOfMemory(_) => "out_of_memory",
+            Error::Tokenizer(_) => "tokenizer",
+            Error::NoChatTemplate(_) => "no_chat_template",
+            Error::Context(_) => "context",
+            Error::Mismatch(_) => "mismatch",
+            Error::Invalid(_) => "invalid",
+        }
+    }
+
     pub fn format(at: impl Into<String>, what: impl Into<String>) -> Self {
         Error::Format {
             at: at.into(),

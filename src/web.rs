@@ -1,8 +1,10 @@
 //! wasm-bindgen bindings over [`Engine`] for the npm package (`web/`).
 //!
-//! Thin on purpose: model bytes in, the engine's events and statistics out. Everything the
-//! engine does natively happens the same way here; the OpenAI-shaped API, downloads, the
-//! Cache API and the Web Worker live in JavaScript (`web/src/`).
+//! Thin on purpose: model bytes in, OpenAI-shaped chunks and responses out. Requests are
+//! parsed, templated, tokenized and resolved by [`crate::api`] and the chunks built there,
+//! exactly as `tandem serve` does, so the npm package and the server answer in one shape;
+//! downloads, the Cache API, the Web Worker and async iteration live in JavaScript
+//! (`web/src/`).
 //!
 //! Errors reach JavaScript as `Error` objects whose message is tandem's own and whose `kind`
 //! property names the [`Error`] variant (`"gpu"`, `"context"`, …).
@@ -10,36 +12,32 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use js_sys::{Function, Object, Promise, Reflect, Uint32Array};
-use serde::Deserialize;
+use js_sys::{Function, Promise, Reflect};
+use serde_json::Value;
 use wasm_bindgen::prelude::*;
 
-use crate::engine::{Engine, EngineOptions, Event, GenerateOptions, MethodSpec};
+use crate::api::{self, ApiError, ChatRequest, CompletionRequest, Kind, Limits, Meta, Resolved};
+use crate::engine::{Engine, EngineOptions, MethodSpec};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::model::gguf::GgufFile;
 use crate::model::loader::ModelFile;
-use crate::tokenizer::ChatMessage;
 use crate::Error;
-
-fn kind(e: &Error) -> &'static str {
-    match e {
-        Error::Io { .. } => "io",
-        Error::Format { .. } => "format",
-        Error::Unsupported(_) => "unsupported",
-        Error::Gpu(_) => "gpu",
-        Error::OutOfMemory(_) => "out_of_memory",
-        Error::Tokenizer(_) => "tokenizer",
-        Error::NoChatTemplate(_) => "no_chat_template",
-        Error::Context(_) => "context",
-        Error::Mismatch(_) => "mismatch",
-        Error::Invalid(_) => "invalid",
-    }
-}
 
 /// A JS `Error` carrying tandem's message and the variant as `kind`.
 fn js_error(e: Error) -> JsValue {
-    let err = js_sys::Error::new(&e.to_string());
-    let _ = Reflect::set(&err, &"kind".into(), &kind(&e).into());
+    error_object(&e.to_string(), e.kind())
+}
+
+/// A refused request as a JS `Error`: its message, `kind` and HTTP-style `status`.
+fn api_error(e: ApiError) -> JsValue {
+    let err = error_object(&e.message, e.js_kind());
+    let _ = Reflect::set(&err, &"status".into(), &e.status.into());
+    err
+}
+
+fn error_object(message: &str, kind: &str) -> JsValue {
+    let err = js_sys::Error::new(message);
+    let _ = Reflect::set(&err, &"kind".into(), &kind.into());
     err.into()
 }
 
@@ -107,88 +105,6 @@ fn reserve(bytes: &mut Vec<u8>, more: usize) -> Result<(), JsValue> {
 
 fn model_file(bytes: ModelBytes) -> crate::Result<ModelFile> {
     ModelFile::from_gguf(GgufFile::from_bytes(bytes.bytes)?)
-}
-
-/// Generation options as JSON (`snake_case`, all optional).
-#[derive(Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-struct GenerateJson {
-    max_tokens: Option<usize>,
-    stop: Vec<String>,
-    /// A method of the registry, `name[:key=value,...]` (`"plain"`, `"lookup"`, `"sps"`,
-    /// `"tree:nodes=16"`; [`methods_json`] lists them); default: `sps` when a drafter model is
-    /// loaded, else plain.
-    method: Option<String>,
-    /// Sets the method's draft size (`len`, or `nodes` for tree; default: the engine's
-    /// `max_draft`).
-    draft_len: Option<usize>,
-    adaptive: Option<bool>,
-    temperature: Option<f64>,
-    top_k: Option<u32>,
-    top_p: Option<f64>,
-    seed: Option<u64>,
-    /// OpenAI's `response_format` (`{"type": "json_object"}`, `{"type": "json_schema",
-    /// "json_schema": {"schema": …}}`): constrained decoding.
-    response_format: Option<serde_json::Value>,
-    /// A Lark grammar or a regular expression the output must match.
-    grammar: Option<String>,
-    regex: Option<String>,
-    /// With a constraint, draft the tokens the grammar forces (default on).
-    forced_drafts: Option<bool>,
-    /// Contrastive decoding with the drafter model as the amateur: `{alpha, beta}`.
-    contrastive: Option<crate::api::Contrastive>,
-    /// Keep generating past end-of-sequence tokens, up to `max_tokens`.
-    ignore_eos: Option<bool>,
-}
-
-impl GenerateJson {
-    fn parse(json: &str, engine: &Engine, max_draft: usize) -> crate::Result<GenerateOptions> {
-        let o: GenerateJson = serde_json::from_str(json)
-            .map_err(|e| Error::Invalid(format!("generation options: {e}")))?;
-        let sampling = match o.temperature {
-            Some(t) if t > 0.0 => Some(crate::engine::SampleParams {
-                temperature: t as f32,
-                top_k: o.top_k.unwrap_or(0),
-                top_p: o.top_p.unwrap_or(1.0) as f32,
-                seed: o.seed.unwrap_or(0),
-            }),
-            _ => None,
-        };
-        let method = match o.method.as_deref() {
-            Some(m) => MethodSpec::parse(m)?,
-            None if engine.has_drafter() => MethodSpec::named("sps")?,
-            None => MethodSpec::plain(),
-        };
-        // The draft size: `draft_len`, else the engine's `max_draft` unless the spec set it.
-        let explicit = o.method.as_deref().is_some_and(|m| m.contains(':'));
-        let size = ["len", "nodes"].into_iter().find(|k| method.has(k));
-        let method = match (size, o.draft_len) {
-            (Some(key), Some(k)) => method.with(key, k)?,
-            (Some(key), None) if !explicit => {
-                method.with(key, max_draft.clamp(1, crate::engine::MAX_STEP_TOKENS - 1))?
-            }
-            _ => method,
-        };
-        let constraint = crate::api::Common {
-            response_format: o.response_format,
-            grammar: o.grammar,
-            regex: o.regex,
-            ..Default::default()
-        }
-        .constraint()
-        .map_err(|e| Error::Invalid(e.message))?;
-        Ok(GenerateOptions {
-            max_tokens: o.max_tokens.unwrap_or(256),
-            stop: o.stop,
-            method,
-            adaptive: o.adaptive.unwrap_or(true),
-            sampling,
-            constraint,
-            forced_drafts: o.forced_drafts.unwrap_or(true),
-            contrastive: o.contrastive.map(|c| c.params()).transpose()?,
-            ignore_eos: o.ignore_eos.unwrap_or(false),
-        })
-    }
 }
 
 /// The method registry as JSON: `[{ name, about, needs_drafter_model, params: [{ key,
@@ -270,60 +186,100 @@ impl WebEngine {
         engine.tokenizer.encode(text, special).map_err(js_error)
     }
 
-    /// Generate a chat answer: `messages` is JSON `[{"role", "content"}, …]`, rendered with
-    /// the target's own chat template. See [`WebEngine::complete`] for the rest.
-    pub fn chat(
+    /// Answer an OpenAI-shaped request (`kind` `"chat"`: a chat completion, `"completion"`: a
+    /// text completion), given as JSON: the fields of `tandem serve`'s
+    /// `/v1/chat/completions` and `/v1/completions` ([`api::Common`]), `model` ignored. A
+    /// request without `method` uses `default_method`. Streaming (`"stream": true`):
+    /// `on_chunk` gets every chunk (one per step, then the last with the finish reason, the
+    /// timings and the statistics, then the usage chunk if `stream_options.include_usage`)
+    /// and the promise resolves to `null`; otherwise it resolves to the whole response. A
+    /// refused request throws at once (kind `invalid`, `context`, `no_chat_template`, …).
+    #[wasm_bindgen(js_name = createCompletion)]
+    pub fn create_completion(
         &self,
-        messages: &str,
-        options: &str,
-        on_step: Function,
+        kind: &str,
+        request: &str,
+        model: &str,
+        default_method: &str,
+        on_chunk: Function,
     ) -> Result<Promise, JsValue> {
-        let msgs: Vec<ChatMessage> = serde_json::from_str::<Vec<ChatJson>>(messages)
-            .map_err(|e| invalid(format!("chat messages: {e}")))?
-            .into_iter()
-            .map(|m| ChatMessage::new(m.role, m.content))
-            .collect();
-        let ids = {
+        let resolved = {
             let engine = self.engine.try_borrow().map_err(|_| busy())?;
-            let text = engine
-                .tokenizer
-                .apply_chat_template(&msgs, true)
+            self.resolve(&engine, kind, request, default_method)
+                .map_err(api_error)?
+        };
+        let n = COUNTER.with(|c| {
+            c.set(c.get() + 1);
+            c.get()
+        });
+        let created = (js_sys::Date::now() / 1000.0) as u64;
+        let meta = Meta {
+            id: format!(
+                "{}-{created:x}{:08x}{n:04}",
+                if resolved.kind == Kind::Chat {
+                    "chatcmpl"
+                } else {
+                    "cmpl"
+                },
+                (js_sys::Math::random() * u32::MAX as f64) as u32,
+            ),
+            created,
+            model: model.to_string(),
+            kind: resolved.kind,
+            on_cancel: "abort",
+        };
+        let engine = self.engine.clone();
+        let cancel = self.cancel.clone();
+        cancel.set(false);
+        // The generation holds the engine across its awaits on purpose: every other entry
+        // point uses `try_borrow*` and answers "busy" meanwhile (`interrupt` needs no borrow).
+        #[allow(clippy::await_holding_refcell_ref)]
+        let generation = async move {
+            let mut engine = engine.try_borrow_mut().map_err(|_| busy())?;
+            let Resolved {
+                prompt,
+                options,
+                stream,
+                include_usage,
+                speculative,
+                ..
+            } = resolved;
+            let t0 = crate::gpu::seconds();
+            let (mut live, mut streamed, mut callback_error) =
+                (api::Live::default(), String::new(), None);
+            let out = engine
+                .generate_async(&prompt, &options, |ev| {
+                    if !stream {
+                        return !cancel.get();
+                    }
+                    let step = api::Step::from_event(ev, crate::gpu::seconds() - t0);
+                    streamed.push_str(&step.text);
+                    if let Err(e) = send(&on_chunk, &meta.chunk(&step, &mut live)) {
+                        callback_error = Some(e);
+                        return false;
+                    }
+                    !cancel.get()
+                })
+                .await
                 .map_err(js_error)?;
-            engine.tokenizer.encode(&text, true).map_err(js_error)?
+            drop(engine);
+            if let Some(e) = callback_error {
+                return Err(e);
+            }
+            if !stream {
+                return to_js(&meta.response(&out, &speculative));
+            }
+            let tail = out.text.strip_prefix(streamed.as_str()).unwrap_or("");
+            send(
+                &on_chunk,
+                &meta.final_chunk(&out, tail, live.steps() == 0, &speculative),
+            )?;
+            if include_usage {
+                send(&on_chunk, &meta.usage_chunk(&out))?;
+            }
+            Ok(JsValue::NULL)
         };
-        self.run(ids, options, on_step)
-    }
-
-    /// Continue raw `prompt` text (no chat template; special tokens in it are plain text, BOS
-    /// first where the model asks for one, as `tandem run` without `--chat`). `options` is JSON (`max_tokens`, `stop`, `method`,
-    /// `draft_len`, `adaptive`, `temperature`); `on_step({ids, drafted, proposed, text, draftedText})`
-    /// is called after every step. Resolves to the output as JSON: text, tokens,
-    /// stop_reason, stats.
-    pub fn complete(
-        &self,
-        prompt: &str,
-        options: &str,
-        on_step: Function,
-    ) -> Result<Promise, JsValue> {
-        let ids = {
-            let engine = self.engine.try_borrow().map_err(|_| busy())?;
-            engine
-                .tokenizer
-                .encode_raw_prompt(prompt)
-                .map_err(js_error)?
-        };
-        self.run(ids, options, on_step)
-    }
-
-    /// Like [`WebEngine::complete`] with the prompt given as token ids.
-    #[wasm_bindgen(js_name = completeIds)]
-    pub fn complete_ids(
-        &self,
-        ids: Vec<u32>,
-        options: &str,
-        on_step: Function,
-    ) -> Result<Promise, JsValue> {
-        self.run(ids, options, on_step)
+        Ok(wasm_bindgen_futures::future_to_promise(generation))
     }
 
     /// Stop the running generation after its current step.
@@ -337,61 +293,72 @@ impl WebEngine {
         Ok(())
     }
 
-    fn run(&self, prompt: Vec<u32>, options: &str, on_step: Function) -> Result<Promise, JsValue> {
-        let opts = {
-            let engine = self.engine.try_borrow().map_err(|_| busy())?;
-            GenerateJson::parse(options, &engine, self.max_draft).map_err(js_error)?
+    /// The request resolved as the server resolves it: the context is the engine's KV
+    /// cache, a request without `max_tokens` may fill it.
+    fn resolve(
+        &self,
+        engine: &Engine,
+        kind: &str,
+        request: &str,
+        default_method: &str,
+    ) -> std::result::Result<Resolved, ApiError> {
+        let n_ctx = engine.target.limits.max_ctx;
+        let limits = Limits {
+            n_ctx,
+            max_tokens: n_ctx,
+            max_draft: self.max_draft.clamp(1, crate::engine::MAX_STEP_TOKENS - 1),
+            method: MethodSpec::parse(default_method)?,
         };
-        let engine = self.engine.clone();
-        let cancel = self.cancel.clone();
-        cancel.set(false);
-        // The generation holds the engine across its awaits on purpose: every other entry
-        // point uses `try_borrow*` and answers "busy" meanwhile (`interrupt` needs no borrow).
-        #[allow(clippy::await_holding_refcell_ref)]
-        let generation = async move {
-            let mut engine = engine.try_borrow_mut().map_err(|_| busy())?;
-            let mut callback_error = None;
-            let out = engine
-                .generate_async(&prompt, &opts, |ev| {
-                    let Event::Tokens {
-                        ids,
-                        drafted,
-                        text,
-                        drafted_text,
-                        proposed,
-                        ..
-                    } = ev;
-                    let step = Object::new();
-                    let _ = Reflect::set(&step, &"ids".into(), &Uint32Array::from(&ids[..]));
-                    let _ = Reflect::set(&step, &"drafted".into(), &(*drafted as u32).into());
-                    let _ = Reflect::set(&step, &"proposed".into(), &(*proposed as u32).into());
-                    let _ = Reflect::set(&step, &"text".into(), &text.as_str().into());
-                    let _ = Reflect::set(
-                        &step,
-                        &"draftedText".into(),
-                        &text.get(..*drafted_text).unwrap_or("").into(),
-                    );
-                    if let Err(e) = on_step.call1(&JsValue::NULL, &step) {
-                        callback_error = Some(e);
-                        return false;
-                    }
-                    !cancel.get()
-                })
-                .await
-                .map_err(js_error)?;
-            drop(engine);
-            if let Some(e) = callback_error {
-                return Err(e);
-            }
-            let json = serde_json::to_string(&out).map_err(|e| invalid(e.to_string()))?;
-            js_sys::JSON::parse(&json)
-        };
-        Ok(wasm_bindgen_futures::future_to_promise(generation))
+        match kind {
+            "chat" => resolve_with(
+                engine,
+                &limits,
+                api::parse::<ChatRequest>(request.as_bytes())?,
+            ),
+            "completion" => resolve_with(
+                engine,
+                &limits,
+                api::parse::<CompletionRequest>(request.as_bytes())?,
+            ),
+            other => Err(ApiError::invalid(format!(
+                "request kind '{other}' (chat or completion)"
+            ))),
+        }
     }
 }
 
-#[derive(Deserialize)]
-struct ChatJson {
-    role: String,
-    content: String,
+/// [`api::Served::resolve`] against the engine; the grammar compiler is built (once) only
+/// for a request that asks for a constraint.
+fn resolve_with<R: api::Request>(
+    engine: &Engine,
+    limits: &Limits,
+    req: R,
+) -> std::result::Result<Resolved, ApiError> {
+    let c = req.common();
+    let constrained = c.response_format.is_some() || c.grammar.is_some() || c.regex.is_some();
+    let grammars = constrained.then(|| engine.grammars().map_err(|e| e.to_string()));
+    let served = api::Served {
+        tokenizer: &engine.tokenizer,
+        limits,
+        grammars: match &grammars {
+            Some(Ok(g)) => Ok(g.as_ref()),
+            Some(Err(e)) => Err(e.as_str()),
+            None => Err("no constraint was asked for"),
+        },
+        has_drafter: engine.has_drafter(),
+    };
+    served.resolve(&req)
+}
+
+thread_local! {
+    /// Requests answered in this worker (a part of each response id).
+    static COUNTER: Cell<u32> = const { Cell::new(0) };
+}
+
+fn to_js(v: &Value) -> Result<JsValue, JsValue> {
+    js_sys::JSON::parse(&v.to_string())
+}
+
+fn send(on_chunk: &Function, chunk: &Value) -> Result<(), JsValue> {
+    on_chunk.call1(&JsValue::NULL, &to_js(chunk)?).map(|_| ())
 }

@@ -694,3 +694,29 @@ fn a_base_model_without_chat_template_says_so() {
     assert!(matches!(e, Error::NoChatTemplate(_)), "{e:?}");
     assert!(e.to_string().contains("no chat template"), "{e}");
 }
+
+#[test]
+fn a_completion_prompt_gets_the_bos_the_model_adds_as_tandem_run_does() {
+    // The server's and the npm package's `/v1/completions` prompt is continued raw text, as
+    // `tandem run` without `--chat`: BOS first where the model adds one (Gemma 3, SPM).
+    let tok = Tokenizer::from_gguf_metadata(&spm_meta(false)).expect("SentencePiece vocabulary");
+    let limits = tandem::api::Limits {
+        n_ctx: 64,
+        max_tokens: 8,
+        max_draft: 4,
+        method: tandem::engine::MethodSpec::plain(),
+    };
+    let req: tandem::api::CompletionRequest =
+        serde_json::from_str(r#"{"prompt": "abc"}"#).expect("request");
+    let r = req.resolve(&tok, &limits).expect("resolved");
+    assert_eq!(r.prompt, tok.encode_raw_prompt("abc").unwrap());
+    assert_eq!(r.prompt[0], 1, "no BOS");
+    assert_eq!(&r.prompt[1..], tok.encode("abc", false).unwrap());
+    let req: tandem::api::CompletionRequest =
+        serde_json::from_str(r#"{"prompt": [5, 6]}"#).expect("request");
+    assert_eq!(
+        req.resolve(&tok, &limits).expect("ids").prompt,
+        vec![5, 6],
+        "ids as given"
+    );
+}

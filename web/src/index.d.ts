@@ -60,10 +60,19 @@ export interface ChatMessage {
   content: string | Array<{ type: 'text'; text: string }>;
 }
 
+/** The fields of `tandem serve`'s `/v1/chat/completions` and `/v1/completions` (one Rust API
+ * layer answers both faces; unknown fields are ignored, as OpenAI clients send many). */
 interface RequestBase {
+  /** Ignored (the engine serves one model). */
+  model?: string;
   stream?: boolean;
+  /** With `stream`: `include_usage` adds a last chunk with `usage` and no choices. */
+  stream_options?: { include_usage?: boolean } | null;
   max_tokens?: number;
   max_completion_tokens?: number;
+  /** llama-server's name for `max_tokens` (-1: until the context is full). Without any of
+   * the three, a generation may fill the context. */
+  n_predict?: number;
   stop?: string | string[] | null;
   /** Sampling temperature; 0 or absent decodes greedily. Speculative methods stay lossless
    * (the output is distributed as the target's). */
@@ -72,13 +81,17 @@ interface RequestBase {
   top_k?: number | null;
   /** With temperature > 0: nucleus sampling mass (1 = off). */
   top_p?: number | null;
-  /** With temperature > 0: random seed (the same seed repeats a run). */
+  /** With temperature > 0: random seed (the same seed repeats a run; absent: a random one). */
   seed?: number | null;
   n?: number | null;
   /** tandem: how to draft (default: the engine's — see `createEngine`'s `draft`). */
   method?: Method;
-  /** tandem: most draft tokens per step (default `maxDraft`). */
+  /** tandem: most draft tokens per step (the method's `len` or `nodes`, capped at `maxDraft`;
+   * an alias of `speculative.n_max`). */
   draft_len?: number;
+  /** llama-server's draft bounds: `n_max` sets the draft size (0: plain decoding), `n_min`
+   * > 0 turns the adaptive budget off. Echoed back in `tandem.speculative`. */
+  speculative?: { n_max?: number; n_min?: number } | null;
   /** tandem: pick the draft size from measured acceptance and speed (default true). */
   adaptive?: boolean;
   /** Constrained decoding (OpenAI's shapes): any JSON object, or JSON valid under a schema.
@@ -169,13 +182,35 @@ export interface FinalExtras {
   stats: Stats;
   stop_reason: 'eos' | 'stop' | 'length' | 'cancelled' | null;
   output_token_ids: number[];
+  method: string;
+  /** τ: generated tokens per target pass. */
+  tau: number;
+  acceptance_rate: number;
+  target_passes: number;
+  drafted: number;
+  accepted: number;
+  /** The draft bounds used (`speculative` of the request, capped). */
+  speculative: { n_max: number | null; n_min: number | null };
 }
 
 export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
-  extra: Stats;
+}
+
+/** llama-server's `timings` (on the last chunk and on non-streaming results). */
+export interface Timings {
+  /** Prompt tokens whose KV cache was reused. */
+  cache_n: number;
+  prompt_n: number;
+  prompt_ms: number;
+  prompt_per_second: number;
+  predicted_n: number;
+  predicted_ms: number;
+  predicted_per_second: number;
+  draft_n: number;
+  draft_n_accepted: number;
 }
 
 /** `abort`: interrupted with `interruptGenerate()`. */
@@ -192,9 +227,12 @@ export interface ChatCompletionChunk {
     logprobs: null;
     finish_reason: FinishReason | null;
   }>;
-  /** Only on the last chunk. */
+  /** Only on the usage chunk (`stream_options.include_usage`), whose `choices` is empty. */
   usage?: Usage;
-  tandem: StepExtras | FinalExtras;
+  /** Only on the chunk with the finish reason. */
+  timings?: Timings;
+  /** Absent on the usage chunk. */
+  tandem?: StepExtras | FinalExtras;
 }
 
 export interface ChatCompletion {
@@ -209,6 +247,7 @@ export interface ChatCompletion {
     finish_reason: FinishReason;
   }>;
   usage: Usage;
+  timings: Timings;
   tandem: FinalExtras;
 }
 
@@ -219,7 +258,8 @@ export interface CompletionChunk {
   model: string;
   choices: Array<{ index: 0; text: string; logprobs: null; finish_reason: FinishReason | null }>;
   usage?: Usage;
-  tandem: StepExtras | FinalExtras;
+  timings?: Timings;
+  tandem?: StepExtras | FinalExtras;
 }
 
 export interface Completion {
@@ -229,6 +269,7 @@ export interface Completion {
   model: string;
   choices: Array<{ index: 0; text: string; logprobs: null; finish_reason: FinishReason }>;
   usage: Usage;
+  timings: Timings;
   tandem: FinalExtras;
 }
 
@@ -309,6 +350,8 @@ export declare class TandemError extends Error {
     | 'unauthorized'
     | 'busy'
     | 'error';
+  /** A refused request: the HTTP status `tandem serve` answers it with (400, …). */
+  status?: number;
 }
 
 /** Download (or read from the Cache API) and load the models in a new module Web Worker. */

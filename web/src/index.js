@@ -8,10 +8,12 @@ export { connect } from './server.js';
 
 /** An error from tandem: `message` is tandem's own, `kind` names what went wrong. */
 export class TandemError extends Error {
-  constructor(message, kind = 'error') {
+  constructor(message, kind = 'error', status = undefined) {
     super(message);
     this.name = 'TandemError';
     this.kind = kind;
+    // A refused request: the HTTP status tandem serve answers it with.
+    if (status !== undefined) this.status = status;
   }
 }
 
@@ -51,13 +53,6 @@ export async function checkWebGPU() {
   };
 }
 
-const FINISH = { eos: 'stop', stop: 'stop', length: 'length', cancelled: 'abort' };
-
-function requestId(prefix) {
-  const rand = globalThis.crypto?.randomUUID?.() ?? `${Date.now()}-${Math.random()}`;
-  return `${prefix}-${rand}`;
-}
-
 /** A push-driven async iterable. */
 class Channel {
   #items = [];
@@ -89,51 +84,6 @@ class Channel {
       }
     }
   }
-}
-
-/** Live figures of a streaming generation, from the steps seen so far. */
-class LiveStats {
-  tokens = 0;
-  steps = 0;
-  draftedAccepted = 0;
-  proposed = 0;
-  #firstTokens = 0;
-  #firstElapsed = 0;
-  add(step) {
-    this.tokens += step.ids.length;
-    this.steps += 1;
-    this.draftedAccepted += step.drafted;
-    this.proposed += step.proposed;
-    if (this.steps === 1) {
-      this.#firstTokens = this.tokens;
-      this.#firstElapsed = step.elapsed;
-    }
-    const decodeSeconds = step.elapsed - this.#firstElapsed;
-    return {
-      token_ids: Array.from(step.ids),
-      drafted: step.drafted,
-      drafted_text: step.draftedText,
-      proposed: step.proposed,
-      tokens: this.tokens,
-      steps: this.steps,
-      drafted_accepted: this.draftedAccepted,
-      acceptance: this.proposed ? this.draftedAccepted / this.proposed : null,
-      tau: this.tokens / this.steps,
-      // The first step carries the prefill; the rate counts the steps after it.
-      tokens_per_s: decodeSeconds > 0 ? (this.tokens - this.#firstTokens) / decodeSeconds : null,
-      elapsed_s: step.elapsed,
-    };
-  }
-}
-
-function usageOf(output) {
-  const s = output.stats;
-  return {
-    prompt_tokens: s.prompt_tokens,
-    completion_tokens: s.generated_tokens,
-    total_tokens: s.prompt_tokens + s.generated_tokens,
-    extra: s,
-  };
 }
 
 /** The engine living in a Web Worker. Create with {@link createEngine}. */
@@ -190,14 +140,14 @@ export class TandemEngine {
   #onMessage(msg) {
     if (msg.type === 'progress') {
       this.#onProgress?.(progressReport(msg.report));
-    } else if (msg.type === 'step') {
-      this.#streams.get(msg.id)?.push(msg);
+    } else if (msg.type === 'chunk') {
+      this.#streams.get(msg.id)?.push(msg.chunk);
     } else if (msg.type === 'result' || msg.type === 'error') {
       const p = this.#pending.get(msg.id);
       if (!p) return;
       this.#pending.delete(msg.id);
       if (msg.type === 'result') p.resolve(msg.value);
-      else p.reject(new TandemError(msg.message, msg.kind));
+      else p.reject(new TandemError(msg.message, msg.kind, msg.status));
     }
   }
 
@@ -222,44 +172,21 @@ export class TandemEngine {
     this.model = modelName(target);
   }
 
-  #options(request) {
-    const opts = {
-      max_tokens: request.max_tokens ?? request.max_completion_tokens ?? undefined,
-      stop: request.stop == null ? [] : [].concat(request.stop),
-      method: request.method ?? this.defaultMethod,
-      draft_len: request.draft_len ?? undefined,
-      adaptive: request.adaptive ?? undefined,
-      // temperature > 0 samples (lossless speculative sampling); 0 or absent is greedy.
-      temperature: request.temperature ?? undefined,
-      top_k: request.top_k ?? undefined,
-      top_p: request.top_p ?? undefined,
-      seed: request.seed ?? undefined,
-      // Constrained decoding: the output matches a JSON schema, a Lark grammar or a regex.
-      response_format: request.response_format ?? undefined,
-      grammar: request.grammar ?? undefined,
-      regex: request.regex ?? undefined,
-      forced_drafts: request.forced_drafts ?? undefined,
-      ignore_eos: request.ignore_eos ?? undefined,
-      // Contrastive decoding with the drafter model as the amateur: { alpha, beta }.
-      contrastive: request.contrastive ?? undefined,
-    };
-    if (request.n != null && request.n !== 1) throw new TandemError('n > 1 is not supported', 'unsupported');
-    return opts;
-  }
-
+  // The request goes to the worker as it is: tandem's Rust API layer (the one `tandem serve`
+  // answers with) parses it, applies the chat template, and builds the chunks and responses.
   async #create(kind, request = {}) {
     if (this.#busy) {
       throw new TandemError('a generation is already running (interruptGenerate() stops it)', 'invalid');
     }
-    const input = kind === 'chat' ? request.messages : request.prompt;
-    if (kind === 'chat' && !Array.isArray(input)) throw new TandemError('messages must be an array', 'invalid');
-    if (kind === 'completion' && typeof input !== 'string') throw new TandemError('prompt must be a string', 'invalid');
-    const messages =
-      kind === 'chat' ? input.map((m) => ({ role: m.role, content: contentText(m.content) })) : undefined;
-    const options = this.#options(request);
+    let json;
+    try {
+      json = JSON.stringify(request);
+    } catch (e) {
+      throw new TandemError(`the request is not JSON: ${e?.message ?? e}`, 'invalid');
+    }
     this.#busy = true;
     const channel = new Channel();
-    const call = this.#call({ type: 'generate', kind, input: messages ?? input, options });
+    const call = this.#call({ type: 'generate', kind, request: json, model: this.model, defaultMethod: this.defaultMethod });
     this.#streams.set(call.id, channel);
     const finished = call.done.finally(() => {
       this.#busy = false;
@@ -269,33 +196,21 @@ export class TandemEngine {
       () => channel.end(),
       (e) => channel.end(e),
     );
-    const meta = { id: requestId(kind === 'chat' ? 'chatcmpl' : 'cmpl'), created: Math.floor(Date.now() / 1000), model: this.model };
-    if (request.stream) return this.#stream(kind, meta, channel, finished);
-    // Not streaming: the steps still arrive and are dropped.
-    for await (const _ of channel.drain());
-    const { output } = await finished;
-    return this.#completion(kind, meta, output);
+    if (request.stream) return this.#stream(channel, finished);
+    const response = await finished;
+    this.lastStats = response.tandem.stats;
+    return response;
   }
 
-  async *#stream(kind, meta, channel, finished) {
-    const live = new LiveStats();
-    let text = '';
+  async *#stream(channel, finished) {
     let ended = false;
     try {
-      for await (const step of channel.drain()) {
-        const tandem = live.add(step);
-        text += step.text;
-        yield this.#chunk(kind, meta, step.text, null, { tandem, first: live.steps === 1 });
+      for await (const chunk of channel.drain()) {
+        if (chunk.tandem?.stats) this.lastStats = chunk.tandem.stats;
+        yield chunk;
       }
-      const { output } = await finished;
+      await finished;
       ended = true;
-      this.lastStats = output.stats;
-      // Text the detokenizer held back until the end (an incomplete character).
-      const rest = output.text.startsWith(text) ? output.text.slice(text.length) : '';
-      yield this.#chunk(kind, meta, rest, FINISH[output.stop_reason] ?? 'stop', {
-        usage: usageOf(output),
-        tandem: { stats: output.stats, stop_reason: output.stop_reason, output_token_ids: output.tokens },
-      });
     } finally {
       // The consumer left the loop early: stop the generation.
       if (!ended) {
@@ -303,41 +218,6 @@ export class TandemEngine {
         await finished.catch(() => null);
       }
     }
-  }
-
-  #chunk(kind, meta, text, finish, { tandem, usage, first }) {
-    const choice =
-      kind === 'chat'
-        ? { index: 0, delta: first ? { role: 'assistant', content: text } : { content: text }, logprobs: null, finish_reason: finish }
-        : { index: 0, text, logprobs: null, finish_reason: finish };
-    const chunk = {
-      id: meta.id,
-      object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion',
-      created: meta.created,
-      model: meta.model,
-      choices: [choice],
-      tandem,
-    };
-    if (usage) chunk.usage = usage;
-    return chunk;
-  }
-
-  #completion(kind, meta, output) {
-    this.lastStats = output.stats;
-    const finish = FINISH[output.stop_reason] ?? 'stop';
-    const choice =
-      kind === 'chat'
-        ? { index: 0, message: { role: 'assistant', content: output.text }, logprobs: null, finish_reason: finish }
-        : { index: 0, text: output.text, logprobs: null, finish_reason: finish };
-    return {
-      id: meta.id,
-      object: kind === 'chat' ? 'chat.completion' : 'text_completion',
-      created: meta.created,
-      model: meta.model,
-      choices: [choice],
-      usage: usageOf(output),
-      tandem: { stats: output.stats, stop_reason: output.stop_reason, output_token_ids: output.tokens },
-    };
   }
 
   /** Stop the running generation after its current step (its stream ends with finish_reason 'abort'). */
@@ -369,19 +249,6 @@ export class TandemEngine {
       this.#fail(new TandemError('the engine was unloaded', 'unloaded'));
     }
   }
-}
-
-function contentText(content) {
-  if (typeof content === 'string') return content;
-  if (Array.isArray(content)) {
-    return content
-      .map((part) => {
-        if (part.type === 'text') return part.text;
-        throw new TandemError(`message content of type '${part.type}' is not supported (text only)`, 'unsupported');
-      })
-      .join('');
-  }
-  return String(content ?? '');
 }
 
 function progressReport(r) {

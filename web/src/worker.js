@@ -11,7 +11,7 @@ function post(msg) {
 }
 
 function errorMessage(id, e) {
-  return { type: 'error', id, message: e?.message ?? String(e), kind: e?.kind ?? 'error' };
+  return { type: 'error', id, message: e?.message ?? String(e), kind: e?.kind ?? 'error', status: e?.status };
 }
 
 async function fetchInto(role, source, index, count) {
@@ -54,14 +54,9 @@ async function load({ target, draft, contextLength, maxDraft }) {
   };
 }
 
-function generate({ id, kind, input, options }) {
-  const start = performance.now();
-  const onStep = (step) => {
-    post({ type: 'step', id, ...step, elapsed: (performance.now() - start) / 1000 });
-  };
-  const json = JSON.stringify(options);
-  const run = kind === 'chat' ? engine.chat(JSON.stringify(input), json, onStep) : engine.complete(input, json, onStep);
-  return run.then((output) => ({ output, elapsed: (performance.now() - start) / 1000 }));
+function generate({ id, kind, request, model, defaultMethod }) {
+  const onChunk = (chunk) => post({ type: 'chunk', id, chunk });
+  return engine.createCompletion(kind, request, model, defaultMethod, onChunk);
 }
 
 self.onmessage = async (event) => {

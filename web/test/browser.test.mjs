@@ -309,12 +309,19 @@ window.result = (async () => {
   const engine = await createEngine({ target: url, draft: 'lookup', contextLength: 128, onProgress: (p) => progress.push(p) });
   const stream = await engine.chat.completions.create({
     messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi' }],
-    stream: true, max_tokens: 2, temperature: 0, seed: 1,
+    stream: true, stream_options: { include_usage: true }, max_tokens: 2, temperature: 0, seed: 1,
   });
   const chunks = [];
   for await (const chunk of stream) {
     chunks.push(chunk);
-    document.getElementById('out').textContent += chunk.choices[0].delta.content ?? '';
+    document.getElementById('out').textContent += chunk.choices[0]?.delta.content ?? '';
+  }
+  // A refused request: past the context (128 tokens), with the server's status.
+  let overflow = null;
+  try {
+    await engine.chat.completions.create({ messages: [{ role: 'user', content: 'Hi' }], max_tokens: 1000 });
+  } catch (e) {
+    overflow = { kind: e.kind, status: e.status, message: String(e.message) };
   }
   // Not streaming: an OpenAI ChatCompletion with usage (the prompt's KV cache is reused).
   const whole = await engine.chat.completions.create({
@@ -353,7 +360,7 @@ window.result = (async () => {
   const plain = await pairEngine.chat.completions.create({ ...pairRequest, method: 'plain' });
   await pairEngine.unload();
   const pair = { chain: chain.tandem, plain: plain.tandem };
-  return { chunks, whole, last: progress.at(-1), sampling, cached, pair, constrained };
+  return { chunks, whole, last: progress.at(-1), sampling, cached, pair, constrained, overflow };
 })().catch((e) => ({ error: String(e?.message ?? e) }));
 </script>`,
   );
@@ -364,17 +371,23 @@ window.result = (async () => {
     await page.goto(`${appServer.url}/index.html`);
     const r = await page.evaluate(() => window.result);
     assert.equal(r.error, undefined, r.error);
-    const steps = r.chunks.filter((c) => !c.choices[0].finish_reason);
-    const last = r.chunks.at(-1);
+    // The chunks come from tandem's Rust API layer, as tandem serve's do: steps, the chunk
+    // with the finish reason (timings, statistics), then the usage chunk (no choices).
+    const usageChunk = r.chunks.at(-1);
+    const last = r.chunks.at(-2);
+    const steps = r.chunks.slice(0, -2);
     assert.ok(steps.length >= 1, 'no streamed chunk');
     for (const c of r.chunks) {
       assert.equal(c.object, 'chat.completion.chunk');
-      assert.equal(typeof c.id, 'string');
+      assert.equal(c.id, r.chunks[0].id, 'one id across the chunks');
     }
+    assert.match(r.chunks[0].id, /^chatcmpl-/);
     assert.equal(steps[0].choices[0].delta.role, 'assistant');
-    assert.ok(steps.every((c) => typeof c.choices[0].delta.content === 'string' && c.tandem.token_ids.length > 0));
+    assert.ok(steps.every((c) => typeof c.choices[0].delta.content === 'string' && c.tandem.token_ids.length > 0 && c.choices[0].finish_reason === null));
     assert.equal(last.choices[0].finish_reason, 'length');
-    assert.equal(last.usage.completion_tokens, 2);
+    assert.deepEqual(usageChunk.choices, []);
+    assert.equal(usageChunk.usage.completion_tokens, 2);
+    assert.equal(last.timings.predicted_n, 2);
     assert.equal(last.tandem.output_token_ids.length, 2);
     assert.deepEqual(
       steps.flatMap((c) => c.tandem.token_ids),
@@ -386,7 +399,13 @@ window.result = (async () => {
     assert.equal(r.whole.usage.completion_tokens, 1);
     assert.equal(r.whole.usage.total_tokens, r.whole.usage.prompt_tokens + 1);
     assert.deepEqual(r.whole.tandem.output_token_ids, last.tandem.output_token_ids.slice(0, 1), 'greedy is deterministic');
-    assert.ok(r.whole.usage.extra.reused_prompt_tokens > 0, 'the KV cache of the same prompt was not reused');
+    assert.ok(r.whole.tandem.stats.reused_prompt_tokens > 0, 'the KV cache of the same prompt was not reused');
+    assert.equal(r.whole.timings.cache_n, r.whole.tandem.stats.reused_prompt_tokens);
+    assert.deepEqual(
+      { kind: r.overflow?.kind, status: r.overflow?.status },
+      { kind: 'context', status: 400 },
+      `a request past the context: ${JSON.stringify(r.overflow)}`,
+    );
     assert.equal(r.last.progress, 1);
     assert.equal(r.cached, true, 'the model was not stored in the Cache API');
     assert.equal(r.sampling.a.length, 2, 'sampling produced no tokens');

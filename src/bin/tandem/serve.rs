@@ -430,6 +430,9 @@ async fn auth(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Respons
     }
 }
 
+/// The `finish_reason` of a generation the server stopped (its per-request time limit).
+const SERVER_CANCEL: &str = "length";
+
 fn loading() -> ApiError {
     ApiError::new(503, "unavailable_error", "the model is loading")
 }
@@ -520,6 +523,7 @@ async fn respond(
         created: now_unix(),
         model: s.model_id.clone(),
         kind: req.kind,
+        on_cancel: SERVER_CANCEL,
     };
     let (stream, include_usage, used) = (req.stream, req.include_usage, req.speculative);
     let job = Job {
@@ -936,7 +940,7 @@ fn engine_thread(
                     st.method,
                     st.mean_accepted_tokens,
                     st.decode_tokens_per_s,
-                    if job.tx.is_closed() { "client gone" } else { api::finish_reason(out.stop_reason) },
+                    if job.tx.is_closed() { "client gone" } else { api::finish_reason(out.stop_reason, SERVER_CANCEL) },
                 );
                 let _ = job.tx.send(Msg::Done(Box::new(out)));
             }
