@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetch tandem's reference models into the model cache: a thin wrapper over `tandem fetch`
-# (src/bin/tandem/fetch.rs holds the packages, the sha256 of every file and the assembly of
+# (crates/cli/src/fetch.rs holds the packages, the sha256 of every file and the assembly of
 # split files). Builds the binary first (debug profile, so CI's `cargo test` reuses it).
 #
 #   scripts/fetch-models.sh [smollm2|qwen-0.5b|qwen-1.5b|gemma-3-270m|all]...   (default: smollm2)

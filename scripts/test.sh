@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 export TANDEM_REQUIRE_GPU="${TANDEM_REQUIRE_GPU:-1}"
 export TANDEM_BACKEND="${TANDEM_BACKEND:-vulkan}"
 # Mesa's Vulkan drivers probe Wayland and print "error: XDG_RUNTIME_DIR is invalid or not set"
-# on a headless machine; as the CLI does (src/bin/tandem/quiet.rs), the tests get an empty
+# on a headless machine; as the CLI does (crates/cli/src/quiet.rs), the tests get an empty
 # private runtime directory where the session has none, so their logs show no false errors.
 if [ -z "${XDG_RUNTIME_DIR:-}" ] && [ -z "${WAYLAND_DISPLAY:-}" ]; then
   export XDG_RUNTIME_DIR="$HOME/.cache/tandem/runtime"

@@ -4,11 +4,10 @@
 //! `quant` (GGML block formats, CPU (de)quantizers) and `gpu`; `kernels` (WGSL + wrappers);
 //! `model` (files, config, CPU reference, GPU forward) and `tokenizer`; `speculative` (drafts,
 //! drafters); `engine` (the draft → verify → accept loop); `api` (the OpenAI-shaped request
-//! and response types the faces share); the faces (`bench`, `web`, the CLI and its server in
-//! `src/bin`), which reach the kernels only through the engine.
+//! and response types the faces share). The faces are crates of the workspace over this one
+//! (`crates/cli`, `crates/server`, `crates/bench`, `crates/web`); they reach the kernels only
+//! through the engine, and this crate carries none of their dependencies.
 pub mod api;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod bench;
 pub mod constrain;
 pub mod engine;
 pub mod error;
@@ -18,7 +17,5 @@ pub mod model;
 pub mod quant;
 pub mod speculative;
 pub mod tokenizer;
-#[cfg(target_arch = "wasm32")]
-pub mod web;
 
 pub use error::{Error, Result};

@@ -1,5 +1,6 @@
 //! The layers of DESIGN.md's module table, checked: every path into another module of the
-//! crate (`crate::…` and `super::…` in the library, `tandem::…` in the CLI binary) is
+//! crate (`crate::…` and `super::…` in the library, `tandem::…` in the face crates under
+//! `crates/`: the CLI, the server, the bench harness and the wasm bindings) is
 //! resolved to the top-level module it names, and one the table below does not allow fails
 //! the test with the file, the line, the path as written and the rule it breaks.
 //!
@@ -41,19 +42,6 @@ const FACE_MAY: &[&str] = &[
     "constrain",
     "engine",
     "api",
-];
-const CLI_MAY: &[&str] = &[
-    "error",
-    "quant",
-    "gpu",
-    "model",
-    "tokenizer",
-    "spec",
-    "speculative",
-    "constrain",
-    "engine",
-    "api",
-    "bench",
 ];
 
 /// Which top-level module may import which (DESIGN.md, "Modules"), bottom layer first. An
@@ -126,15 +114,15 @@ const LAYERS: &[(&str, &[&str], &str)] = &[
         "the faces reach the kernels through the engine",
     ),
     (
-        "bin",
-        CLI_MAY,
+        "cli",
+        FACE_MAY,
         "the faces reach the kernels through the engine",
     ),
 ];
 
 /// Files allowed one edge their module's row forbids, and why.
 const EXCEPTIONS: &[(&str, &str, &str)] = &[(
-    "bin/tandem/bench_kernels.rs",
+    "crates/cli/src/bench_kernels.rs",
     "kernels",
     "`tandem bench-kernels` times the kernels themselves, so it names them",
 )];
@@ -329,11 +317,29 @@ fn parse_tree(t: &[(Tok, usize)], mut i: usize) -> (Vec<Vec<String>>, usize) {
     }
 }
 
-/// A file's module path from the crate root (`model/arch/llama.rs` → `[model, arch, llama]`,
-/// `gpu/mod.rs` → `[gpu]`), or `None` for the crate root and the binary (whose `crate::` is
-/// its own).
+/// The face crates of the workspace and the layer each one is in the table. Their own
+/// `crate::` is not the library; `tandem::` is.
+const FACE_CRATES: &[(&str, &str)] = &[
+    ("crates/cli/", "cli"),
+    ("crates/server/", "serve"),
+    ("crates/bench/", "bench"),
+    ("crates/web/", "web"),
+];
+
+/// The face crate a repository path is in, as its layer.
+fn face_of(rel: &str) -> Option<&'static str> {
+    FACE_CRATES
+        .iter()
+        .find(|(dir, _)| rel.starts_with(dir))
+        .map(|(_, layer)| *layer)
+}
+
+/// A library file's module path from the crate root (`src/model/arch/llama.rs` →
+/// `[model, arch, llama]`, `src/gpu/mod.rs` → `[gpu]`), or `None` for the crate root and the
+/// face crates.
 fn file_module(rel: &str) -> Option<Vec<String>> {
-    if rel == "lib.rs" || rel.starts_with("bin/") {
+    let rel = rel.strip_prefix("src/")?;
+    if rel == "lib.rs" {
         return None;
     }
     let mut parts: Vec<String> = rel.split('/').map(str::to_string).collect();
@@ -347,10 +353,11 @@ fn file_module(rel: &str) -> Option<Vec<String>> {
 
 /// The top-level module a file belongs to, as the table names it.
 fn layer_of(rel: &str) -> &str {
-    if rel.starts_with("bin/") {
-        return "bin";
+    if let Some(face) = face_of(rel) {
+        return face;
     }
-    let first = rel.split('/').next().unwrap_or(rel);
+    let lib = rel.strip_prefix("src/").unwrap_or(rel);
+    let first = lib.split('/').next().unwrap_or(lib);
     first.trim_end_matches(".rs")
 }
 
@@ -360,10 +367,10 @@ struct Edge {
     path: Vec<String>,
 }
 
-/// Every path from `rel` (relative to `src/`) into the crate's modules.
+/// Every path from `rel` (relative to the repository) into the library's modules.
 fn edges(rel: &str, src: &str) -> Vec<Edge> {
     let t = tokens(&strip(src));
-    let in_bin = rel.starts_with("bin/");
+    let in_bin = face_of(rel).is_some();
     let base = file_module(rel).unwrap_or_default();
     // Inline `mod name { … }` blocks: (name, brace depth inside the block).
     let mut mods: Vec<(String, usize)> = Vec::new();
@@ -437,7 +444,7 @@ fn check(rel: &str, src: &str) -> Vec<String> {
     let layer = layer_of(rel);
     let Some(&(_, allowed, why)) = LAYERS.iter().find(|(m, _, _)| *m == layer) else {
         return vec![format!(
-            "src/{rel}: module '{layer}' has no row in the layering table of tests/layering.rs \
+            "{rel}: module '{layer}' has no row in the layering table of tests/layering.rs \
              (add it where DESIGN.md's module table puts it)"
         )];
     };
@@ -458,7 +465,7 @@ fn check(rel: &str, src: &str) -> Vec<String> {
         }
         let written = format!(
             "{}::{}",
-            if rel.starts_with("bin/") {
+            if face_of(rel).is_some() {
                 "tandem"
             } else {
                 "crate"
@@ -467,7 +474,7 @@ fn check(rel: &str, src: &str) -> Vec<String> {
         );
         if !LAYERS.iter().any(|(m, _, _)| *m == top) {
             bad.push(format!(
-                "src/{rel}:{}: `{written}` names '{top}', which is neither a module in the \
+                "{rel}:{}: `{written}` names '{top}', which is neither a module in the \
                  layering table nor a known re-export",
                 e.line
             ));
@@ -487,7 +494,7 @@ fn check(rel: &str, src: &str) -> Vec<String> {
                 ""
             };
             bad.push(format!(
-                "src/{rel}:{}: `{written}` — '{layer}' may import only [{}], not '{top}': \
+                "{rel}:{}: `{written}` — '{layer}' may import only [{}], not '{top}': \
                  {why}{hint}",
                 e.line,
                 allowed.join(", ")
@@ -499,7 +506,7 @@ fn check(rel: &str, src: &str) -> Vec<String> {
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .expect("src/ is readable")
+        .expect("source folder is readable")
         .map(|e| e.expect("directory entry").path())
         .collect();
     entries.sort();
@@ -514,22 +521,30 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn every_import_follows_the_layering_table() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    rust_files(&src, &mut files);
+    rust_files(&root.join("src"), &mut files);
+    let n_lib = files.len();
+    for (dir, _) in FACE_CRATES {
+        rust_files(&root.join(dir).join("src"), &mut files);
+    }
     let (mut bad, mut n_edges, mut kernels_to_gpu) = (Vec::new(), 0, false);
+    let mut faces_seen = std::collections::BTreeSet::new();
     for f in &files {
         let rel = f
-            .strip_prefix(&src)
-            .expect("under src/")
+            .strip_prefix(root)
+            .expect("under the repository")
             .to_string_lossy()
             .replace('\\', "/");
-        if rel == "lib.rs" {
+        if rel == "src/lib.rs" {
             continue;
         }
         let text = std::fs::read_to_string(f).expect("source is UTF-8");
         for e in edges(&rel, &text) {
             n_edges += 1;
+            if let Some(face) = face_of(&rel) {
+                faces_seen.insert(face);
+            }
             kernels_to_gpu |=
                 layer_of(&rel) == "kernels" && e.path.first().is_some_and(|m| m == "gpu");
         }
@@ -537,8 +552,8 @@ fn every_import_follows_the_layering_table() {
     }
     // The scan must have seen the crate's real edges, or it proves nothing.
     assert!(
-        files.len() > 40 && n_edges > 150 && kernels_to_gpu,
-        "the scan found only {n_edges} paths in {} files",
+        n_lib > 40 && n_edges > 150 && kernels_to_gpu && faces_seen.len() == FACE_CRATES.len(),
+        "the scan found only {n_edges} paths in {} files (faces with edges: {faces_seen:?})",
         files.len()
     );
     assert!(
@@ -556,7 +571,7 @@ fn a_forbidden_import_is_reported_with_file_line_and_rule() {
                use crate::model::quant::GgmlType;\n\
                const S: &str = \"crate::engine::Engine\";\n\
                fn f() { let _ = crate::kernels::rope::inv_freq(1.0, 2); }\n";
-    let bad = check("kernels/matmul.rs", src);
+    let bad = check("src/kernels/matmul.rs", src);
     assert_eq!(bad.len(), 1, "{bad:#?}");
     let msg = &bad[0];
     for part in [
@@ -575,36 +590,39 @@ fn grouped_super_and_inline_module_paths_resolve_like_rustc() {
     // more `super` the crate root: an edge to engine.
     let src = "use super::super::super::{engine::Engine, kernels::Step};\n\
                use super::super::config::Arch;\nuse super::Plan;\n";
-    let bad = check("model/arch/llama.rs", src);
+    let bad = check("src/model/arch/llama.rs", src);
     assert_eq!(bad.len(), 1, "{bad:#?}");
     assert!(bad[0].contains("`crate::engine::Engine`"), "{}", bad[0]);
     // In an inline test module, `super::*` is the file's own module.
-    assert!(check("gpu/mod.rs", "mod tests {\n use super::*;\n}\n").is_empty());
+    assert!(check("src/gpu/mod.rs", "mod tests {\n use super::*;\n}\n").is_empty());
     // A face may not name the kernels; the table's submodule entries are exact.
-    let bad = check("web.rs", "use crate::kernels::sample::SampleParams;\n");
+    let bad = check(
+        "crates/web/src/lib.rs",
+        "use tandem::kernels::sample::SampleParams;\n",
+    );
     assert!(
         bad.len() == 1 && bad[0].contains("not 'kernels'"),
         "{bad:#?}"
     );
-    assert!(check("tokenizer.rs", "use crate::model::gguf::MetaValue;\n").is_empty());
+    assert!(check("src/tokenizer.rs", "use crate::model::gguf::MetaValue;\n").is_empty());
     assert_eq!(
-        check("tokenizer.rs", "use crate::model::loader::ModelFile;\n").len(),
+        check("src/tokenizer.rs", "use crate::model::loader::ModelFile;\n").len(),
         1
     );
-    // The binary's own `crate::` is not the library; `tandem::` is.
-    assert!(check("bin/tandem/cli.rs", "use crate::bench::BenchArgs;\n").is_empty());
+    // A face crate's own `crate::` is not the library; `tandem::` is.
+    assert!(check("crates/cli/src/cli.rs", "use crate::bench::BenchArgs;\n").is_empty());
     assert_eq!(
-        check("bin/tandem/cli.rs", "use tandem::kernels::Layout;\n").len(),
+        check("crates/cli/src/cli.rs", "use tandem::kernels::Layout;\n").len(),
         1
     );
     // Both names of the speculative module are in the table.
     assert!(check(
-        "speculative/sps.rs",
+        "src/speculative/sps.rs",
         "use crate::model::loader::ModelFile;\n"
     )
     .is_empty());
-    assert!(check("speculative/tree.rs", "use crate::engine::Engine;\n").len() == 1);
+    assert!(check("src/speculative/tree.rs", "use crate::engine::Engine;\n").len() == 1);
     // A raw string holding a path and a lifetime next to a char literal are not imports.
     let src = "fn f<'a>(x: &'a str) -> char { let _ = r#\"crate::engine\"#; '{' }\n";
-    assert!(check("kernels/add.rs", src).is_empty());
+    assert!(check("src/kernels/add.rs", src).is_empty());
 }

@@ -37,16 +37,24 @@ pub fn tiny(
         .unwrap()
 }
 
+/// The repository's root: the including crate's folder or the workspace root above it (the
+/// face crates' tests, in `crates/*/tests/`, include this module too).
+pub fn repo_root() -> std::path::PathBuf {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .find(|p| p.join("shaders").is_dir() && p.join("tests/fixtures").is_dir())
+        .unwrap_or(here)
+        .to_path_buf()
+}
+
 /// Path of a test fixture in the repository (`tests/fixtures/`, provenance in its README).
 pub fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    repo_root().join("tests/fixtures").join(name)
 }
 
 /// The Spec-Bench question subset the repository carries (`benchmarks/specbench/`).
 pub fn specbench_questions() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benchmarks/specbench/questions.jsonl")
+    repo_root().join("benchmarks/specbench/questions.jsonl")
 }
 
 /// A reference model's path, or `None` (with a SKIP message) when it is not in the cache.

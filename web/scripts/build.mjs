@@ -7,8 +7,9 @@
 //   node scripts/build.mjs --if-missing   # only when dist/ has no wasm yet (npm run demo)
 //   node scripts/build.mjs --opt          # also run wasm-opt (npm binaryen) when installed
 //
-// Needs the wasm32-unknown-unknown target and wasm-bindgen-cli of the same version as the
-// wasm-bindgen crate (Cargo.toml). CARGO_TARGET_DIR is honoured.
+// The bindings are the workspace's `tandem-web` crate (crates/web). Needs the
+// wasm32-unknown-unknown target and wasm-bindgen-cli of the same version as the wasm-bindgen
+// crate (crates/web/Cargo.toml). CARGO_TARGET_DIR is honoured.
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -31,12 +32,12 @@ function run(cmd, argv, opts = {}) {
   execFileSync(cmd, argv, { stdio: 'inherit', ...opts });
 }
 
-const cargoArgs = ['build', '--lib', '--target', 'wasm32-unknown-unknown'];
+const cargoArgs = ['build', '-p', 'tandem-web', '--lib', '--target', 'wasm32-unknown-unknown'];
 if (profile === 'release') cargoArgs.push('--release');
 run('cargo', cargoArgs, { cwd: repo });
 
 const targetDir = process.env.CARGO_TARGET_DIR ? resolve(repo, process.env.CARGO_TARGET_DIR) : join(repo, 'target');
-const wasm = join(targetDir, 'wasm32-unknown-unknown', profile === 'release' ? 'release' : 'debug', 'tandem.wasm');
+const wasm = join(targetDir, 'wasm32-unknown-unknown', profile === 'release' ? 'release' : 'debug', 'tandem_web.wasm');
 rmSync(pkg, { recursive: true, force: true });
 run('wasm-bindgen', ['--target', 'web', '--out-dir', pkg, '--out-name', 'tandem', wasm]);
 

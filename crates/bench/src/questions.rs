@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use tandem::{Error, Result};
 
 /// One benchmark question: a conversation of user turns.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

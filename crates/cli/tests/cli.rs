@@ -1,6 +1,7 @@
 //! The `tandem` binary as a user runs it: chat over a pipe, bench-decode, and bad input
 //! on the command line (a clear message and a non-zero exit, never a panic).
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::io::Write;
@@ -257,14 +258,14 @@ fn bench_cost_writes_a_table_that_bench_project_replays_records_against() {
         costs.arg(),
     ]);
     let table =
-        tandem::bench::cost::CostTable::from_json(&std::fs::read_to_string(&costs.0).unwrap())
+        tandem_bench::cost::CostTable::from_json(&std::fs::read_to_string(&costs.0).unwrap())
             .unwrap();
     let ts: Vec<usize> = table.target_steps.iter().map(|s| s.t).collect();
     assert_eq!(ts, [1, 2, 4]);
     assert_eq!(table.target_dispatches, 22);
     assert!(table.dispatch_us > 0.0 && table.drafter_pass_seconds.is_none());
 
-    use tandem::bench::{QuestionRecord, TurnRecord};
+    use tandem_bench::{QuestionRecord, TurnRecord};
     let record = |method: &str, proposed: Vec<usize>, lengths: Vec<usize>| QuestionRecord {
         method: method.into(),
         question_id: "q1".into(),
@@ -462,7 +463,7 @@ fn gemma3_inspect_run_follows_the_fixture_and_chat_says_there_is_no_template() {
 #[test]
 fn run_with_a_json_schema_prints_valid_json_with_every_method() {
     let model = TempFile::new("constrained.gguf", &tiny_bytes());
-    let schema = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/person.json");
+    let schema = common::repo_root().join("examples/person.json");
     let schema = schema.to_str().unwrap();
     let last_json = |o: &Output| -> serde_json::Value {
         let out = text(&o.stdout);
@@ -596,4 +597,24 @@ fn run_with_contrastive_decoding() {
         assert!(!o.status.success() && err.contains(want), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+}
+
+/// `tandem bench` checks its sampling options before it loads anything.
+#[test]
+fn cli_rejects_bad_sampling_options_with_a_clear_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args([
+            "bench",
+            "-m",
+            "smollm2",
+            "--temperature",
+            "0.8",
+            "--top-p",
+            "1.5",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("top_p must be in [0, 1], got 1.5"), "{err}");
 }

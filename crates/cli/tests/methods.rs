@@ -5,6 +5,7 @@
 //! plain,tree -d X` loads the drafter, and `run -d X --tree 16` drafts trees of 16 nodes
 //! (not capped at the chain length).
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeSet;
@@ -21,7 +22,7 @@ fn registry() -> BTreeSet<String> {
 }
 
 fn read(path: &str) -> String {
-    std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path))
+    std::fs::read_to_string(common::repo_root().join(path))
         .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -83,11 +84,13 @@ fn the_demo_page_and_the_package_name_only_registry_methods() {
 fn the_rust_faces_name_only_registry_methods() {
     let reg = registry();
     for file in [
-        "src/web.rs",
-        "src/bin/tandem/cli.rs",
-        "src/bin/tandem/bench.rs",
-        "src/bin/tandem/chat.rs",
-        "src/bench/run.rs",
+        "crates/web/src/lib.rs",
+        "crates/cli/src/cli.rs",
+        "crates/cli/src/bench.rs",
+        "crates/cli/src/chat.rs",
+        "crates/cli/src/serve.rs",
+        "crates/server/src/lib.rs",
+        "crates/bench/src/run.rs",
     ] {
         let src = read(file);
         for call in ["MethodSpec::named(\"", "MethodSpec::parse(\""] {

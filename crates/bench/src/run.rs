@@ -5,10 +5,10 @@
 
 use super::metrics::{QuestionRecord, TurnRecord, BASELINE};
 use super::questions::{task_group, Question};
-use crate::engine::{Engine, Event, GenerateOptions, MethodSpec, SampleParams};
-use crate::gpu::seconds;
-use crate::tokenizer::ChatMessage;
-use crate::{Error, Result};
+use tandem::engine::{Engine, Event, GenerateOptions, MethodSpec, SampleParams};
+use tandem::gpu::seconds;
+use tandem::tokenizer::ChatMessage;
+use tandem::{Error, Result};
 
 /// A method as the benchmark names it (its spec's text: `plain`, `sps`, `tree:nodes=16`)
 /// with its parameters.

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::StopReason;
+use tandem::engine::StopReason;
 
 /// The method every speedup is measured against.
 pub const BASELINE: &str = "plain";

@@ -1,20 +1,20 @@
 //! `tandem bench-cost`: one device's step costs for a target (and drafter) model — a target
 //! pass over T = 1, 2, 4, … verified rows, one drafter pass, µs per dispatch — as a JSON cost
 //! table that `tandem bench --project COSTS.json RECORDS.json` replays a benchmark against
-//! (`tandem::bench::cost`). With `--synthetic-weights` the models can be GGUF headers only
+//! (`tandem_bench::cost`). With `--synthetic-weights` the models can be GGUF headers only
 //! (`tandem header-only`), for devices the weights cannot be copied to.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use tandem::bench::cost::{CostTable, StepCost};
-use tandem::bench::{DeviceInfo, ModelInfo};
 use tandem::gpu::{Gpu, GpuOptions};
 use tandem::model::loader::ModelFile;
 use tandem::model::session::Session;
 use tandem::model::transformer::ForwardLimits;
 use tandem::{Error, Result};
+use tandem_bench::cost::{CostTable, StepCost};
+use tandem_bench::{DeviceInfo, ModelInfo};
 
 #[derive(Args, Debug)]
 pub struct BenchCostArgs {

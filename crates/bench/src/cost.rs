@@ -17,8 +17,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{DeviceInfo, ModelInfo, QuestionRecord};
-use crate::engine::MethodSpec;
-use crate::{Error, Result};
+use tandem::engine::MethodSpec;
+use tandem::{Error, Result};
 
 /// The time of one target pass over `t` rows (median of the repetitions).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -168,7 +168,7 @@ pub fn records_from_json(text: &str) -> Result<Vec<QuestionRecord>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::TurnRecord;
+    use crate::TurnRecord;
 
     fn table(steps: &[(usize, f64)], drafter: Option<f64>) -> CostTable {
         CostTable {

@@ -1,13 +1,17 @@
 //! wasm-bindgen bindings over [`Engine`] for the npm package (`web/`).
 //!
 //! Thin on purpose: model bytes in, OpenAI-shaped chunks and responses out. Requests are
-//! parsed, templated, tokenized and resolved by [`crate::api`] and the chunks built there,
+//! parsed, templated, tokenized and resolved by [`tandem::api`] and the chunks built there,
 //! exactly as `tandem serve` does, so the npm package and the server answer in one shape;
 //! downloads, the Cache API, the Web Worker and async iteration live in JavaScript
 //! (`web/src/`).
 //!
 //! Errors reach JavaScript as `Error` objects whose message is tandem's own and whose `kind`
 //! property names the [`Error`] variant (`"gpu"`, `"context"`, …).
+//!
+//! Built for wasm32 only (`cargo build -p tandem-web --target wasm32-unknown-unknown`, which
+//! `web/scripts/build.mjs` runs); on other targets the crate is empty.
+#![cfg(target_arch = "wasm32")]
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -16,12 +20,12 @@ use js_sys::{Function, Promise, Reflect};
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
 
-use crate::api::{self, ApiError, ChatRequest, CompletionRequest, Kind, Limits, Meta, Resolved};
-use crate::engine::{Engine, EngineOptions, MethodSpec};
-use crate::gpu::{Gpu, GpuOptions};
-use crate::model::gguf::GgufFile;
-use crate::model::loader::ModelFile;
-use crate::Error;
+use tandem::api::{self, ApiError, ChatRequest, CompletionRequest, Kind, Limits, Meta, Resolved};
+use tandem::engine::{Engine, EngineOptions, MethodSpec};
+use tandem::gpu::{Gpu, GpuOptions};
+use tandem::model::gguf::GgufFile;
+use tandem::model::loader::ModelFile;
+use tandem::Error;
 
 /// A JS `Error` carrying tandem's message and the variant as `kind`.
 fn js_error(e: Error) -> JsValue {
@@ -103,7 +107,7 @@ fn reserve(bytes: &mut Vec<u8>, more: usize) -> Result<(), JsValue> {
         .map_err(|_| too_large(bytes.len() as f64 + more as f64))
 }
 
-fn model_file(bytes: ModelBytes) -> crate::Result<ModelFile> {
+fn model_file(bytes: ModelBytes) -> tandem::Result<ModelFile> {
     ModelFile::from_gguf(GgufFile::from_bytes(bytes.bytes)?)
 }
 
@@ -111,7 +115,7 @@ fn model_file(bytes: ModelBytes) -> crate::Result<ModelFile> {
 /// default, min, max, about }] }]` (the npm package and the demo page list methods from it).
 #[wasm_bindgen(js_name = methodsJson)]
 pub fn methods_json() -> String {
-    serde_json::to_string(crate::engine::METHODS).unwrap_or_default()
+    serde_json::to_string(tandem::engine::METHODS).unwrap_or_default()
 }
 
 /// The engine for JavaScript. One generation at a time; [`WebEngine::interrupt`] may be
@@ -244,7 +248,7 @@ impl WebEngine {
                 speculative,
                 ..
             } = resolved;
-            let t0 = crate::gpu::seconds();
+            let t0 = tandem::gpu::seconds();
             let (mut live, mut streamed, mut callback_error) =
                 (api::Live::default(), String::new(), None);
             let out = engine
@@ -252,7 +256,7 @@ impl WebEngine {
                     if !stream {
                         return !cancel.get();
                     }
-                    let step = api::Step::from_event(ev, crate::gpu::seconds() - t0);
+                    let step = api::Step::from_event(ev, tandem::gpu::seconds() - t0);
                     streamed.push_str(&step.text);
                     if let Err(e) = send(&on_chunk, &meta.chunk(&step, &mut live)) {
                         callback_error = Some(e);
@@ -306,7 +310,7 @@ impl WebEngine {
         let limits = Limits {
             n_ctx,
             max_tokens: n_ctx,
-            max_draft: self.max_draft.clamp(1, crate::engine::MAX_STEP_TOKENS - 1),
+            max_draft: self.max_draft.clamp(1, tandem::engine::MAX_STEP_TOKENS - 1),
             method: MethodSpec::parse(default_method)?,
         };
         match kind {

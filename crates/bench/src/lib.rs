@@ -1,7 +1,8 @@
-//! `tandem bench`: a Spec-Bench-style benchmark of the decoding methods (native only).
+//! tandem-bench: the Spec-Bench-style benchmark of the decoding methods behind `tandem bench`
+//! (native only).
 //!
 //! - [`questions`]: the JSONL question format, task groups, the evenly spread sample;
-//! - [`run`]: answering the questions with each method through [`crate::engine::Engine`];
+//! - [`run`]: answering the questions with each method through [`tandem::engine::Engine`];
 //! - [`metrics`]: per-question records, tokens/s, speedup, τ, acceptance, losslessness;
 //! - [`report`]: the JSON, Markdown and SVG outputs;
 //! - [`cost`]: a device's step costs and the speed-ups a run's records project onto it.
@@ -21,8 +22,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::gpu::Gpu;
-use crate::{Error, Result};
+use tandem::gpu::Gpu;
+use tandem::{Error, Result};
 
 pub use metrics::{
     check_lossless, summarize, MethodSummary, Metrics, Mismatch, QuestionRecord, TurnRecord,

@@ -3,6 +3,7 @@
 //! answers with the default model and no error-looking lines, and `tandem fetch` of a cached
 //! model or a wrong name says what it did. Runs the built binary.
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeSet;
@@ -21,8 +22,8 @@ fn text(b: &[u8]) -> String {
 
 /// The README's code: fenced blocks and inline `code` spans.
 fn readme_code() -> Vec<String> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md readable");
+    let readme =
+        std::fs::read_to_string(common::repo_root().join("README.md")).expect("README.md readable");
     let mut code = Vec::new();
     let mut fenced = false;
     for line in readme.lines() {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::metrics::{check_lossless, summarize, MethodSummary, Metrics, Mismatch, BASELINE};
 use super::questions::{group_label, task_group, TASK_GROUPS};
 use super::{BenchMeta, QuestionRecord};
-use crate::{Error, Result};
+use tandem::{Error, Result};
 
 /// A finished run: what it measured on, the summary, the losslessness verdict, the records.
 #[derive(Clone, Debug, Serialize)]

@@ -23,7 +23,6 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use clap::Args;
 use futures_util::stream::{self, Stream};
 use serde_json::{json, Value};
 use tandem::api::{self, ApiError, ChatRequest, CompletionRequest, Kind, Limits, Meta, Resolved};
@@ -31,79 +30,47 @@ use tandem::engine::{Conversation, Engine, MethodSpec, Output};
 use tandem::tokenizer::Tokenizer;
 use tokio::sync::mpsc;
 
-use crate::cli::GpuArgs;
-
-/// `tandem serve` options.
-#[derive(Args, Clone, Debug)]
-pub(crate) struct ServeArgs {
-    /// Target model: GGUF file or reference name (smollm2, qwen-0.5b, qwen-1.5b), fetched
-    /// into the model cache on first use
-    #[arg(short, long, default_value = crate::fetch::DEFAULT_MODEL)]
-    model: String,
-    /// Drafter model (same tokenizer) for the methods that draft with a model (sps, tree)
-    #[arg(short, long = "drafter", visible_alias = "draft", value_name = "PATH")]
-    draft: Option<String>,
-    /// With a drafter model: draft only among the first N token ids
-    #[arg(long, value_name = "N")]
-    draft_vocab: Option<usize>,
-    /// Method of requests that name none (`name[:key=value,...]`; default: sps with
-    /// --drafter, else plain). A request's `method` field overrides it
-    #[arg(long, value_name = "SPEC")]
-    method: Option<String>,
-    /// Address to bind (loopback by default; 0.0.0.0 exposes the server to the network)
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    #[arg(long, default_value_t = 8080)]
-    port: u16,
-    /// Require `Authorization: Bearer KEY` on every endpoint but /health
-    #[arg(
-        long,
-        env = "TANDEM_API_KEY",
-        value_name = "KEY",
-        hide_env_values = true
-    )]
-    api_key: Option<String>,
-    /// Allow cross-origin requests from this origin (repeatable; CORS is off without it)
-    #[arg(long, value_name = "ORIGIN")]
-    cors_origin: Vec<String>,
-    /// KV cache size in tokens (prompt + answer), per conversation
-    #[arg(long, default_value_t = 4096)]
-    ctx: usize,
-    /// Conversations whose KV caches are kept (a request that continues one reuses it);
-    /// requests run one at a time on the GPU
-    #[arg(long, default_value_t = 4)]
-    parallel: usize,
-    /// Requests that may wait; past it the server answers 503 with Retry-After
-    #[arg(long, default_value_t = 32)]
-    queue: usize,
-    /// Most new tokens per request (and the default when a request names none)
-    #[arg(long, default_value_t = 2048)]
-    max_tokens: usize,
-    /// Most draft nodes per step any request may use (`speculative.n_max` is capped at it)
-    #[arg(long, default_value_t = 16)]
-    max_draft: usize,
-    /// Seconds a request may generate before it is stopped (finish_reason "length")
-    #[arg(long, default_value_t = 600)]
-    timeout: u64,
-    /// Largest request body in bytes
-    #[arg(long, default_value_t = 1 << 20)]
-    max_body: usize,
-    /// The model id /v1/models lists (default: the file name without .gguf)
-    #[arg(long)]
-    alias: Option<String>,
-    /// Seconds a client may take to send a request's headers (slow clients are cut off)
-    #[arg(long, default_value_t = 10)]
-    header_timeout: u64,
-    /// Open connections at most; more are closed at once
-    #[arg(long, default_value_t = 512)]
-    max_connections: usize,
-    /// Fault injection for the recovery tests: destroy the GPU device once, after this many
-    /// decoding steps in all (as a driver reset would); the server then reloads the model
-    #[arg(long, hide = true, value_name = "STEPS")]
-    fault_device_lost_after_steps: Option<usize>,
-    #[command(flatten)]
-    gpu: GpuArgs,
+/// What `tandem serve` runs with: the CLI's flags, parsed (`crates/cli/src/serve.rs`). The
+/// model itself comes from the `load` closure [`run`] is given.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// The id /v1/models lists.
+    pub model_id: String,
+    /// The model file or name, for the log line.
+    pub model_source: String,
+    /// The method of requests that name none.
+    pub method: MethodSpec,
+    /// The drafter model's path, when one is loaded (/v1/models says it).
+    pub drafter: Option<String>,
+    pub host: String,
+    pub port: u16,
+    /// `Authorization: Bearer KEY` on every endpoint but /health (none or empty: no key).
+    pub api_key: Option<String>,
+    /// Origins allowed cross-origin requests (CORS is off when empty).
+    pub cors_origin: Vec<String>,
+    /// Conversations whose KV caches are kept.
+    pub parallel: usize,
+    /// Requests that may wait; past it a 503 with Retry-After.
+    pub queue: usize,
+    /// Most new tokens per request, and the default.
+    pub max_tokens: usize,
+    /// Most draft nodes per step any request may use.
+    pub max_draft: usize,
+    /// Time a request may generate before it is stopped.
+    pub timeout: Duration,
+    /// Largest request body in bytes.
+    pub max_body: usize,
+    /// Time a client may take to send a request's headers.
+    pub header_timeout: Duration,
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// Fault injection for the recovery tests: destroy the GPU device once after this many
+    /// decoding steps in all.
+    pub fault_device_lost_after_steps: Option<usize>,
 }
+
+/// Loads the model on a GPU and warms it up: at start, and again after a lost device.
+pub type Loader = dyn Fn() -> tandem::Result<Engine> + Send;
 
 /// One step's text, the end, or a failure: what the engine thread sends a request's handler.
 enum Msg {
@@ -218,17 +185,16 @@ fn error_response(e: &ApiError) -> Response {
     r
 }
 
-pub(crate) fn run(args: &ServeArgs) -> tandem::Result<()> {
-    // The method first: an unknown one is an error before the port is bound or a model loads.
-    let method = match &args.method {
-        Some(m) => MethodSpec::parse(m)?,
-        None if args.draft.is_some() => MethodSpec::named("sps")?,
-        None => MethodSpec::plain(),
-    };
-    if method.needs_drafter_model() && args.draft.is_none() {
+/// Serve until Ctrl-C: bind the port, then load the model with `load` on the engine thread
+/// (`/health` says 503 meanwhile) and answer requests.
+pub fn run(
+    args: ServeOptions,
+    load: impl Fn() -> tandem::Result<Engine> + Send + 'static,
+) -> tandem::Result<()> {
+    if args.method.needs_drafter_model() && args.drafter.is_none() {
         return Err(tandem::Error::Invalid(format!(
             "method {} needs a drafter model: pass --drafter PATH",
-            method.name()
+            args.method.name()
         )));
     }
     if args.parallel == 0 || args.queue == 0 {
@@ -236,12 +202,7 @@ pub(crate) fn run(args: &ServeArgs) -> tandem::Result<()> {
             "--parallel and --queue must be at least 1".into(),
         ));
     }
-    let path = crate::fetch::resolve(&args.model)?;
-    let model_id = args.alias.clone().unwrap_or_else(|| {
-        path.file_name()
-            .map(|f| f.to_string_lossy().trim_end_matches(".gguf").to_string())
-            .unwrap_or_else(|| args.model.clone())
-    });
+    let model_id = args.model_id.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -255,7 +216,7 @@ pub(crate) fn run(args: &ServeArgs) -> tandem::Result<()> {
         jobs,
         queued: AtomicUsize::new(0),
         busy: AtomicBool::new(false),
-        timeout: Duration::from_secs(args.timeout.max(1)),
+        timeout: args.timeout.max(Duration::from_secs(1)),
         counters: Mutex::new(Counters::default()),
         next_id: AtomicU64::new(1),
         started: now_unix(),
@@ -266,23 +227,22 @@ pub(crate) fn run(args: &ServeArgs) -> tandem::Result<()> {
         .map_err(|e| tandem::Error::io(format!("binding {addr}"), e))?;
     eprintln!(
         "tandem serve: http://{addr}/v1 (OpenAI API), http://{addr}/health; loading {} …",
-        path.display()
+        args.model_source
     );
     let engine_shared = shared.clone();
     let engine_args = args.clone();
-    let engine_method = method.clone();
     std::thread::Builder::new()
         .name("tandem engine".into())
         .spawn(move || {
-            if let Err(e) = engine_thread(&engine_args, &path, engine_method, &engine_shared, rx) {
+            if let Err(e) = engine_thread(&engine_args, &load, &engine_shared, rx) {
                 eprintln!("error: {e}");
                 std::process::exit(1);
             }
         })
         .map_err(|e| tandem::Error::io("starting the engine thread", e))?;
-    let app = router(shared, args);
+    let app = router(shared, &args);
     let limits = (
-        Duration::from_secs(args.header_timeout.max(1)),
+        args.header_timeout.max(Duration::from_secs(1)),
         args.max_connections.max(1),
     );
     runtime.block_on(async move {
@@ -335,7 +295,7 @@ async fn accept_loop(
     }
 }
 
-fn router(shared: Arc<Shared>, args: &ServeArgs) -> Router {
+fn router(shared: Arc<Shared>, args: &ServeOptions) -> Router {
     let api = Router::new()
         .route("/v1/models", get(models))
         .route("/models", get(models))
@@ -805,33 +765,15 @@ fn pick(
     Ok(slots.remove(0))
 }
 
-/// The model loaded and warmed up (at start, and again after a lost device).
-fn load(args: &ServeArgs, path: &std::path::Path, method: &MethodSpec) -> tandem::Result<Engine> {
-    let mut engine = crate::cli::load_engine(
-        path,
-        args.draft.as_deref(),
-        args.draft_vocab,
-        args.ctx,
-        args.max_draft,
-        &args.gpu,
-    )?;
-    let warm = tandem::engine::GenerateOptions {
-        method: method.clone(),
-        ..Default::default()
-    };
-    crate::warmup::warm_up(&mut engine, &warm)?;
-    Ok(engine)
-}
-
 fn engine_thread(
-    args: &ServeArgs,
-    path: &std::path::Path,
-    method: MethodSpec,
+    args: &ServeOptions,
+    load: &Loader,
     shared: &Shared,
     mut rx: mpsc::Receiver<Job>,
 ) -> tandem::Result<()> {
     let t0 = Instant::now();
-    let engine = load(args, path, &method)?;
+    let method = args.method.clone();
+    let engine = load()?;
     let limits = Limits {
         n_ctx: engine.target.limits.max_ctx,
         max_tokens: args.max_tokens,
@@ -854,7 +796,7 @@ fn engine_thread(
         tokenizer: engine.tokenizer.clone(),
         limits,
         adapter: serde_json::to_value(engine.gpu.summary()).unwrap_or(Value::Null),
-        drafter: args.draft.clone(),
+        drafter: args.drafter.clone(),
         grammars: engine.grammars().map_err(|e| e.to_string()),
     });
     // None while the model could not be reloaded after a lost device.
@@ -868,7 +810,7 @@ fn engine_thread(
             continue; // the client left while it waited
         }
         if engine.is_none() {
-            engine = reload(args, path, &method, shared);
+            engine = reload(load, shared);
         }
         let Some(eng) = engine.as_ref() else {
             let f = shared.fault().map(|f| f.error());
@@ -912,7 +854,7 @@ fn engine_thread(
             // The dead device's buffers go before a new device's are made.
             slots.clear();
             drop(engine.take());
-            engine = reload(args, path, &method, shared);
+            engine = reload(load, shared);
             continue;
         }
         let p = job.req.prompt.len();
@@ -955,14 +897,9 @@ fn engine_thread(
 
 /// Load the model again after a lost device: on success the fault is cleared, else /health
 /// says why (and the next request tries again).
-fn reload(
-    args: &ServeArgs,
-    path: &std::path::Path,
-    method: &MethodSpec,
-    shared: &Shared,
-) -> Option<Engine> {
+fn reload(load: &Loader, shared: &Shared) -> Option<Engine> {
     let t0 = Instant::now();
-    match load(args, path, method) {
+    match load() {
         Ok(e) => {
             eprintln!(
                 "[serve] reloaded in {:.1} s on {}",

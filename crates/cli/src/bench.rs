@@ -1,4 +1,4 @@
-//! `tandem bench`: the Spec-Bench-style benchmark (the harness is `tandem::bench`; this is
+//! `tandem bench`: the Spec-Bench-style benchmark (the harness is the `tandem-bench` crate; this is
 //! argument parsing, model loading, the progress bar and the exit status).
 
 use std::io::Write;
@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use tandem::bench::{
-    self, questions, summarize, BenchMeta, BenchMethod, BenchReport, DeviceInfo, ModelInfo,
-    Progress, RunSettings, Settings, BASELINE,
-};
 use tandem::engine::{DrafterOptions, Engine, EngineOptions, MethodSpec};
 use tandem::gpu::{Gpu, GpuOptions};
 use tandem::model::files;
 use tandem::model::loader::ModelFile;
 use tandem::{Error, Result};
+use tandem_bench::{
+    questions, summarize, BenchMeta, BenchMethod, BenchReport, DeviceInfo, ModelInfo, Progress,
+    RunSettings, Settings, BASELINE,
+};
 
 use crate::cli::SamplingArgs;
 
@@ -225,7 +225,7 @@ pub fn run(gpu_options: &GpuOptions, args: &BenchArgs) -> Result<()> {
         warmup_tokens: args.warmup_tokens,
         methods: methods
             .iter()
-            .map(|m| bench::MethodInfo::of(m, settings.adaptive))
+            .map(|m| tandem_bench::MethodInfo::of(m, settings.adaptive))
             .collect(),
         draft_vocab: args.draft_vocab.filter(|_| draft_path.is_some()),
     };
@@ -238,7 +238,7 @@ pub fn run(gpu_options: &GpuOptions, args: &BenchArgs) -> Result<()> {
         device.backend
     );
 
-    let names: Vec<String> = bench::run::run_order(&methods)
+    let names: Vec<String> = tandem_bench::run::run_order(&methods)
         .into_iter()
         .map(|m| m.name)
         .collect();
@@ -259,61 +259,62 @@ pub fn run(gpu_options: &GpuOptions, args: &BenchArgs) -> Result<()> {
     let mut partial_err: Option<std::io::Error> = None;
     let mut live = String::new();
     let mut current = String::new();
-    let records = bench::run_questions(&mut engine, &qs, &methods, &settings, |p| match p {
-        Progress::Warmup { method } => bar.set_message(format!("warm-up: {method}")),
-        Progress::Turn {
-            method,
-            question,
-            turn,
-        } => {
-            current = format!(
-                "q{} {} t{turn}/{} {method}",
-                question.id,
-                question.category,
-                question.turns.len()
-            );
-            bar.set_message(format!("{current} 0 tok{live}"));
-        }
-        Progress::Tokens { done, .. } => {
-            bar.set_message(format!("{current} {done} tok{live}"));
-        }
-        Progress::Done { record, records } => {
-            bar.inc(1);
-            if partial_err.is_none() {
-                let line = serde_json::to_string(record).unwrap_or_default();
-                if let Err(e) = writeln!(partial, "{line}") {
-                    partial_err = Some(e);
+    let records =
+        tandem_bench::run_questions(&mut engine, &qs, &methods, &settings, |p| match p {
+            Progress::Warmup { method } => bar.set_message(format!("warm-up: {method}")),
+            Progress::Turn {
+                method,
+                question,
+                turn,
+            } => {
+                current = format!(
+                    "q{} {} t{turn}/{} {method}",
+                    question.id,
+                    question.category,
+                    question.turns.len()
+                );
+                bar.set_message(format!("{current} 0 tok{live}"));
+            }
+            Progress::Tokens { done, .. } => {
+                bar.set_message(format!("{current} {done} tok{live}"));
+            }
+            Progress::Done { record, records } => {
+                bar.inc(1);
+                if partial_err.is_none() {
+                    let line = serde_json::to_string(record).unwrap_or_default();
+                    if let Err(e) = writeln!(partial, "{line}") {
+                        partial_err = Some(e);
+                    }
+                }
+                let s = summarize(records, &names, &[]);
+                live = s
+                    .iter()
+                    .filter(|m| m.method != BASELINE)
+                    .filter_map(|m| {
+                        m.overall
+                            .speedup
+                            .map(|x| format!("{} {x:.2}x τ{:.2}", m.method, m.overall.tau))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if !live.is_empty() {
+                    live = format!(" | speedup: {live}");
+                }
+                // Without a terminal the bar is hidden: log one line per answer instead.
+                if bar.is_hidden() {
+                    let secs: f64 = record.turns.iter().map(|t| t.wall_seconds).sum();
+                    eprintln!(
+                        "[{}/{}] q{} {} {}: {} tokens in {secs:.1} s{live}",
+                        bar.position(),
+                        bar.length().unwrap_or(0),
+                        record.question_id,
+                        record.category,
+                        record.method,
+                        record.turns.iter().map(|t| t.tokens.len()).sum::<usize>()
+                    );
                 }
             }
-            let s = summarize(records, &names, &[]);
-            live = s
-                .iter()
-                .filter(|m| m.method != BASELINE)
-                .filter_map(|m| {
-                    m.overall
-                        .speedup
-                        .map(|x| format!("{} {x:.2}x τ{:.2}", m.method, m.overall.tau))
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            if !live.is_empty() {
-                live = format!(" | speedup: {live}");
-            }
-            // Without a terminal the bar is hidden: log one line per answer instead.
-            if bar.is_hidden() {
-                let secs: f64 = record.turns.iter().map(|t| t.wall_seconds).sum();
-                eprintln!(
-                    "[{}/{}] q{} {} {}: {} tokens in {secs:.1} s{live}",
-                    bar.position(),
-                    bar.length().unwrap_or(0),
-                    record.question_id,
-                    record.category,
-                    record.method,
-                    record.turns.iter().map(|t| t.tokens.len()).sum::<usize>()
-                );
-            }
-        }
-    })?;
+        })?;
     bar.finish_and_clear();
     if let Some(e) = partial_err {
         eprintln!("warning: writing {}: {e}", partial_path.display());
@@ -352,9 +353,9 @@ fn project(paths: &[PathBuf]) -> Result<()> {
     };
     let read =
         |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| Error::io(p.display().to_string(), e));
-    let costs = tandem::bench::cost::CostTable::from_json(&read(costs_path)?)
+    let costs = tandem_bench::cost::CostTable::from_json(&read(costs_path)?)
         .map_err(|e| Error::Invalid(format!("{}: {e}", costs_path.display())))?;
-    let records = tandem::bench::cost::records_from_json(&read(records_path)?)
+    let records = tandem_bench::cost::records_from_json(&read(records_path)?)
         .map_err(|e| Error::Invalid(format!("{}: {e}", records_path.display())))?;
     if records.is_empty() {
         return Err(Error::Invalid(format!(
@@ -362,7 +363,7 @@ fn project(paths: &[PathBuf]) -> Result<()> {
             records_path.display()
         )));
     }
-    let projected = tandem::bench::cost::project(&costs, &records)?;
+    let projected = tandem_bench::cost::project(&costs, &records)?;
     let mut methods: Vec<String> = Vec::new();
     let mut groups: Vec<String> = Vec::new();
     for r in &records {
